@@ -1,0 +1,92 @@
+"""Groups of users in one process, and the sockets that reach them.
+
+A send encodes and frames its message once, whatever the number of
+recipients: the one ``Frame`` is handed to every socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from zope.interface import implementer
+
+from gameserver.interfaces import IConnection, IGroupLayer
+from gameserver.messages import Frame, dumps
+
+
+def room_group(room_id: int) -> str:
+    """The group of a room's present members."""
+    return f"room:{room_id}"
+
+
+@implementer(IGroupLayer)
+class LocalGroups:
+    def __init__(self) -> None:
+        self._connections: dict[int, set[IConnection]] = {}
+        self._members: dict[str, set[int]] = {}
+        self._groups_of: dict[int, set[str]] = {}
+
+    def connect(self, connection: IConnection) -> None:
+        self._connections.setdefault(connection.user.id, set()).add(connection)
+
+    def disconnect(self, connection: IConnection) -> bool:
+        user_id = connection.user.id
+        connections = self._connections.get(user_id, set())
+        connections.discard(connection)
+        if connections:
+            return False
+        self._connections.pop(user_id, None)
+        return True
+
+    def connection_count(self, user_id: int) -> int:
+        return len(self._connections.get(user_id, ()))
+
+    async def add(self, group: str, user_id: int) -> None:
+        self._members.setdefault(group, set()).add(user_id)
+        self._groups_of.setdefault(user_id, set()).add(group)
+
+    async def remove(self, group: str, user_id: int) -> None:
+        self._forget(group, user_id)
+        members = self._members.get(group)
+        if members is not None:
+            members.discard(user_id)
+            if not members:
+                del self._members[group]
+
+    async def discard(self, group: str) -> None:
+        for user_id in self._members.pop(group, ()):
+            self._forget(group, user_id)
+
+    def _forget(self, group: str, user_id: int) -> None:
+        groups = self._groups_of.get(user_id)
+        if groups is not None:
+            groups.discard(group)
+            if not groups:
+                del self._groups_of[user_id]
+
+    async def is_member(self, group: str, user_id: int) -> bool:
+        return user_id in self._members.get(group, ())
+
+    async def members(self, group: str) -> frozenset[int]:
+        return frozenset(self._members.get(group, ()))
+
+    async def groups_of(self, user_id: int) -> frozenset[str]:
+        return frozenset(self._groups_of.get(user_id, ()))
+
+    async def send(
+        self, group: str, message: dict[str, Any], exclude: int | None = None
+    ) -> None:
+        members = self._members.get(group)
+        if members:
+            self._deliver(
+                (u for u in members if u != exclude), Frame.of(dumps(message))
+            )
+
+    async def send_to_user(self, user_id: int, message: dict[str, Any]) -> None:
+        self._deliver((user_id,), Frame.of(dumps(message)))
+
+    def _deliver(self, user_ids: Iterable[int], frame: Frame) -> None:
+        for user_id in user_ids:
+            for connection in tuple(self._connections.get(user_id, ())):
+                connection.send_frame(frame)

@@ -1,0 +1,150 @@
+"""The wire format: JSON text frames holding ``{type, room_id?, data?}``.
+
+Decoding is strict, because Python's ``json`` is not: it accepts ``NaN``,
+lone surrogates and duplicate keys, and raises odd exceptions on huge
+integers or deep nesting. Each of those becomes a ``BadMessage`` here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import attrs
+from autobahn.websocket.protocol import PreparedMessage
+
+from gameserver.errors import BadMessage
+
+VALIDATE_CONNECTION = "VALIDATE_CONNECTION"
+JOIN_ROOM = "JOIN_ROOM"
+LEAVE_ROOM = "LEAVE_ROOM"
+CHAT_MESSAGE = "CHAT_MESSAGE"
+ERROR = "ERROR"
+USER_JOINED = "USER_JOINED"
+USER_LEFT = "USER_LEFT"
+USER_DISCONNECTED = "USER_DISCONNECTED"
+ROOM_DELETED = "ROOM_DELETED"
+
+MAX_TYPE_LENGTH = 64
+_ENVELOPE_KEYS = frozenset({"type", "room_id", "data"})
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+@attrs.frozen
+class Envelope:
+    type: str
+    room_id: int | None = None
+    data: dict[str, Any] = attrs.Factory(dict)
+
+
+@attrs.frozen
+class Frame:
+    """A message encoded and framed once, ready for any number of sockets."""
+
+    payload: bytes
+    prepared: PreparedMessage = attrs.field(eq=False, repr=False)
+
+    @classmethod
+    def of(cls, payload: bytes) -> Frame:
+        return cls(payload, PreparedMessage(payload, False, False, True))
+
+
+def _reject_constant(name: str) -> Any:
+    raise BadMessage(f"{name} is not valid JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise BadMessage("duplicate key in JSON object")
+    return obj
+
+
+def _check_strings(value: Any) -> None:
+    """Refuse lone surrogates, which decode fine but cannot be re-encoded."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadMessage("lone surrogate in JSON string") from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse JSON strictly, raising only ``BadMessage``."""
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        value = json.loads(
+            text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+        )
+    except BadMessage:
+        raise
+    except UnicodeDecodeError:
+        raise BadMessage("message is not valid UTF-8") from None
+    except RecursionError:
+        raise BadMessage("JSON nested too deeply") from None
+    except ValueError as e:
+        raise BadMessage(f"malformed JSON: {e}") from None
+    if _SURROGATE_ESCAPE.search(text):
+        _check_strings(value)
+    return value
+
+
+def decode(payload: str | bytes) -> Envelope:
+    obj = loads(payload)
+    if not isinstance(obj, dict):
+        raise BadMessage("a message must be a JSON object")
+    unknown = obj.keys() - _ENVELOPE_KEYS
+    if unknown:
+        raise BadMessage(f"unknown envelope key(s): {', '.join(sorted(unknown))}")
+    type_ = obj.get("type")
+    if not isinstance(type_, str) or not type_ or len(type_) > MAX_TYPE_LENGTH:
+        raise BadMessage(
+            f"'type' must be a non-empty string of at most {MAX_TYPE_LENGTH} characters"
+        )
+    room_id = obj.get("room_id")
+    if room_id is not None and (type(room_id) is not int or room_id < 0):
+        raise BadMessage("'room_id' must be a non-negative integer")
+    data = obj.get("data")
+    if data is None:
+        data = {}
+    elif not isinstance(data, dict):
+        raise BadMessage("'data' must be a JSON object")
+    return Envelope(type_, room_id, data)
+
+
+def dumps(value: Any) -> bytes:
+    """Encode compactly; a value JSON cannot hold raises ``TypeError``/``ValueError``."""
+    return json.dumps(
+        value, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def message(type_: str, data: dict[str, Any], room_id: int | None = None) -> dict:
+    msg: dict[str, Any] = {"type": type_}
+    if room_id is not None:
+        msg["room_id"] = room_id
+    msg["data"] = data
+    return msg
+
+
+def error(
+    code: str,
+    detail: str,
+    *,
+    room_id: int | None = None,
+    request_type: str | None = None,
+) -> dict:
+    data: dict[str, Any] = {"code": code, "detail": detail}
+    if request_type is not None:
+        data["request_type"] = request_type
+    return message(ERROR, data, room_id)

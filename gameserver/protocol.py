@@ -1,0 +1,214 @@
+"""The WebSocket endpoint: framing, limits and ordering, on Autobahn.
+
+Autobahn's defaults suit a trusted peer, not the public internet, so the
+factory sets every limit deliberately (size, heartbeat, origins, connection
+count). What Autobahn does not offer is added here: per-socket rate
+limiting, a cap on bytes queued for a client that does not read, the
+validation deadline, and one-at-a-time handling of a socket's messages.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from gameserver import messages
+from gameserver.dispatcher import CLOSE_UNAUTHORIZED
+from gameserver.errors import BadMessage
+from gameserver.interfaces import IConnection
+from gameserver.messages import Frame
+from gameserver.models import UserRef
+from gameserver.ratelimit import TokenBucket
+from gameserver.settings import Settings
+
+if TYPE_CHECKING:
+    from gameserver.dispatcher import Dispatcher
+
+#: Close code for a socket that keeps sending past its rate limit.
+CLOSE_POLICY_VIOLATION = 1008
+_MAX_REASON_BYTES = 120
+
+log = Logger()
+
+
+@implementer(IPushProducer)
+class OutboundWatch:
+    """Counts what is queued for a socket while its peer is not reading.
+
+    Registered as the transport's streaming producer, it is paused once the
+    transport buffers more than it can send; every byte written while
+    paused stays in memory, so past ``limit`` of them the client is cut off.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.queued = 0
+        self.paused = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self.queued = 0
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.queued = 0
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+    def admit(self, size: int) -> bool:
+        if self.paused:
+            self.queued += size
+            return self.queued <= self.limit
+        return True
+
+
+@implementer(IConnection)
+class GameServerProtocol(WebSocketServerProtocol):
+    factory: GameServerFactory
+    user: UserRef | None = None
+    _queue: Deferred[None] | None = None
+
+    def onOpen(self) -> None:
+        settings = self.factory.settings
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            no_delay(True)
+        self._outbound = OutboundWatch(settings.max_outbound_buffer)
+        _take_over_producer(self.transport, self._outbound)
+        self._bucket = TokenBucket(
+            settings.message_rate, settings.message_burst, self.factory.clock
+        )
+        self._refused_in_a_row = 0
+        self._queue = succeed(None)
+        self._open = True
+        self._deadline: IDelayedCall | None = self.factory.clock.callLater(
+            settings.validate_timeout, self._validation_timed_out
+        )
+
+    def _validation_timed_out(self) -> None:
+        self._deadline = None
+        self.close(CLOSE_UNAUTHORIZED, "not validated in time")
+
+    def authenticated(self, user: UserRef) -> None:
+        self.user = user
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if not self._open:
+            return
+        if not self._bucket.take():
+            self._flooding()
+            return
+        self._refused_in_a_row = 0
+        if isBinary:
+            self.send(messages.error("bad_message", "binary frames are not supported"))
+            return
+        self._enqueue(self._handle, payload)
+
+    def _enqueue(self, fn, *args) -> None:
+        """Run ``fn`` after everything queued before it has finished."""
+        self._queue.addCallback(lambda _: ensureDeferred(fn(*args))).addErrback(
+            lambda f: log.failure(
+                "handling a message of {peer} failed", f, peer=self.peer
+            )
+        )
+
+    def _flooding(self) -> None:
+        self._refused_in_a_row += 1
+        if self._refused_in_a_row == 1:
+            self.send(messages.error("rate_limited", "too many messages: slow down"))
+        elif self._refused_in_a_row >= self.factory.settings.flood_limit:
+            self.close(CLOSE_POLICY_VIOLATION, "message flood")
+
+    async def _handle(self, payload: bytes) -> None:
+        if not self._open:
+            return
+        try:
+            envelope = messages.decode(payload)
+        except BadMessage as e:
+            self.send(messages.error(e.code, e.detail))
+            return
+        await self.factory.dispatcher.dispatch(self, envelope)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.send_frame(Frame.of(messages.dumps(message)))
+
+    def send_frame(self, frame: Frame) -> None:
+        if not self._open:
+            return
+        if not self._outbound.admit(len(frame.payload)):
+            log.warn(
+                "dropping {peer}: over {limit} bytes queued for a client not reading",
+                peer=self.peer,
+                limit=self._outbound.limit,
+            )
+            self._open = False
+            self.dropConnection(abort=True)
+            return
+        self.sendPreparedMessage(frame.prepared)
+
+    def close(self, code: int, reason: str) -> None:
+        """Start a closing handshake with any code, 1008 included."""
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(
+                code=code, reasonUtf8=reason.encode("utf-8")[:_MAX_REASON_BYTES]
+            )
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self._queue is None:
+            return
+        self._open = False
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._enqueue(self.factory.dispatcher.connection_lost, self)
+
+
+def _take_over_producer(transport: Any, producer: IPushProducer) -> None:
+    """Become the transport's producer, replacing twisted.web's HTTP channel.
+
+    When the socket came through ``WebSocketResource`` the HTTP channel that
+    accepted it is still registered, and would only pause reading.
+    """
+    try:
+        transport.registerProducer(producer, True)
+    except RuntimeError:
+        transport.unregisterProducer()
+        transport.registerProducer(producer, True)
+
+
+class GameServerFactory(WebSocketServerFactory):
+    protocol = GameServerProtocol
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        settings: Settings,
+        *,
+        clock: IReactorTime,
+        reactor: Any = None,
+    ) -> None:
+        super().__init__(reactor=reactor)
+        self.dispatcher = dispatcher
+        self.settings = settings
+        self.clock = clock
+        self.setProtocolOptions(
+            webStatus=False,
+            maxFramePayloadSize=settings.max_message_size,
+            maxMessagePayloadSize=settings.max_message_size,
+            failByDrop=False,
+            autoPingInterval=settings.ping_interval,
+            autoPingTimeout=settings.ping_timeout,
+            allowedOrigins=list(settings.allowed_origins),
+            allowNullOrigin="*" in settings.allowed_origins,
+            maxConnections=settings.max_connections,
+            perMessageCompressionAccept=lambda offers: None,
+        )

@@ -1,0 +1,180 @@
+"""Rooms: creating, listing, joining, leaving, and what a disconnect means.
+
+A room has *seats* (``Room.players``, kept by the store) and *present
+members* (its group, kept by the group layer). Joining takes a seat and
+makes the user present; a disconnect outside a game gives the seat up,
+while in a game it keeps the seat so the player can come back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gameserver import messages
+from gameserver.errors import (
+    Forbidden,
+    GameStarted,
+    InvalidInput,
+    NotFound,
+    NotInRoom,
+    RoomFull,
+    RoomNotFound,
+    WrongPassword,
+)
+from gameserver.groups import room_group
+from gameserver.interfaces import IGame, IGroupLayer, IStore
+from gameserver.models import Page, Room, RoomState, UserRef
+from gameserver.passwords import PasswordHasher
+
+MAX_NAME = 64
+MAX_ROOM_PASSWORD = 128
+
+
+def _optional(body: dict[str, Any], key: str, kind: type) -> Any:
+    value = body.get(key)
+    if value is not None and (type(value) is not kind):
+        raise InvalidInput(f"'{key}' must be a {kind.__name__}")
+    return value
+
+
+class Rooms:
+    def __init__(
+        self,
+        store: IStore,
+        hasher: PasswordHasher,
+        groups: IGroupLayer,
+        games: Mapping[str, IGame],
+    ) -> None:
+        self._store = store
+        self._hasher = hasher
+        self._groups = groups
+        self._games = games
+
+    async def create(self, owner: UserRef, body: Any) -> Room:
+        if not isinstance(body, dict):
+            raise InvalidInput("expected a JSON object")
+        name = _optional(body, "name", str)
+        if not name or not name.strip() or len(name) > MAX_NAME:
+            raise InvalidInput(f"'name' must be 1 to {MAX_NAME} characters")
+        game_name = _optional(body, "game", str)
+        game = self._games.get(game_name) if game_name else None
+        if game is None:
+            raise InvalidInput(
+                f"'game' must be one of: {', '.join(sorted(self._games)) or '(none)'}"
+            )
+        max_players = _optional(body, "max_players", int)
+        if max_players is None:
+            max_players = game.max_players
+        elif not game.min_players <= max_players <= game.max_players:
+            raise InvalidInput(
+                f"'max_players' for {game.name} must be between"
+                f" {game.min_players} and {game.max_players}"
+            )
+        password = _optional(body, "password", str)
+        if password is not None and not 1 <= len(password) <= MAX_ROOM_PASSWORD:
+            raise InvalidInput(
+                f"'password' must be 1 to {MAX_ROOM_PASSWORD} characters"
+            )
+        password_hash = None if password is None else await self._hasher.hash(password)
+        return await self._store.create_room(
+            name.strip(), game.name, owner, max_players, password_hash
+        )
+
+    async def page(self, number: int, size: int, game: str | None) -> Page:
+        if number < 1:
+            raise NotFound("invalid page")
+        page = await self._store.list_rooms(game, (number - 1) * size, size)
+        if number > 1 and not page.items:
+            raise NotFound("invalid page")
+        return page
+
+    async def get(self, room_id: int) -> Room:
+        room = await self._store.get_room(room_id)
+        if room is None:
+            raise RoomNotFound(f"there is no room {room_id}")
+        return room
+
+    async def delete(self, room_id: int, user: UserRef) -> None:
+        room = await self.get(room_id)
+        if room.owner.id != user.id:
+            raise Forbidden("only the room's owner can delete it")
+        await self._store.delete_room(room_id)
+        group = room_group(room_id)
+        await self._groups.send(
+            group, messages.message(messages.ROOM_DELETED, {}, room_id)
+        )
+        await self._groups.discard(group)
+
+    async def set_state(self, room_id: int, state: RoomState) -> Room:
+        return await self._store.set_room_state(room_id, state)
+
+    async def is_present(self, room_id: int, user_id: int) -> bool:
+        return await self._groups.is_member(room_group(room_id), user_id)
+
+    async def join(self, room_id: int, user: UserRef, password: object) -> Room:
+        room = await self.get(room_id)
+        if not room.has_player(user.id):
+            if room.state is RoomState.IN_GAME:
+                raise GameStarted("the game in this room has already started")
+            if len(room.players) >= room.max_players:
+                raise RoomFull(f"the room is full ({room.max_players} players)")
+            if room.has_password and room.owner.id != user.id:
+                await self._check_password(room, password)
+        room, newly_seated = await self._store.seat_player(room_id, user)
+        group = room_group(room_id)
+        if not await self._groups.is_member(group, user.id):
+            joined = {"user": user.to_json(), "reconnected": not newly_seated}
+            await self._groups.send(
+                group,
+                messages.message(messages.USER_JOINED, joined, room_id),
+                exclude=user.id,
+            )
+            await self._groups.add(group, user.id)
+        return room
+
+    async def _check_password(self, room: Room, password: object) -> None:
+        if password is None:
+            raise WrongPassword("this room needs a password")
+        if not isinstance(password, str) or not await self._hasher.verify(
+            password, room.password_hash
+        ):
+            raise WrongPassword("wrong password")
+
+    async def leave(self, room_id: int, user: UserRef) -> None:
+        group = room_group(room_id)
+        present = await self._groups.is_member(group, user.id)
+        room = await self._store.get_room(room_id)
+        if room is None:
+            if present:
+                await self._groups.remove(group, user.id)
+            raise RoomNotFound(f"there is no room {room_id}")
+        if not present and not room.has_player(user.id):
+            raise NotInRoom(f"you are not in room {room_id}")
+        await self._store.unseat_player(room_id, user.id)
+        await self._depart(room_id, user, messages.USER_LEFT)
+
+    async def user_gone(self, user: UserRef) -> None:
+        """The user's last connection closed: leave what is not in a game."""
+        for group in await self._groups.groups_of(user.id):
+            room_id = _room_id_of(group)
+            if room_id is None:
+                continue
+            room = await self._store.get_room(room_id)
+            if room is not None and room.state is RoomState.IN_GAME:
+                await self._depart(room_id, user, messages.USER_DISCONNECTED)
+            else:
+                await self._store.unseat_player(room_id, user.id)
+                await self._depart(room_id, user, messages.USER_LEFT)
+
+    async def _depart(self, room_id: int, user: UserRef, type_: str) -> None:
+        group = room_group(room_id)
+        await self._groups.remove(group, user.id)
+        await self._groups.send(
+            group, messages.message(type_, {"user": user.to_json()}, room_id)
+        )
+
+
+def _room_id_of(group: str) -> int | None:
+    kind, _, rest = group.partition(":")
+    return int(rest) if kind == "room" and rest.isdigit() else None

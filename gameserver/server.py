@@ -1,0 +1,91 @@
+"""One gameserver, wired together: mount its resource, or run its service."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.application import strports
+from twisted.application.service import IService
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from gameserver.accounts import Accounts
+from gameserver.api import ApiResource
+from gameserver.auth import Tokens
+from gameserver.dispatcher import Dispatcher
+from gameserver.games import installed_games
+from gameserver.groups import LocalGroups
+from gameserver.interfaces import IGame, IStore
+from gameserver.passwords import PasswordHasher
+from gameserver.protocol import GameServerFactory
+from gameserver.rooms import Rooms
+from gameserver.settings import Settings
+from gameserver.store import MemoryStore
+
+
+class _Index(Resource):
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        return b"gameserver: HTTP API at /api/, WebSocket at /ws\n"
+
+
+class GameServer:
+    """Everything one process serves, built from ``Settings``.
+
+    ``resource`` holds ``/api/`` and ``/ws``: put it in any ``twisted.web``
+    tree, or take ``site()``, ``service(endpoint)`` or ``websocket_factory``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: IStore | None = None,
+        games: Mapping[str, IGame] | None = None,
+        reactor: Any = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        clock = reactor if clock is None else clock
+        self.settings = settings
+        self.store = MemoryStore() if store is None else store
+        self.games = installed_games() if games is None else dict(games)
+        hasher = PasswordHasher(
+            reactor,
+            cost=settings.password_cost,
+            max_concurrent=settings.max_concurrent_hashes,
+        )
+        tokens = Tokens(
+            settings.secret,
+            access_lifetime=settings.access_lifetime,
+            refresh_lifetime=settings.refresh_lifetime,
+            clock=clock,
+        )
+        self.accounts = Accounts(self.store, hasher, tokens)
+        self.groups = LocalGroups()
+        self.rooms = Rooms(self.store, hasher, self.groups, self.games)
+        self.dispatcher = Dispatcher(
+            settings, self.accounts, self.rooms, self.groups, clock
+        )
+        self.websocket_factory = GameServerFactory(
+            self.dispatcher, settings, clock=clock, reactor=reactor
+        )
+        self.resource = _Index()
+        self.resource.putChild(
+            b"api", ApiResource(settings, self.accounts, self.rooms, self.games)
+        )
+        self.resource.putChild(b"ws", WebSocketResource(self.websocket_factory))
+
+    def site(self) -> Site:
+        site = Site(self.resource)
+        site.displayTracebacks = False
+        return site
+
+    def service(self, endpoint: str) -> IService:
+        """A service listening on a Twisted endpoint string, e.g. ``tcp:8000``."""
+        return strports.service(endpoint, self.site(), reactor=self._reactor)
