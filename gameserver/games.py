@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import attrs
-from twisted.plugin import getPlugins
+from twisted.plugin import IPlugin, getPlugins
 from zope.interface import implementer
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
@@ -17,9 +17,11 @@ class GameLoadError(Exception):
     """A game plugin is broken or missing; the message names it."""
 
 
-@implementer(IGame)
+@implementer(IPlugin, IGame)
 @attrs.frozen(kw_only=True)
 class Game:
+    """A game described by data alone; Twisted finds it as a plugin."""
+
     name: str
     description: str
     min_players: int = 1

@@ -1,0 +1,113 @@
+"""A real server on port 0, and clients that talk to it over real sockets."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import attrs
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+
+from gameserver import GameServer, Settings
+from gameserver.client import Connection, GameClient
+from gameserver.games import Game
+
+SECRET = "test secret that is long enough for HS256!"
+PASSWORD = "correct horse battery"
+_names = itertools.count(1)
+
+GAMES = {
+    "chat": Game(name="chat", description="talk", min_players=1, max_players=50),
+    "duel": Game(name="duel", description="two players", min_players=2, max_players=2),
+}
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Test settings: a cheap password hash, otherwise the real defaults."""
+    return Settings(secret=SECRET, password_cost=10, **overrides)
+
+
+@attrs.define
+class Running:
+    server: GameServer
+    url: str
+    clock: Any
+    port: Any = None
+    connections: list[Connection] = attrs.Factory(list)
+
+    def client(self) -> GameClient:
+        return GameClient(self.url)
+
+    async def user(self, name: str | None = None) -> GameClient:
+        """A registered, logged-in user."""
+        client = self.client()
+        name = name or f"user{next(_names)}"
+        assert (await client.register(name, PASSWORD)).status == 201
+        assert (await client.login(name, PASSWORD)).status == 200
+        return client
+
+    async def connect(self, client: GameClient, **kw: Any) -> Connection:
+        connection = await client.connect(**kw)
+        self.connections.append(connection)
+        return connection
+
+    async def socket(self, name: str | None = None) -> tuple[GameClient, Connection]:
+        client = await self.user(name)
+        return client, await self.connect(client)
+
+    async def room(self, owner: GameClient, **options: Any) -> dict:
+        options.setdefault("name", "a room")
+        options.setdefault("game", "chat")
+        response = await owner.http("POST", "/api/rooms/", options)
+        assert response.status == 201, response.body
+        return response.body
+
+
+async def start(settings: Settings | None = None, *, clock: Any = None, **kw: Any):
+    server = GameServer(settings or make_settings(), games=GAMES, clock=clock, **kw)
+    port = reactor.listenTCP(0, server.site(), interface="127.0.0.1")
+    url = f"http://127.0.0.1:{port.getHost().port}"
+    return Running(server, url, clock, port)
+
+
+async def stop(running: Running) -> None:
+    for connection in running.connections:
+        if connection.protocol.transport is not None:
+            connection.abort()
+    await running.port.stopListening()
+
+
+@pytest_twisted.async_yield_fixture
+async def running():
+    """A server with the real clock."""
+    server = await start()
+    yield server
+    await stop(server)
+
+
+@pytest_twisted.async_yield_fixture
+async def clocked():
+    """A server whose own timers run on a ``task.Clock``."""
+    clock = Clock()
+    clock.advance(1_800_000_000)
+    server = await start(clock=clock)
+    yield server
+    await stop(server)
+
+
+@pytest_twisted.async_yield_fixture
+async def make_server():
+    """Start servers with custom settings; stopped after the test."""
+    servers: list[Running] = []
+
+    async def make(settings: Settings | None = None, **kw: Any) -> Running:
+        server = await start(settings, **kw)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        await stop(server)
