@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-from autobahn.util import wildcards2patterns
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -22,6 +21,7 @@ from gameserver.accounts import Accounts
 from gameserver.errors import GameServerError, InvalidInput, NotAuthenticated, NotFound
 from gameserver.interfaces import IGame
 from gameserver.models import UserRef
+from gameserver.origins import OriginPolicy
 from gameserver.rooms import Rooms
 from gameserver.settings import Settings
 
@@ -57,7 +57,7 @@ class ApiResource(Resource):
         self._accounts = accounts
         self._rooms = rooms
         self._games = games
-        self._origins = wildcards2patterns(list(settings.allowed_origins))
+        self._origins = OriginPolicy(settings.allowed_origins)
         self._routes: list[
             tuple[tuple[object, ...], dict[bytes, Callable[..., Awaitable[Result]]]]
         ] = [
@@ -101,9 +101,9 @@ class ApiResource(Resource):
         origin = request.getHeader(b"Origin")
         if origin is None:
             return
-        if "*" in self._settings.allowed_origins:
+        if self._origins.allow_all:
             request.setHeader(b"Access-Control-Allow-Origin", b"*")
-        elif any(p.match(origin.decode("latin-1")) for p in self._origins):
+        elif self._origins.allows(origin.decode("latin-1")):
             request.setHeader(b"Access-Control-Allow-Origin", origin)
             request.setHeader(b"Vary", b"Origin")
         else:

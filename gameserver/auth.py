@@ -24,6 +24,11 @@ _REQUIRED = ["exp", "iat", "sub", "token_type"]
 LEEWAY = 5
 
 
+def _is_user_id(sub: object) -> bool:
+    # Not str.isdigit() alone: it is true for "²" (int() refuses) and "٣".
+    return isinstance(sub, str) and sub.isascii() and sub.isdigit()
+
+
 class Tokens:
     def __init__(
         self,
@@ -73,7 +78,7 @@ class Tokens:
         if claims["token_type"] != expected_type:
             raise InvalidToken(f"expected an {expected_type} token")
         exp, iat, sub = claims["exp"], claims["iat"], claims["sub"]
-        if not all(type(v) is int for v in (exp, iat)) or not str(sub).isdigit():
+        if not all(type(v) is int for v in (exp, iat)) or not _is_user_id(sub):
             raise InvalidToken("malformed token claims")
         now = self._clock.seconds()
         if exp <= now:

@@ -8,6 +8,7 @@ integers or deep nesting. Each of those becomes a ``BadMessage`` here.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -54,6 +55,14 @@ def _reject_constant(name: str) -> Any:
     raise BadMessage(f"{name} is not valid JSON")
 
 
+def _finite_float(literal: str) -> float:
+    """Refuse a number like ``1e400``, which ``json`` would turn into ``inf``."""
+    value = float(literal)
+    if not math.isfinite(value):
+        raise BadMessage(f"number {literal[:32]} is out of range")
+    return value
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
@@ -83,13 +92,21 @@ def loads(text: str | bytes) -> Any:
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
+        else:
+            # A str may hold a lone surrogate as a character, not an escape.
+            text.encode("utf-8")
         value = json.loads(
-            text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+            text,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
         )
     except BadMessage:
         raise
     except UnicodeDecodeError:
         raise BadMessage("message is not valid UTF-8") from None
+    except UnicodeEncodeError:
+        raise BadMessage("lone surrogate in JSON string") from None
     except RecursionError:
         raise BadMessage("JSON nested too deeply") from None
     except ValueError as e:

@@ -20,6 +20,9 @@ _SCHEME = "scrypt"
 _R = 8
 _P = 1
 _DKLEN = 32
+#: Bounds on (log2 N, r, p) read back from a stored hash, so a corrupt one
+#: cannot make a check take minutes or gigabytes.
+_LIMITS = (20, 16, 16)
 
 
 def _b64(raw: bytes) -> str:
@@ -48,10 +51,13 @@ def _hash_sync(password: str, log_n: int) -> str:
 def _verify_sync(password: str, encoded: str) -> bool:
     try:
         scheme, log_n, r, p, salt, key = encoded.split("$")
-        if scheme != _SCHEME:
+        cost = int(log_n), int(r), int(p)
+        if scheme != _SCHEME or not all(
+            1 <= c <= m for c, m in zip(cost, _LIMITS, strict=True)
+        ):
             return False
         expected = base64.b64decode(key)
-        actual = _scrypt(password, base64.b64decode(salt), int(log_n), int(r), int(p))
+        actual = _scrypt(password, base64.b64decode(salt), *cost)
     except ValueError:
         return False
     return hmac.compare_digest(actual, expected)

@@ -23,6 +23,7 @@ from gameserver.errors import BadMessage
 from gameserver.interfaces import IConnection
 from gameserver.messages import Frame
 from gameserver.models import UserRef
+from gameserver.origins import OriginPolicy
 from gameserver.ratelimit import TokenBucket
 from gameserver.settings import Settings
 
@@ -51,8 +52,10 @@ class OutboundWatch:
         self.paused = False
 
     def pauseProducing(self) -> None:
-        self.paused = True
-        self.queued = 0
+        # Twisted calls this again on every write while the buffer is full.
+        if not self.paused:
+            self.paused = True
+            self.queued = 0
 
     def resumeProducing(self) -> None:
         self.paused = False
@@ -207,7 +210,7 @@ class GameServerFactory(WebSocketServerFactory):
             failByDrop=False,
             autoPingInterval=settings.ping_interval,
             autoPingTimeout=settings.ping_timeout,
-            allowedOrigins=list(settings.allowed_origins),
+            allowedOrigins=OriginPolicy(settings.allowed_origins).wildcards,
             allowNullOrigin="*" in settings.allowed_origins,
             maxConnections=settings.max_connections,
             perMessageCompressionAccept=lambda offers: None,

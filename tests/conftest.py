@@ -6,7 +6,6 @@ import itertools
 from typing import Any
 
 import attrs
-import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import Clock
@@ -45,8 +44,10 @@ class Running:
         """A registered, logged-in user."""
         client = self.client()
         name = name or f"user{next(_names)}"
-        assert (await client.register(name, PASSWORD)).status == 201
+        registered = await client.register(name, PASSWORD)
+        assert registered.status == 201
         assert (await client.login(name, PASSWORD)).status == 200
+        client.user_id = registered.body["id"]
         return client
 
     async def connect(self, client: GameClient, **kw: Any) -> Connection:

@@ -1,0 +1,103 @@
+"""The per-connection token bucket, driven by a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.task import Clock
+
+from gameserver.ratelimit import TokenBucket
+
+RATE = 4.0  # tokens per second
+BURST = 5
+
+
+@pytest.fixture
+def clock():
+    clock = Clock()
+    clock.advance(1_800_000_000)
+    return clock
+
+
+@pytest.fixture
+def bucket(clock):
+    return TokenBucket(RATE, BURST, clock)
+
+
+def _drain(bucket, limit=1000):
+    """Take tokens until refused; return how many were granted."""
+    granted = 0
+    while bucket.take():
+        granted += 1
+        assert granted <= limit, "the bucket never ran dry"
+    return granted
+
+
+def test_burst_then_refused(bucket):
+    assert [bucket.take() for _ in range(BURST)] == [True] * BURST
+    assert bucket.take() is False
+    assert bucket.take() is False
+
+
+def test_refused_calls_do_not_cost_tokens(bucket, clock):
+    _drain(bucket)
+    for _ in range(100):
+        assert bucket.take() is False
+    clock.advance(1 / RATE)
+    assert bucket.take() is True
+
+
+def test_refills_at_rate(bucket, clock):
+    _drain(bucket)
+    clock.advance(1 / RATE)
+    assert bucket.take() is True
+    assert bucket.take() is False
+    clock.advance(1.0)
+    assert _drain(bucket) == int(RATE)
+
+
+def test_partial_tokens_accumulate(bucket, clock):
+    _drain(bucket)
+    clock.advance(0.5 / RATE)
+    assert bucket.take() is False
+    clock.advance(0.5 / RATE)
+    assert bucket.take() is True
+    assert bucket.take() is False
+
+
+def test_never_exceeds_burst(bucket, clock):
+    clock.advance(3600)
+    assert _drain(bucket) == BURST
+    clock.advance(3600)
+    assert _drain(bucket) == BURST
+
+
+def test_refill_capped_after_partial_use(bucket, clock):
+    for _ in range(2):
+        assert bucket.take()
+    clock.advance(10.0)
+    assert _drain(bucket) == BURST
+
+
+def test_sustained_rate(bucket, clock):
+    _drain(bucket)
+    granted = 0
+    # Ask 10 times a second for 10 s: only RATE a second get through.
+    for _ in range(100):
+        clock.advance(0.1)
+        granted += bucket.take()
+    assert granted == pytest.approx(RATE * 10, abs=1)
+
+
+def test_clock_not_advanced_gives_nothing_back(bucket):
+    _drain(bucket)
+    assert bucket.take() is False
+
+
+def test_fractional_rate():
+    clock = Clock()
+    bucket = TokenBucket(0.5, 1, clock)
+    assert bucket.take() is True
+    clock.advance(1.5)
+    assert bucket.take() is False
+    clock.advance(0.5)
+    assert bucket.take() is True

@@ -1,0 +1,496 @@
+"""The base consumer over real WebSockets: every message, refusal and limit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import Clock, deferLater
+from txaio.testutil import replace_loop
+
+from gameserver.models import RoomState
+from tests.conftest import make_settings
+
+
+async def _eventually(predicate, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if predicate():
+            return
+        await deferLater(reactor, 0.02, lambda: None)
+    raise AssertionError("condition not reached in time")
+
+
+async def _players(client, room_id: int) -> list[str]:
+    room = (await client.http("GET", f"/api/rooms/{room_id}/")).body
+    return [p["username"] for p in room["players"]]
+
+
+async def _ok(reply: dict) -> dict:
+    assert reply["data"]["is_successful"] is True, reply
+    return reply
+
+
+# VALIDATE_CONNECTION
+
+
+@pytest_twisted.ensureDeferred
+async def test_validate(running):
+    client = await running.user("alice")
+    connection = await running.connect(client, validate=False)
+    reply = await connection.validate(client.access)
+    assert reply["type"] == "VALIDATE_CONNECTION"
+    assert reply["data"] == {
+        "is_successful": True,
+        "user": {"id": reply["data"]["user"]["id"], "username": "alice"},
+    }
+
+
+@pytest.mark.parametrize("token", ["garbage", "", None, 42, "refresh"])
+@pytest_twisted.ensureDeferred
+async def test_validate_refused_then_closed(running, token):
+    client = await running.user()
+    connection = await running.connect(client, validate=False)
+    if token == "refresh":
+        token = client.refresh
+    reply = await connection.validate(token)
+    assert reply["data"]["is_successful"] is False
+    assert reply["data"]["error"] == "invalid_token"
+    assert reply["data"]["detail"]
+    code, _ = await connection.closed
+    assert code == 4001
+
+
+@pytest_twisted.ensureDeferred
+async def test_expired_token_refused(clocked):
+    client = await clocked.user()
+    clocked.clock.advance(clocked.server.settings.access_lifetime)
+    connection = await clocked.connect(client, validate=False)
+    reply = await connection.validate(client.access)
+    assert reply["data"]["error"] == "token_expired"
+    assert (await connection.closed)[0] == 4001
+
+
+@pytest_twisted.ensureDeferred
+async def test_unvalidated_socket_closed_after_timeout(clocked):
+    client = await clocked.user()
+    connection = await clocked.connect(client, validate=False)
+    clocked.clock.advance(clocked.server.settings.validate_timeout - 0.1)
+    connection.send("PING")
+    assert (await connection.receive("ERROR"))["data"]["code"] == "not_authenticated"
+    clocked.clock.advance(0.1)
+    code, reason = await connection.closed
+    assert code == 4001
+    assert "validated" in reason
+
+
+@pytest_twisted.ensureDeferred
+async def test_validated_socket_outlives_the_timeout(clocked):
+    client = await clocked.user()
+    connection = await clocked.connect(client)
+    clocked.clock.advance(60)
+    reply = await connection.request("NOPE")
+    assert reply["data"]["code"] == "unknown_type"
+
+
+@pytest_twisted.ensureDeferred
+async def test_other_types_before_validation(running):
+    client = await running.user()
+    connection = await running.connect(client, validate=False)
+    for type_ in ["JOIN_ROOM", "CHAT_MESSAGE", "ANYTHING"]:
+        reply = await connection.request(type_, 1)
+        assert reply["type"] == "ERROR"
+        assert reply["data"]["code"] == "not_authenticated"
+        assert reply["data"]["request_type"] == type_
+    await _ok(await connection.validate(client.access))
+
+
+@pytest_twisted.ensureDeferred
+async def test_validate_twice(running):
+    client, connection = await running.socket()
+    reply = await connection.validate(client.access)
+    assert reply["data"]["code"] == "already_validated"
+
+
+# Bad input: an ERROR, and the socket stays open
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_input_keeps_the_socket(running):
+    client, connection = await running.socket()
+    cases = [
+        ("{not json", "bad_message"),
+        ("[1, 2]", "bad_message"),
+        ('"text"', "bad_message"),
+        ('{"type": "X", "data": NaN}', "bad_message"),
+        ('{"type": "JOIN_ROOM", "type": "LEAVE_ROOM"}', "bad_message"),
+        ('{"type": "X", "data": "\\ud800"}', "bad_message"),
+        ('{"type": 5}', "bad_message"),
+        ('{"type": "X", "room_id": "1"}', "bad_message"),
+        ('{"type": "X", "data": []}', "bad_message"),
+        ('{"type": "X", "roomId": 1}', "bad_message"),
+        ('{"type": "FLY_TO_MOON"}', "unknown_type"),
+        (
+            '{"type": "CHAT_MESSAGE", "room_id": 77, "data": {"text": "hi"}}',
+            "not_in_room",
+        ),
+        ('{"type": "CHAT_MESSAGE", "data": {"text": "hi"}}', "bad_message"),
+    ]
+    for raw, code in cases:
+        connection.send_raw(raw)
+        reply = await connection.receive("ERROR")
+        assert reply["data"]["code"] == code, raw
+        assert reply["data"]["detail"]
+    connection.send_raw(b"\x00\x01", binary=True)
+    assert (await connection.receive("ERROR"))["data"]["code"] == "bad_message"
+    room = await running.room(client)
+    await _ok(await connection.join(room["id"]))
+
+
+@pytest_twisted.ensureDeferred
+async def test_oversized_message_closes_1009(make_server):
+    server = await make_server(make_settings(max_message_size=1024))
+    _, connection = await server.socket()
+    connection.send("CHAT_MESSAGE", 1, {"text": "x" * 2000})
+    code, _ = await connection.closed
+    assert code == 1009
+    # The server is still fine.
+    _, other = await server.socket()
+    assert (await other.request("NOPE"))["data"]["code"] == "unknown_type"
+
+
+# JOIN_ROOM / LEAVE_ROOM
+
+
+@pytest_twisted.ensureDeferred
+async def test_join_and_leave(running):
+    alice, a = await running.socket("alice")
+    _, b = await running.socket("bob")
+    room = await running.room(alice)
+    rid = room["id"]
+    reply = await _ok(await a.join(rid))
+    assert reply["room_id"] == rid
+    assert reply["data"]["room"]["id"] == rid
+    assert [p["username"] for p in reply["data"]["room"]["players"]] == ["alice"]
+    await _ok(await b.join(rid))
+    joined = await a.receive("USER_JOINED", room_id=rid)
+    assert joined["data"]["user"]["username"] == "bob"
+    assert joined["data"]["reconnected"] is False
+    assert await _players(alice, rid) == ["alice", "bob"]
+    reply = await _ok(await b.leave(rid))
+    assert reply == {
+        "type": "LEAVE_ROOM",
+        "room_id": rid,
+        "data": {"is_successful": True},
+    }
+    left = await a.receive("USER_LEFT", room_id=rid)
+    assert left["data"]["user"]["username"] == "bob"
+    assert await _players(alice, rid) == ["alice"]
+    assert not [m for m in b.pending() if m["type"] in ("USER_JOINED", "USER_LEFT")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_join_refusals(running):
+    owner, o = await running.socket()
+    _, x = await running.socket()
+    locked = await running.room(owner, password="open sesame")
+    full = await running.room(owner, game="duel")
+    cases = [
+        (999, None, "room_not_found"),
+        (locked["id"], None, "wrong_password"),
+        (locked["id"], "guess", "wrong_password"),
+    ]
+    for room_id, password, code in cases:
+        reply = await x.join(room_id, password)
+        assert reply["type"] == "JOIN_ROOM"
+        assert reply["data"]["is_successful"] is False
+        assert reply["data"]["error"] == code, (room_id, password)
+        assert reply["data"]["detail"]
+    reply = await x.request("JOIN_ROOM", locked["id"], {"password": 1234})
+    assert reply["data"]["error"] == "wrong_password"
+    await _ok(await x.join(locked["id"], "open sesame"))
+    await _ok(await o.join(locked["id"]))  # the owner needs no password
+    _, y = await running.socket()
+    _, z = await running.socket()
+    await _ok(await o.join(full["id"]))
+    await _ok(await y.join(full["id"]))
+    reply = await z.join(full["id"])
+    assert reply["data"]["error"] == "room_full"
+    assert len(await _players(owner, full["id"])) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_join_refused_once_the_game_started(running):
+    owner, o = await running.socket()
+    _, late = await running.socket()
+    room = await running.room(owner)
+    await _ok(await o.join(room["id"]))
+    await running.server.rooms.set_state(room["id"], RoomState.IN_GAME)
+    reply = await late.join(room["id"])
+    assert reply["data"]["error"] == "game_started"
+    await _ok(await o.join(room["id"]))  # a seated player may join again
+
+
+@pytest_twisted.ensureDeferred
+async def test_leave_refusals(running):
+    owner, o = await running.socket()
+    room = await running.room(owner)
+    reply = await o.leave(room["id"])
+    assert reply["data"] == {
+        "is_successful": False,
+        "error": "not_in_room",
+        "detail": reply["data"]["detail"],
+    }
+    assert (await o.leave(999))["data"]["error"] == "room_not_found"
+    reply = await o.request("LEAVE_ROOM")
+    assert reply["data"]["error"] == "bad_message"
+
+
+# Disconnects
+
+
+@pytest_twisted.ensureDeferred
+async def test_disconnect_leaves_rooms_not_in_game(running):
+    alice, a = await running.socket("alice")
+    _, b = await running.socket("bob")
+    room = await running.room(alice)
+    await _ok(await a.join(room["id"]))
+    await _ok(await b.join(room["id"]))
+    b.abort()
+    left = await a.receive("USER_LEFT")
+    assert left["data"]["user"]["username"] == "bob"
+    assert await _players(alice, room["id"]) == ["alice"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_disconnect_keeps_seat_in_game_and_reconnect_gets_it_back(running):
+    alice, a = await running.socket("alice")
+    bob, b = await running.socket("bob")
+    room = await running.room(alice, game="duel", password="pw")
+    rid = room["id"]
+    await _ok(await a.join(rid, "pw"))
+    await _ok(await b.join(rid, "pw"))
+    assert (await a.receive("USER_JOINED"))["data"]["reconnected"] is False
+    await running.server.rooms.set_state(rid, RoomState.IN_GAME)
+    await b.close()
+    gone = await a.receive("USER_DISCONNECTED", room_id=rid)
+    assert gone["data"]["user"]["username"] == "bob"
+    assert await _players(alice, rid) == ["alice", "bob"]
+    b2 = await running.connect(bob)
+    chat = await b2.request("CHAT_MESSAGE", rid, {"text": "back?"})
+    assert chat["data"]["code"] == "not_in_room"
+    reply = await _ok(await b2.join(rid))  # no password, room full, in game
+    assert reply["data"]["room"]["state"] == "in_game"
+    back = await a.receive("USER_JOINED", room_id=rid)
+    assert back["data"]["user"]["username"] == "bob"
+    assert back["data"]["reconnected"] is True
+    b2.send("CHAT_MESSAGE", rid, {"text": "I'm back"})
+    assert (await a.receive("CHAT_MESSAGE"))["data"]["text"] == "I'm back"
+
+
+@pytest_twisted.ensureDeferred
+async def test_membership_is_per_user_not_per_socket(running):
+    alice, a1 = await running.socket("alice")
+    a2 = await running.connect(alice)
+    _, b = await running.socket("bob")
+    room = await running.room(alice)
+    rid = room["id"]
+    await _ok(await a1.join(rid))
+    await _ok(await b.join(rid))
+    b.send("CHAT_MESSAGE", rid, {"text": "to both sockets"})
+    assert (await a1.receive("CHAT_MESSAGE"))["data"]["text"] == "to both sockets"
+    assert (await a2.receive("CHAT_MESSAGE"))["data"]["text"] == "to both sockets"
+    assert (await b.receive("CHAT_MESSAGE"))["data"]["text"] == "to both sockets"
+    await _ok(await a2.join(rid))
+    await a1.close()
+    a2.send("CHAT_MESSAGE", rid, {"text": "still here"})
+    assert (await b.receive("CHAT_MESSAGE"))["data"]["text"] == "still here"
+    assert not [m for m in b.pending() if m["type"] == "USER_LEFT"]
+    await a2.close()
+    assert (await b.receive("USER_LEFT"))["data"]["user"]["username"] == "alice"
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleted_room_tells_its_members(running):
+    owner, o = await running.socket()
+    room = await running.room(owner)
+    await _ok(await o.join(room["id"]))
+    assert (await owner.http("DELETE", f"/api/rooms/{room['id']}/")).status == 204
+    assert (await o.receive("ROOM_DELETED"))["room_id"] == room["id"]
+    reply = await o.request("CHAT_MESSAGE", room["id"], {"text": "hello?"})
+    assert reply["data"]["code"] == "not_in_room"
+
+
+# Chat
+
+
+@pytest_twisted.ensureDeferred
+async def test_chat(clocked):
+    alice, a = await clocked.socket("alice")
+    _, b = await clocked.socket("bob")
+    room = await clocked.room(alice)
+    await _ok(await a.join(room["id"]))
+    await _ok(await b.join(room["id"]))
+    a.send("CHAT_MESSAGE", room["id"], {"text": "héllo ✓"})
+    for connection in (a, b):
+        message = await connection.receive("CHAT_MESSAGE")
+        assert message == {
+            "type": "CHAT_MESSAGE",
+            "room_id": room["id"],
+            "data": {
+                "user": {"id": message["data"]["user"]["id"], "username": "alice"},
+                "text": "héllo ✓",
+                "ts": clocked.clock.seconds(),
+            },
+        }
+    for text in ["", "   ", 5, "x" * 501]:
+        reply = await a.request("CHAT_MESSAGE", room["id"], {"text": text})
+        assert reply["data"]["code"] == "invalid"
+
+
+# Limits
+
+
+@pytest_twisted.ensureDeferred
+async def test_flood_is_refused_then_closed_1008(make_server):
+    from twisted.internet.task import Clock
+
+    clock = Clock()  # frozen: the bucket never refills
+    server = await make_server(
+        make_settings(message_rate=1, message_burst=5, flood_limit=20), clock=clock
+    )
+    _, flooder = await server.socket()  # VALIDATE_CONNECTION used one token
+    _, bystander = await server.socket()
+    for _ in range(4):
+        flooder.send("NOPE")
+    for _ in range(4):
+        assert (await flooder.receive("ERROR"))["data"]["code"] == "unknown_type"
+    flooder.send("NOPE")
+    assert (await flooder.receive("ERROR"))["data"]["code"] == "rate_limited"
+    clock.advance(1)
+    flooder.send("NOPE")
+    assert (await flooder.receive("ERROR"))["data"]["code"] == "unknown_type"
+    for _ in range(20):
+        flooder.send("NOPE")
+    code, _ = await flooder.closed
+    assert code == 1008
+    assert [m["data"]["code"] for m in flooder.pending()] == ["rate_limited"]
+    assert (await bystander.request("NOPE"))["data"]["code"] == "unknown_type"
+
+
+@pytest_twisted.ensureDeferred
+async def test_connections_per_user_capped(make_server):
+    server = await make_server(make_settings(max_connections_per_user=2))
+    client = await server.user()
+    await server.connect(client)
+    await server.connect(client)
+    third = await server.connect(client, validate=False)
+    reply = await third.validate(client.access)
+    assert reply["data"]["error"] == "too_many_connections"
+    assert (await third.closed)[0] == 4008
+
+
+@pytest_twisted.ensureDeferred
+async def test_connections_per_process_capped(make_server):
+    server = await make_server(make_settings(max_connections=2))
+    client = await server.user()
+    await server.connect(client)
+    await server.connect(client)
+    with pytest.raises(ConnectionError):
+        await server.connect(client)
+
+
+@pytest_twisted.ensureDeferred
+async def test_origin_allowlist(make_server):
+    server = await make_server(make_settings(allowed_origins=["https://play.example"]))
+    client = await server.user()
+    await server.connect(client, origin="https://play.example")
+    await server.connect(client)  # no Origin header: not a browser
+    with pytest.raises(ConnectionError):
+        await server.connect(client, origin="https://evil.example")
+
+
+@pytest_twisted.ensureDeferred
+async def test_dead_peer_dropped_by_heartbeat(make_server):
+    server = await make_server(make_settings(ping_interval=20, ping_timeout=10))
+    clock = Clock()
+    with replace_loop(clock):
+        client, connection = await server.socket()
+        connection.protocol.transport.pauseProducing()  # never reads, never pongs
+        clock.advance(19)
+        await deferLater(reactor, 0.1, lambda: None)
+        assert not connection.closed.called
+        clock.advance(1)  # the ping goes out
+        clock.advance(10)  # no pong in time: dropped
+        connection.protocol.transport.resumeProducing()
+        code, _ = await connection.closed
+    assert code != 1000
+    await _eventually(
+        lambda: server.server.groups.connection_count(client.user_id) == 0
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_that_never_reads_is_dropped(make_server):
+    server = await make_server(make_settings(max_outbound_buffer=256 * 1024))
+    owner, reader = await server.socket()
+    sleeper_client, sleeper = await server.socket()
+    room = await server.room(owner)
+    await _ok(await reader.join(room["id"]))
+    await _ok(await sleeper.join(room["id"]))
+    sleeper.protocol.transport.pauseProducing()
+    groups = server.server.groups
+    big = {"type": "STATE", "room_id": room["id"], "data": {"blob": "x" * 60_000}}
+    for _ in range(300):  # ~18 MB: past the kernel's and Twisted's buffers
+        await groups.send_to_user(sleeper_client.user_id, big)
+        if groups.connection_count(sleeper_client.user_id) == 0:
+            break
+        await deferLater(reactor, 0.001, lambda: None)
+    assert groups.connection_count(sleeper_client.user_id) == 0
+    left = await reader.receive("USER_LEFT")
+    assert left["data"]["user"]["id"] == sleeper_client.user_id
+    sleeper.protocol.transport.resumeProducing()
+    await sleeper.closed
+    assert (await reader.request("NOPE"))["data"]["code"] == "unknown_type"
+
+
+# Encoding once per send
+
+
+def test_group_send_frames_once(monkeypatch):
+    from gameserver import groups as groups_module
+    from gameserver.models import UserRef
+
+    encoded = []
+    real_dumps = groups_module.dumps
+    monkeypatch.setattr(
+        groups_module, "dumps", lambda value: encoded.append(value) or real_dumps(value)
+    )
+    layer = groups_module.LocalGroups()
+
+    class FakeConnection:
+        def __init__(self, user_id: int) -> None:
+            self.user = UserRef(user_id, f"u{user_id}")
+            self.frames = []
+
+        def send_frame(self, frame) -> None:
+            self.frames.append(frame)
+
+    fakes = [FakeConnection(i) for i in range(50)]
+    for fake in fakes:
+        layer.connect(fake)
+        _run(layer.add("g", fake.user.id))
+    _run(layer.send("g", {"type": "T", "data": {}}))
+    assert len(encoded) == 1
+    assert len({id(fake.frames[0]) for fake in fakes}) == 1
+    assert json.loads(fakes[0].frames[0].payload) == {"type": "T", "data": {}}
+
+
+def _run(coroutine):
+    """Run a coroutine that never waits (the local group layer's)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as stop:
+        return stop.value
+    raise AssertionError("coroutine did not finish synchronously")
