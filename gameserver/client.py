@@ -204,7 +204,9 @@ class GameClient:
         url = urlsplit(self.base_url)
         scheme = "wss" if url.scheme == "https" else "ws"
         factory = WebSocketClientFactory(
-            f"{scheme}://{url.netloc}{url.path}/ws", origin=origin, reactor=self._reactor
+            f"{scheme}://{url.netloc}{url.path}/ws",
+            origin=origin,
+            reactor=self._reactor,
         )
         factory.protocol = ClientProtocol
         factory.opened = Deferred()

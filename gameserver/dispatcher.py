@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from gameserver import messages
@@ -20,18 +19,17 @@ from gameserver.accounts import Accounts
 from gameserver.errors import (
     BadMessage,
     GameServerError,
-    InvalidInput,
     InvalidToken,
     NotAuthenticated,
     NotInRoom,
     UnknownType,
 )
-from gameserver.groups import room_group
 from gameserver.interfaces import IGroupLayer
 from gameserver.messages import Envelope
-from gameserver.models import UserRef
+from gameserver.models import Room, UserRef
 from gameserver.rooms import Rooms
 from gameserver.settings import Settings
+from gameserver.turns import RoomTurns
 
 #: Close code for a socket that failed or skipped authentication.
 CLOSE_UNAUTHORIZED = 4001
@@ -71,17 +69,16 @@ class Dispatcher:
         accounts: Accounts,
         rooms: Rooms,
         groups: IGroupLayer,
-        clock: IReactorTime,
+        turns: RoomTurns,
     ) -> None:
         self._settings = settings
         self._accounts = accounts
         self._rooms = rooms
         self._groups = groups
-        self._clock = clock
+        self._turns = turns
         self._handlers: dict[str, Handler] = {
             messages.JOIN_ROOM: self._join_room,
             messages.LEAVE_ROOM: self._leave_room,
-            messages.CHAT_MESSAGE: self._chat_message,
         }
 
     async def dispatch(self, session: Session, envelope: Envelope) -> None:
@@ -91,9 +88,7 @@ class Dispatcher:
                 return
             if session.user is None:
                 raise NotAuthenticated("send VALIDATE_CONNECTION with a token first")
-            handler = self._handlers.get(envelope.type)
-            if handler is None:
-                raise UnknownType(f"unknown message type {envelope.type!r}")
+            handler = self._handlers.get(envelope.type, self._game_message)
             await handler(session, envelope)
         except GameServerError as e:
             session.send(
@@ -154,17 +149,20 @@ class Dispatcher:
         )
 
     async def _join_room(self, session: Session, envelope: Envelope) -> None:
+        def reply(room: Room) -> None:
+            session.send(
+                _reply(
+                    messages.JOIN_ROOM, room.id, is_successful=True, room=room.to_json()
+                )
+            )
+
         try:
             room_id = _room_id(envelope)
-            room = await self._rooms.join(
-                room_id, session.user, envelope.data.get("password")
+            await self._rooms.join(
+                room_id, session.user, envelope.data.get("password"), reply
             )
         except GameServerError as e:
             session.send(_refusal(messages.JOIN_ROOM, envelope.room_id, e))
-            return
-        session.send(
-            _reply(messages.JOIN_ROOM, room_id, is_successful=True, room=room.to_json())
-        )
 
     async def _leave_room(self, session: Session, envelope: Envelope) -> None:
         try:
@@ -175,26 +173,18 @@ class Dispatcher:
             return
         session.send(_reply(messages.LEAVE_ROOM, room_id, is_successful=True))
 
-    async def _chat_message(self, session: Session, envelope: Envelope) -> None:
-        room_id = await self._present_room(session, envelope)
-        text = envelope.data.get("text")
-        limit = self._settings.chat_max_length
-        if not isinstance(text, str) or not text.strip() or len(text) > limit:
-            raise InvalidInput(f"'text' must be 1 to {limit} characters")
-        data = {
-            "user": session.user.to_json(),
-            "text": text,
-            "ts": self._clock.seconds(),
-        }
-        await self._groups.send(
-            room_group(room_id), messages.message(messages.CHAT_MESSAGE, data, room_id)
+    async def _game_message(self, session: Session, envelope: Envelope) -> None:
+        if envelope.room_id is None:
+            if self._turns.is_known(envelope.type):
+                raise BadMessage(f"{envelope.type} needs a 'room_id'")
+            raise UnknownType(f"unknown message type {envelope.type!r}")
+        if not await self._rooms.is_present(envelope.room_id, session.user.id):
+            raise NotInRoom(
+                f"you are not in room {envelope.room_id}; send JOIN_ROOM first"
+            )
+        await self._turns.handle(
+            envelope.room_id, session.user, envelope.type, envelope.data
         )
-
-    async def _present_room(self, session: Session, envelope: Envelope) -> int:
-        room_id = _room_id(envelope)
-        if not await self._rooms.is_present(room_id, session.user.id):
-            raise NotInRoom(f"you are not in room {room_id}; send JOIN_ROOM first")
-        return room_id
 
 
 def _room_id(envelope: Envelope) -> int:

@@ -15,9 +15,13 @@ from gameserver.interfaces import IConnection, IGroupLayer
 from gameserver.messages import Frame, dumps
 
 
-def room_group(room_id: int) -> str:
-    """The group of a room's present members."""
-    return f"room:{room_id}"
+def room_group(room_id: int, name: str | None = None) -> str:
+    """A room's own group (its present members), or one of its named groups."""
+    return f"room:{room_id}" if name is None else f"room:{room_id}:{name}"
+
+
+def _frame(message: dict[str, Any] | Frame) -> Frame:
+    return message if isinstance(message, Frame) else Frame.of(dumps(message))
 
 
 @implementer(IGroupLayer)
@@ -74,17 +78,24 @@ class LocalGroups:
     async def groups_of(self, user_id: int) -> frozenset[str]:
         return frozenset(self._groups_of.get(user_id, ()))
 
+    async def discard_room(self, room_id: int) -> None:
+        own = room_group(room_id)
+        prefix = own + ":"
+        for group in [g for g in self._members if g == own or g.startswith(prefix)]:
+            await self.discard(group)
+
     async def send(
-        self, group: str, message: dict[str, Any], exclude: int | None = None
+        self,
+        group: str,
+        message: dict[str, Any] | Frame,
+        exclude: int | None = None,
     ) -> None:
         members = self._members.get(group)
         if members:
-            self._deliver(
-                (u for u in members if u != exclude), Frame.of(dumps(message))
-            )
+            self._deliver((u for u in members if u != exclude), _frame(message))
 
-    async def send_to_user(self, user_id: int, message: dict[str, Any]) -> None:
-        self._deliver((user_id,), Frame.of(dumps(message)))
+    async def send_to_user(self, user_id: int, message: dict[str, Any] | Frame) -> None:
+        self._deliver((user_id,), _frame(message))
 
     def _deliver(self, user_ids: Iterable[int], frame: Frame) -> None:
         for user_id in user_ids:

@@ -48,6 +48,24 @@ class IStore(Interface):
     def set_room_state(room_id, state):
         """Move a room to ``state``; return the room (``RoomNotFound``)."""
 
+    def load_state(room_id):
+        """The room's game state as JSON text, or ``None`` if never saved."""
+
+    def get_entry(room_id, key):
+        """One named entry of the room as JSON text, or ``None``."""
+
+    def save_room_data(room_id, state, entries, chat, chat_keep):
+        """Commit one turn atomically.
+
+        ``state``: the new JSON text, or ``None`` to keep it; ``entries``:
+        key to JSON text, ``None`` deleting the key; ``chat``: JSON texts to
+        append to the backlog, of which the last ``chat_keep`` are kept.
+        Ignored for a room that no longer exists.
+        """
+
+    def chat_backlog(room_id):
+        """The room's kept chat messages, oldest first, as JSON texts."""
+
 
 class IConnection(Interface):
     """One client socket, as the group layer sees it."""
@@ -83,6 +101,9 @@ class IGroupLayer(Interface):
     def discard(group):
         """Forget a group and its members (awaitable)."""
 
+    def discard_room(room_id):
+        """Forget a room's own group and all its named groups (awaitable)."""
+
     def is_member(group, user_id):
         """Whether the user is in the group (awaitable bool)."""
 
@@ -93,16 +114,45 @@ class IGroupLayer(Interface):
         """The groups a user is in (awaitable frozenset)."""
 
     def send(group, message, exclude=None):
-        """Encode ``message`` once and deliver it to every member."""
+        """Deliver a message (a dict, or a ``Frame`` encoded once) to every member."""
 
     def send_to_user(user_id, message):
-        """Encode ``message`` once and deliver it to each of the user's sockets."""
+        """Deliver a message (a dict or a ``Frame``) to each of the user's sockets."""
 
 
 class IGame(Interface):
-    """A game that rooms can be created for, found as a Twisted plugin."""
+    """A game that rooms can be created for, found as a Twisted plugin.
+
+    ``gameserver.Game`` implements all of it; subclass that.
+    """
 
     name = Attribute("Unique short name, used in rooms and URLs.")
     description = Attribute("One line for the lobby.")
     min_players = Attribute("Fewest players needed to start.")
     max_players = Attribute("Most players a room of this game can seat.")
+    routes = Attribute("Message type to handler ``(room, user, helper, data)``.")
+    chat_backlog = Attribute("How many chat messages a room keeps.")
+
+    def initial_state():
+        """The JSON state document of a new room."""
+
+    def on_join(room, user, helper):
+        """A user took a seat; raise a ``GameServerError`` to refuse them."""
+
+    def on_reconnect(room, user, helper):
+        """A seated user came back."""
+
+    def on_leave(room, user, helper):
+        """A user gave up their seat."""
+
+    def on_disconnect(room, user, helper):
+        """A seated user's last socket closed during a game."""
+
+    def on_start(room, helper, options):
+        """The game started."""
+
+    def on_finish(room, helper):
+        """The game finished."""
+
+    def on_chat(room, user, helper, message):
+        """Return the ``ChatMessage`` to send (changed or not), or ``None``."""

@@ -8,12 +8,18 @@ while in a game it keeps the seat so the player can come back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
+from twisted.logger import Logger
+
 from gameserver import messages
+from gameserver.chat import CHAT_HISTORY
 from gameserver.errors import (
     Forbidden,
+    GameServerError,
     GameStarted,
     InvalidInput,
     NotFound,
@@ -22,12 +28,16 @@ from gameserver.errors import (
     RoomNotFound,
     WrongPassword,
 )
+from gameserver.gameroom import GameRoom
 from gameserver.groups import room_group
+from gameserver.helper import Helper
 from gameserver.interfaces import IGame, IGroupLayer, IStore
 from gameserver.models import Page, Room, RoomState, UserRef
 from gameserver.passwords import PasswordHasher
+from gameserver.turns import RoomTurns
 
 MAX_NAME = 64
+log = Logger()
 MAX_ROOM_PASSWORD = 128
 
 
@@ -45,11 +55,13 @@ class Rooms:
         hasher: PasswordHasher,
         groups: IGroupLayer,
         games: Mapping[str, IGame],
+        turns: RoomTurns,
     ) -> None:
         self._store = store
         self._hasher = hasher
         self._groups = groups
         self._games = games
+        self._turns = turns
 
     async def create(self, owner: UserRef, body: Any) -> Room:
         if not isinstance(body, dict):
@@ -99,12 +111,17 @@ class Rooms:
         room = await self.get(room_id)
         if room.owner.id != user.id:
             raise Forbidden("only the room's owner can delete it")
-        await self._store.delete_room(room_id)
-        group = room_group(room_id)
-        await self._groups.send(
-            group, messages.message(messages.ROOM_DELETED, {}, room_id)
-        )
-        await self._groups.discard(group)
+
+        async def delete() -> None:
+            self._turns.cancel_timers(room_id)
+            await self._store.delete_room(room_id)
+            await self._groups.send(
+                room_group(room_id),
+                messages.message(messages.ROOM_DELETED, {}, room_id),
+            )
+            await self._groups.discard_room(room_id)
+
+        await self._turns.exclusive(room_id, delete)
 
     async def set_state(self, room_id: int, state: RoomState) -> Room:
         return await self._store.set_room_state(room_id, state)
@@ -112,7 +129,14 @@ class Rooms:
     async def is_present(self, room_id: int, user_id: int) -> bool:
         return await self._groups.is_member(room_group(room_id), user_id)
 
-    async def join(self, room_id: int, user: UserRef, password: object) -> Room:
+    async def join(
+        self,
+        room_id: int,
+        user: UserRef,
+        password: object,
+        reply: Callable[[Room], None],
+    ) -> Room:
+        """Seat the user and make them present; ``reply`` is sent before the rest."""
         room = await self.get(room_id)
         if not room.has_player(user.id):
             if room.state is RoomState.IN_GAME:
@@ -121,17 +145,43 @@ class Rooms:
                 raise RoomFull(f"the room is full ({room.max_players} players)")
             if room.has_password and room.owner.id != user.id:
                 await self._check_password(room, password)
-        room, newly_seated = await self._store.seat_player(room_id, user)
-        group = room_group(room_id)
-        if not await self._groups.is_member(group, user.id):
-            joined = {"user": user.to_json(), "reconnected": not newly_seated}
-            await self._groups.send(
-                group,
-                messages.message(messages.USER_JOINED, joined, room_id),
-                exclude=user.id,
-            )
-            await self._groups.add(group, user.id)
-        return room
+
+        async def seat(game_room: GameRoom, helper: Helper) -> Room:
+            seated, newly_seated = await self._store.seat_player(room_id, user)
+            game_room.players = seated.players
+            group = room_group(room_id)
+            present = await self._groups.is_member(group, user.id)
+            helper.effects.append(lambda: reply(seated))
+            if not present:
+                joined = {"user": user.to_json(), "reconnected": not newly_seated}
+                helper.broadcast(messages.USER_JOINED, joined, exclude=user)
+                helper.effects.append(lambda: self._groups.add(group, user.id))
+                helper.send_to(
+                    user, CHAT_HISTORY, {"messages": await self._history(room_id, user)}
+                )
+            game = helper.game
+            try:
+                if newly_seated:
+                    await game.on_join(game_room, user, helper)
+                elif not present:
+                    await game.on_reconnect(game_room, user, helper)
+            except BaseException:
+                if newly_seated:
+                    await self._store.unseat_player(room_id, user.id)
+                raise
+            return seated
+
+        return await self._turns.run(room_id, seat, user)
+
+    async def _history(self, room_id: int, user: UserRef) -> list[dict]:
+        """The chat backlog, less team messages of teams the user is not in."""
+        teams = {
+            group.rpartition(":")[2]
+            for group in await self._groups.groups_of(user.id)
+            if group.startswith(room_group(room_id) + ":")
+        }
+        backlog = [json.loads(raw) for raw in await self._store.chat_backlog(room_id)]
+        return [m for m in backlog if m.get("team") is None or m["team"] in teams]
 
     async def _check_password(self, room: Room, password: object) -> None:
         if password is None:
@@ -142,17 +192,13 @@ class Rooms:
             raise WrongPassword("wrong password")
 
     async def leave(self, room_id: int, user: UserRef) -> None:
-        group = room_group(room_id)
-        present = await self._groups.is_member(group, user.id)
-        room = await self._store.get_room(room_id)
-        if room is None:
-            if present:
-                await self._groups.remove(group, user.id)
-            raise RoomNotFound(f"there is no room {room_id}")
-        if not present and not room.has_player(user.id):
-            raise NotInRoom(f"you are not in room {room_id}")
-        await self._store.unseat_player(room_id, user.id)
-        await self._depart(room_id, user, messages.USER_LEFT)
+        async def unseat(game_room: GameRoom, helper: Helper) -> None:
+            present = await self._groups.is_member(room_group(room_id), user.id)
+            if not present and not game_room.has_player(user):
+                raise NotInRoom(f"you are not in room {room_id}")
+            self._release_seat(game_room, helper, user)
+
+        await self._turns.run(room_id, unseat, user)
 
     async def user_gone(self, user: UserRef) -> None:
         """The user's last connection closed: leave what is not in a game."""
@@ -160,19 +206,55 @@ class Rooms:
             room_id = _room_id_of(group)
             if room_id is None:
                 continue
-            room = await self._store.get_room(room_id)
-            if room is not None and room.state is RoomState.IN_GAME:
-                await self._depart(room_id, user, messages.USER_DISCONNECTED)
-            else:
-                await self._store.unseat_player(room_id, user.id)
-                await self._depart(room_id, user, messages.USER_LEFT)
+            try:
+                await self._turns.run(room_id, partial(self._gone_from, user), user)
+            except GameServerError as e:
+                log.info(
+                    "{user} left room {room}: {detail}",
+                    user=user,
+                    room=room_id,
+                    detail=e.detail,
+                )
+                await self._groups.remove(group, user.id)
 
-    async def _depart(self, room_id: int, user: UserRef, type_: str) -> None:
-        group = room_group(room_id)
-        await self._groups.remove(group, user.id)
-        await self._groups.send(
-            group, messages.message(type_, {"user": user.to_json()}, room_id)
+    async def _gone_from(
+        self, user: UserRef, game_room: GameRoom, helper: Helper
+    ) -> None:
+        if game_room.status is RoomState.IN_GAME:
+            self._depart(
+                game_room, helper, user, messages.USER_DISCONNECTED, keep_teams=True
+            )
+            helper.follow_ups.append(
+                (lambda r, h: h.game.on_disconnect(r, user, h), user)
+            )
+        else:
+            self._release_seat(game_room, helper, user)
+
+    def _release_seat(self, game_room: GameRoom, helper: Helper, user: UserRef) -> None:
+        game_room.players = tuple(p for p in game_room.players if p.id != user.id)
+        helper.effects.insert(
+            0, lambda: self._store.unseat_player(game_room.id, user.id)
         )
+        self._depart(game_room, helper, user, messages.USER_LEFT, keep_teams=False)
+        helper.follow_ups.append((lambda r, h: h.game.on_leave(r, user, h), user))
+
+    def _depart(
+        self,
+        game_room: GameRoom,
+        helper: Helper,
+        user: UserRef,
+        type_: str,
+        *,
+        keep_teams: bool,
+    ) -> None:
+        async def leave_groups() -> None:
+            own = room_group(game_room.id)
+            for group in await self._groups.groups_of(user.id):
+                if group == own or (not keep_teams and group.startswith(own + ":")):
+                    await self._groups.remove(group, user.id)
+
+        helper.effects.append(leave_groups)
+        helper.broadcast(type_, {"user": user.to_json()})
 
 
 def _room_id_of(group: str) -> int | None:

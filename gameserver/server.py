@@ -24,6 +24,7 @@ from gameserver.protocol import GameServerFactory
 from gameserver.rooms import Rooms
 from gameserver.settings import Settings
 from gameserver.store import MemoryStore
+from gameserver.turns import RoomTurns
 
 
 class _Index(Resource):
@@ -68,9 +69,10 @@ class GameServer:
         )
         self.accounts = Accounts(self.store, hasher, tokens)
         self.groups = LocalGroups()
-        self.rooms = Rooms(self.store, hasher, self.groups, self.games)
+        self.turns = RoomTurns(self.store, self.groups, self.games, clock, settings)
+        self.rooms = Rooms(self.store, hasher, self.groups, self.games, self.turns)
         self.dispatcher = Dispatcher(
-            settings, self.accounts, self.rooms, self.groups, clock
+            settings, self.accounts, self.rooms, self.groups, self.turns
         )
         self.websocket_factory = GameServerFactory(
             self.dispatcher, settings, clock=clock, reactor=reactor

@@ -53,6 +53,8 @@ class Settings:
     max_request_body: int = attrs.field(default=64 * 1024, validator=_positive)
     page_size: int = attrs.field(default=10, validator=_positive)
     chat_max_length: int = attrs.field(default=500, validator=_positive)
+    #: Largest state document or named entry of a room, as JSON bytes.
+    max_state_size: int = attrs.field(default=256 * 1024, validator=_positive)
     #: scrypt cost as log2(N); each step doubles the time of a hash.
     password_cost: int = attrs.field(default=15, validator=_positive)
     max_concurrent_hashes: int = attrs.field(default=2, validator=_positive)

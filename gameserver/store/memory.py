@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping, Sequence
 
 import attrs
 from zope.interface import implementer
@@ -18,6 +19,9 @@ class MemoryStore:
         self._users: dict[int, UserRecord] = {}
         self._user_ids_by_name: dict[str, int] = {}
         self._rooms: dict[int, Room] = {}
+        self._states: dict[int, str] = {}
+        self._entries: dict[int, dict[str, str]] = {}
+        self._chat: dict[int, list[str]] = {}
         self._user_ids = itertools.count(1)
         self._room_ids = itertools.count(1)
 
@@ -64,6 +68,9 @@ class MemoryStore:
         return Page(len(rooms), tuple(rooms[offset : offset + limit]))
 
     async def delete_room(self, room_id: int) -> bool:
+        self._states.pop(room_id, None)
+        self._entries.pop(room_id, None)
+        self._chat.pop(room_id, None)
         return self._rooms.pop(room_id, None) is not None
 
     def _room(self, room_id: int) -> Room:
@@ -97,3 +104,36 @@ class MemoryStore:
         room = attrs.evolve(self._room(room_id), state=RoomState(state))
         self._rooms[room_id] = room
         return room
+
+    async def load_state(self, room_id: int) -> str | None:
+        return self._states.get(room_id)
+
+    async def get_entry(self, room_id: int, key: str) -> str | None:
+        return self._entries.get(room_id, {}).get(key)
+
+    async def save_room_data(
+        self,
+        room_id: int,
+        state: str | None,
+        entries: Mapping[str, str | None],
+        chat: Sequence[str],
+        chat_keep: int,
+    ) -> None:
+        if room_id not in self._rooms:
+            return
+        if state is not None:
+            self._states[room_id] = state
+        if entries:
+            stored = self._entries.setdefault(room_id, {})
+            for key, value in entries.items():
+                if value is None:
+                    stored.pop(key, None)
+                else:
+                    stored[key] = value
+        if chat:
+            backlog = self._chat.setdefault(room_id, [])
+            backlog.extend(chat)
+            del backlog[: max(0, len(backlog) - chat_keep)]
+
+    async def chat_backlog(self, room_id: int) -> list[str]:
+        return list(self._chat.get(room_id, ()))
