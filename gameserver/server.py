@@ -67,6 +67,7 @@ class GameServer:
             refresh_lifetime=settings.refresh_lifetime,
             clock=clock,
         )
+        self.tokens = tokens
         self.accounts = Accounts(self.store, hasher, tokens)
         self.groups = LocalGroups()
         self.turns = RoomTurns(self.store, self.groups, self.games, clock, settings)

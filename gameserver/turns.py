@@ -116,7 +116,9 @@ class RoomTurns:
 
     def is_known(self, type_: str) -> bool:
         """Whether any game served here (or the server) handles ``type_``."""
-        return type_ in self._builtin or any(type_ in g.routes for g in self._games.values())
+        return type_ in self._builtin or any(
+            type_ in g.routes for g in self._games.values()
+        )
 
     def game_of(self, room: Any) -> IGame:
         game = self._games.get(room.game)
