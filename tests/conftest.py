@@ -68,7 +68,8 @@ class Running:
 
 
 async def start(settings: Settings | None = None, *, clock: Any = None, **kw: Any):
-    server = GameServer(settings or make_settings(), games=GAMES, clock=clock, **kw)
+    kw.setdefault("games", GAMES)
+    server = GameServer(settings or make_settings(), clock=clock, **kw)
     port = reactor.listenTCP(0, server.site(), interface="127.0.0.1")
     url = f"http://127.0.0.1:{port.getHost().port}"
     return Running(server, url, clock, port)
