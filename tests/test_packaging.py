@@ -30,6 +30,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "packaging-test-secret-0123456789abcdefgh"
+#: The project's own dropins, as the checkout has them.
+DROPINS = sorted(p.name for p in (REPO / "twisted" / "plugins").glob("*.py"))
 assert len(SECRET) == 40
 
 #: ``twistd`` for the venv's interpreter. The venv sees Twisted through a
@@ -58,9 +60,8 @@ print(json.dumps({
     "gameserver": gameserver.__file__,
     "dropins": {
         name: sys.modules[name].__file__
-        for name in ("twisted.plugins.gameserver_plugin",
-                     "twisted.plugins.gameserver_games")
-        if name in sys.modules
+        for name in sys.modules
+        if name.startswith("twisted.plugins.gameserver_")
     },
     "sys_path": sys.path,
     "prefix": sys.prefix,
@@ -249,17 +250,15 @@ def test_wheel_holds_the_dropins_and_packages(installed: Installed) -> None:
     with zipfile.ZipFile(installed.wheel) as wheel:
         names = set(wheel.namelist())
 
-    for dropin in ("gameserver_plugin.py", "gameserver_games.py"):
-        assert f"twisted/plugins/{dropin}" in names
+    dropins = {f"twisted/plugins/{name}" for name in DROPINS}
+    assert "twisted/plugins/gameserver_plugin.py" in dropins
+    assert dropins <= names
     # Twisted's own namespace must not be shadowed by an installed package.
     assert "twisted/__init__.py" not in names
     assert "twisted/plugins/__init__.py" not in names
     assert not [n for n in names if n.endswith("dropin.cache")]
     # Only the project's dropins go under twisted/.
-    assert {n for n in names if n.startswith("twisted/")} == {
-        "twisted/plugins/gameserver_plugin.py",
-        "twisted/plugins/gameserver_games.py",
-    }
+    assert {n for n in names if n.startswith("twisted/")} == dropins
 
     # Every module of both packages, subpackages included.
     for package in ("gameserver", "games"):
@@ -306,8 +305,7 @@ def test_installed_plugins_are_found_outside_the_checkout(
     assert not gameserver_file.is_relative_to(REPO), probe["gameserver"]
     assert Path(probe["prefix"]).resolve() == site
     assert set(probe["dropins"]) == {
-        "twisted.plugins.gameserver_plugin",
-        "twisted.plugins.gameserver_games",
+        f"twisted.plugins.{name.removesuffix('.py')}" for name in DROPINS
     }
     for path in probe["dropins"].values():
         assert Path(path).resolve().is_relative_to(site), path
@@ -440,3 +438,24 @@ def test_twistd_rejects_a_bad_redis_url(installed: Installed) -> None:
     message = result.stdout + result.stderr
     assert "--redis: not a Redis URL: 'notaurl'" in message, message
     assert "Traceback" not in message, message
+
+
+def test_a_game_installed_with_pip_is_found(installed: Installed) -> None:
+    """The README's tutorial: a separate package whose dropin adds a game."""
+    check(
+        run(
+            [
+                installed.venv / "bin" / "pip",
+                "install",
+                "--no-deps",
+                "--no-build-isolation",
+                "--no-index",
+                installed.source / "examples" / "rps",
+            ],
+            cwd=installed.workdir,
+        )
+    )
+    probe = "from gameserver import installed_games; print(sorted(installed_games()))"
+    result = check(run([installed.python, "-c", probe], cwd=installed.workdir))
+    assert "'rps'" in result.stdout
+    assert "'chat'" in result.stdout

@@ -1,0 +1,3 @@
+from rps import rps
+
+__all__ = ["rps"]
