@@ -145,6 +145,7 @@ class Dispatcher:
                 None,
                 is_successful=True,
                 user=user.to_json(),
+                server_time=self._turns.clock.seconds(),
             )
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import pytest_twisted
@@ -44,6 +45,7 @@ async def test_validate(running):
     assert reply["data"] == {
         "is_successful": True,
         "user": {"id": reply["data"]["user"]["id"], "username": "alice"},
+        "server_time": pytest.approx(time.time(), abs=5),
     }
 
 
