@@ -8,6 +8,7 @@ player (or another server process) sees exactly the saved board.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from gameserver import (
@@ -19,6 +20,7 @@ from gameserver import (
     RoomState,
     UserRef,
 )
+from gameserver.routing import Handler
 
 BOARD = "BOARD"
 MOVE = "MOVE"
@@ -76,7 +78,9 @@ def winning_line(cells: list[str | None]) -> list[int] | None:
 class TicTacToeRouter(BaseRouter):
     """MOVE and REMATCH, and what joining, leaving and starting mean here."""
 
-    def get_routes(self, routes: Any = None) -> dict[str, Any]:
+    def get_routes(
+        self, routes: Mapping[str, Handler] | None = None
+    ) -> dict[str, Handler]:
         return super().get_routes(
             {MOVE: self.move, REMATCH: self.rematch, **(routes or {})}
         )
@@ -186,6 +190,8 @@ class TicTacToeRouter(BaseRouter):
 
 
 class TicTacToe(Game):
+    """The game as a plugin: two seats, so every seated user plays."""
+
     name = "tictactoe"
     description = "Tic-tac-toe for two: three in a row wins."
     min_players = 2

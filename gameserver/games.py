@@ -78,6 +78,11 @@ class Game:
         """The state document of a new room."""
         return {}
 
+    async def can_start(
+        self, room: Any, user: Any, helper: Any, options: dict[str, Any]
+    ) -> None:
+        """Raise a ``GameServerError`` to refuse the owner's ``START_GAME``."""
+
     async def on_join(self, room: Any, user: Any, helper: Any) -> None:
         await self._each("on_join", room, user, helper)
 

@@ -37,6 +37,8 @@ class LocalGroups:
     def disconnect(self, connection: IConnection) -> bool:
         user_id = connection.user.id
         connections = self._connections.get(user_id, set())
+        if connection not in connections:
+            return False
         connections.discard(connection)
         if connections:
             return False

@@ -136,6 +136,9 @@ class IGame(Interface):
     def initial_state():
         """The JSON state document of a new room."""
 
+    def can_start(room, user, helper, options):
+        """Raise a ``GameServerError`` to refuse the owner's ``START_GAME``."""
+
     def on_join(room, user, helper):
         """A user took a seat; raise a ``GameServerError`` to refuse them."""
 

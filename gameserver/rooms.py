@@ -156,14 +156,13 @@ class Rooms:
                 joined = {"user": user.to_json(), "reconnected": not newly_seated}
                 helper.broadcast(messages.USER_JOINED, joined, exclude=user)
                 helper.effects.append(lambda: self._groups.add(group, user.id))
-                helper.send_to(
-                    user, CHAT_HISTORY, {"messages": await self._history(room_id, user)}
-                )
+            history = await self._history(room_id, user)
+            helper.send_to(user, CHAT_HISTORY, {"messages": history})
             game = helper.game
             try:
                 if newly_seated:
                     await game.on_join(game_room, user, helper)
-                elif not present:
+                else:
                     await game.on_reconnect(game_room, user, helper)
             except BaseException:
                 if newly_seated:

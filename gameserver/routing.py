@@ -52,7 +52,10 @@ class BaseRouter:
         """A user took a seat."""
 
     def on_reconnect(self, room: GameRoom, user: UserRef, helper: Helper) -> Any:
-        """A seated user came back (after a disconnect, or from another socket)."""
+        """A seated user joined again: after a disconnect, or from another socket.
+
+        Send them what they need to pick the game up (the board, a hand).
+        """
 
     def on_leave(self, room: GameRoom, user: UserRef, helper: Helper) -> Any:
         """A user gave up their seat (left, or disconnected outside a game)."""

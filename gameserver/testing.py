@@ -118,6 +118,7 @@ class Player:
 
     def disconnect(self) -> None:
         """Close the socket, as a dropped network would."""
+        self.connection.close(1006, "dropped")
         settle(self.test.server.dispatcher.connection_lost(self.connection))
 
     def reconnect(self) -> None:

@@ -214,6 +214,7 @@ class RoomTurns:
                 f"{game.name} needs at least {game.min_players} players",
                 code="not_enough_players",
             )
+        await game.can_start(room, user, helper, data)
         helper.start_game(data)
 
     # Timers
