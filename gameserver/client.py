@@ -119,11 +119,17 @@ class Connection:
         return list(self.protocol.inbox)
 
     async def request(
-        self, type_: str, room_id: int | None = None, data: dict | None = None
+        self,
+        type_: str,
+        room_id: int | None = None,
+        data: dict | None = None,
+        *,
+        reply: str | None = None,
     ) -> Message:
-        """Send a request and wait for its reply, or for an ``ERROR``."""
+        """Send, then wait for the reply (of type ``reply``, by default the
+        same type) or for an ``ERROR``."""
         self.send(type_, room_id, data)
-        return await self.receive(type_, messages.ERROR, room_id=room_id)
+        return await self.receive(reply or type_, messages.ERROR, room_id=room_id)
 
     async def validate(self, token: str) -> Message:
         return await self.request(messages.VALIDATE_CONNECTION, data={"token": token})

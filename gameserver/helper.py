@@ -39,12 +39,12 @@ class TimerHandle:
     args: tuple[Any, ...] = ()
     delayed_call: IDelayedCall | None = attrs.field(default=None, repr=False)
     cancelled: bool = False
+    done: bool = False
 
     @property
     def active(self) -> bool:
-        return not self.cancelled and (
-            self.delayed_call is None or self.delayed_call.active()
-        )
+        """Not cancelled, and its callback has not run."""
+        return not self.cancelled and not self.done
 
     def cancel(self) -> None:
         self.cancelled = True

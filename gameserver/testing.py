@@ -175,8 +175,20 @@ class GameTest:
         return None if raw is None else json.loads(raw)
 
     def advance(self, seconds: float) -> None:
-        """Move time on; due timers fire, each as a turn of its room."""
-        self.clock.advance(seconds)
+        """Move time on, firing due timers in order, each at its own time.
+
+        Unlike ``Clock.advance``, a timer set by another timer's callback is
+        measured from when that callback ran, not from the end of the jump.
+        """
+        end = self.clock.seconds() + seconds
+        while True:
+            due = [
+                c.getTime() for c in self.clock.getDelayedCalls() if c.getTime() <= end
+            ]
+            if not due:
+                break
+            self.clock.advance(max(0.0, min(due) - self.clock.seconds()))
+        self.clock.advance(end - self.clock.seconds())
 
     def dispatch(
         self, connection: FakeConnection, type_: str, room_id: int | None, data: dict

@@ -231,15 +231,17 @@ class RoomTurns:
         timers[handle.name] = handle
 
     def _fire(self, handle: TimerHandle) -> None:
-        timers = self._timers.get(handle.room_id, {})
-        if timers.get(handle.name) is handle:
-            del timers[handle.name]
-            if not timers:
-                self._timers.pop(handle.room_id, None)
-
+        # The timer stays listed until its turn starts, so a turn queued
+        # before it can still cancel it by name.
         def body(room: GameRoom, helper: Helper) -> Any:
+            timers = self._timers.get(handle.room_id, {})
+            if timers.get(handle.name) is handle:
+                del timers[handle.name]
+                if not timers:
+                    self._timers.pop(handle.room_id, None)
             if handle.cancelled:
                 return None
+            handle.done = True
             return handle.callback(room, helper, *handle.args)
 
         self.run(handle.room_id, body).addErrback(

@@ -689,3 +689,34 @@ async def test_game_messages_over_websockets(make_server):
     assert reply["data"]["code"] == "bad_message"
     reply = await a.request("NOT_A_TYPE", room["id"])
     assert reply["data"]["code"] == "unknown_type"
+
+
+def test_a_timer_cancelled_by_a_turn_queued_before_it_does_not_run():
+    Slow.gates = []
+    test, alice, room = _play(Timed, Slow)
+    alice.send("arm", {"delay": 1, "tag": "t", "name": "q"})
+    dispatch = test.server.dispatcher.dispatch
+    slow = ensureDeferred(dispatch(alice.connection, Envelope("slow", room, {"n": 1})))
+    disarm = ensureDeferred(dispatch(alice.connection, Envelope("disarm", room, {"name": "q"})))
+    test.advance(1)  # the timer is due, and queued behind both
+    Slow.gates[0].callback(None)
+    assert slow.called and disarm.called
+    assert not alice.received("RING")
+    assert not test.server.turns.timers(room)
+
+
+def test_advance_measures_chained_timers_from_when_they_were_set():
+    class Chain(BaseRouter):
+        def go(self, room, user, helper, data):
+            helper.call_later(15, self.first)
+
+        def first(self, room, helper):
+            helper.call_later(3, self.second)
+
+        def second(self, room, helper):
+            helper.broadcast("SECOND", {"at": helper.now()})
+
+    test, alice, room = _play(Chain)
+    alice.send("go")
+    test.advance(18)
+    assert alice.last("SECOND")["data"]["at"] == 18
