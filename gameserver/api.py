@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
@@ -40,6 +40,48 @@ class PayloadTooLarge(GameServerError):
 class MethodNotAllowed(GameServerError):
     code = "method_not_allowed"
     status = 405
+
+
+class LimitedRequest(Request):
+    """Refuses a body over ``max_body`` bytes as it arrives, not once buffered.
+
+    twisted.web would otherwise spool any body to disk before a resource
+    could look at its size.
+    """
+
+    max_body = 64 * 1024
+    _received = 0
+    _refused = False
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self.max_body:
+            self._refuse()
+        super().gotLength(None if self._refused else length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._received += len(data)
+        if self._received > self.max_body:
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def _refuse(self) -> None:
+        self._refused = True
+        body = messages.dumps(
+            {"detail": f"the body is over {self.max_body} bytes", "code": "too_large"}
+        )
+        transport = self.channel.transport
+        transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        transport.loseConnection()
+
+
+def request_factory(max_body: int) -> type[LimitedRequest]:
+    return type("Request", (LimitedRequest,), {"max_body": max_body})
 
 
 class ApiResource(Resource):
@@ -178,15 +220,18 @@ class ApiResource(Resource):
         await self._user(request)
         game = _query(request, "game")
         raw_page = _query(request, "page") or "1"
-        if not raw_page.isdigit():
+        if not (raw_page.isascii() and raw_page.isdigit() and len(raw_page) <= 9):
             raise InvalidInput("'page' must be a positive integer")
         number, size = int(raw_page), self._settings.page_size
         page = await self._rooms.page(number, size, game)
 
         def link(n: int) -> str:
+            """Relative to the host, so a forged Host header cannot leak in."""
             query = {"page": n} if game is None else {"page": n, "game": game}
-            base = request.prePathURL().decode("utf-8")
-            return f"{base}/rooms/?{urlencode(query)}"
+            base = "/".join(
+                quote(seg.decode("utf-8", "replace")) for seg in request.prepath
+            )
+            return f"/{base}/rooms/?{urlencode(query)}"
 
         return 200, {
             "count": page.count,

@@ -110,10 +110,16 @@ class Dispatcher:
                 )
             )
 
+    def connection_closed(self, session: Session) -> bool:
+        """Forget a socket; whether it was its user's last one here."""
+        return session.user is not None and self._groups.disconnect(session)
+
+    async def user_gone(self, user: UserRef) -> None:
+        await self._rooms.user_gone(user)
+
     async def connection_lost(self, session: Session) -> None:
-        user = session.user
-        if user is not None and self._groups.disconnect(session):
-            await self._rooms.user_gone(user)
+        if self.connection_closed(session):
+            await self.user_gone(session.user)
 
     async def _validate(self, session: Session, envelope: Envelope) -> None:
         if session.user is not None:

@@ -16,6 +16,8 @@ from twisted.internet.defer import DeferredSemaphore
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 
+from gameserver.errors import Unavailable
+
 _SCHEME = "scrypt"
 _R = 8
 _P = 1
@@ -65,14 +67,22 @@ def _verify_sync(password: str, encoded: str) -> bool:
 
 class PasswordHasher:
     def __init__(
-        self, reactor: IReactorThreads, *, cost: int = 15, max_concurrent: int = 2
+        self,
+        reactor: IReactorThreads,
+        *,
+        cost: int = 15,
+        max_concurrent: int = 2,
+        max_queued: int = 64,
     ) -> None:
         self._reactor = reactor
         self._cost = cost
         self._semaphore = DeferredSemaphore(max_concurrent)
+        self._max_queued = max_queued
         self._decoy: str | None = None
 
     def _in_thread(self, fn, *args):
+        if len(self._semaphore.waiting) >= self._max_queued:
+            raise Unavailable("the server is busy checking passwords: try again soon")
         pool = self._reactor.getThreadPool()
         return self._semaphore.run(deferToThreadPool, self._reactor, pool, fn, *args)
 

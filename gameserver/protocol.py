@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 #: Close code for a socket that keeps sending past its rate limit.
 CLOSE_POLICY_VIOLATION = 1008
+#: Seconds over which ``flood_limit`` refused messages close a socket.
+FLOOD_WINDOW = 10.0
 _MAX_REASON_BYTES = 120
 
 log = Logger()
@@ -76,6 +78,8 @@ class GameServerProtocol(WebSocketServerProtocol):
     factory: GameServerFactory
     user: UserRef | None = None
     _queue: Deferred[None] | None = None
+    _outbound: OutboundWatch | None = None
+    _open = False
 
     def onOpen(self) -> None:
         settings = self.factory.settings
@@ -88,6 +92,13 @@ class GameServerProtocol(WebSocketServerProtocol):
             settings.message_rate, settings.message_burst, self.factory.clock
         )
         self._refused_in_a_row = 0
+        # Refusals a socket may collect in a burst before it is closed; they
+        # drain slowly, so a sustained flood is closed even between tokens.
+        self._strikes = TokenBucket(
+            settings.flood_limit / FLOOD_WINDOW,
+            settings.flood_limit,
+            self.factory.clock,
+        )
         self._queue = succeed(None)
         self._open = True
         self._deadline: IDelayedCall | None = self.factory.clock.callLater(
@@ -105,16 +116,29 @@ class GameServerProtocol(WebSocketServerProtocol):
             self._deadline = None
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if not self._open:
+        if not self._open or not self._admit():
             return
-        if not self._bucket.take():
-            self._flooding()
-            return
-        self._refused_in_a_row = 0
         if isBinary:
             self.send(messages.error("bad_message", "binary frames are not supported"))
             return
         self._enqueue(self._handle, payload)
+
+    def onPing(self, payload: bytes) -> None:
+        # Each ping costs a pong: pings count against the same budget.
+        if self._open and self._admit():
+            super().onPing(payload)
+
+    def _admit(self) -> bool:
+        """Spend a token, or count a refusal; close a socket that keeps flooding."""
+        if self._bucket.take():
+            self._refused_in_a_row = 0
+            return True
+        self._refused_in_a_row += 1
+        if not self._strikes.take():
+            self.close(CLOSE_POLICY_VIOLATION, "message flood")
+        elif self._refused_in_a_row == 1:
+            self.send(messages.error("rate_limited", "too many messages: slow down"))
+        return False
 
     def _enqueue(self, fn, *args) -> None:
         """Run ``fn`` after everything queued before it has finished."""
@@ -123,13 +147,6 @@ class GameServerProtocol(WebSocketServerProtocol):
                 "handling a message of {peer} failed", f, peer=self.peer
             )
         )
-
-    def _flooding(self) -> None:
-        self._refused_in_a_row += 1
-        if self._refused_in_a_row == 1:
-            self.send(messages.error("rate_limited", "too many messages: slow down"))
-        elif self._refused_in_a_row >= self.factory.settings.flood_limit:
-            self.close(CLOSE_POLICY_VIOLATION, "message flood")
 
     async def _handle(self, payload: bytes) -> None:
         if not self._open:
@@ -145,18 +162,24 @@ class GameServerProtocol(WebSocketServerProtocol):
         self.send_frame(Frame.of(messages.dumps(message)))
 
     def send_frame(self, frame: Frame) -> None:
-        if not self._open:
+        if self._open and self.state == self.STATE_OPEN:
+            self.sendPreparedMessage(frame.prepared)
+
+    def sendData(
+        self, data: bytes, sync: bool = False, chopsize: int | None = None
+    ) -> None:
+        """Every outbound byte (messages, pongs, closes) passes the buffer cap."""
+        if self._outbound is not None and not self._outbound.admit(len(data)):
+            if self._open:
+                log.warn(
+                    "dropping {peer}: over {limit} bytes queued for a client not reading",
+                    peer=self.peer,
+                    limit=self._outbound.limit,
+                )
+                self._open = False
+                self.dropConnection(abort=True)
             return
-        if not self._outbound.admit(len(frame.payload)):
-            log.warn(
-                "dropping {peer}: over {limit} bytes queued for a client not reading",
-                peer=self.peer,
-                limit=self._outbound.limit,
-            )
-            self._open = False
-            self.dropConnection(abort=True)
-            return
-        self.sendPreparedMessage(frame.prepared)
+        super().sendData(data, sync, chopsize)
 
     def close(self, code: int, reason: str) -> None:
         """Start a closing handshake with any code, 1008 included."""
@@ -172,7 +195,10 @@ class GameServerProtocol(WebSocketServerProtocol):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        self._enqueue(self.factory.dispatcher.connection_lost, self)
+        # Forget the socket at once (it no longer counts against the per-user
+        # cap); leaving rooms waits for the messages already being handled.
+        if self.factory.dispatcher.connection_closed(self):
+            self._enqueue(self.factory.dispatcher.user_gone, self.user)
 
 
 def _take_over_producer(transport: Any, producer: IPushProducer) -> None:

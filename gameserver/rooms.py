@@ -38,6 +38,7 @@ from gameserver.turns import RoomTurns
 
 MAX_NAME = 64
 log = Logger()
+MIN_ROOM_PASSWORD = 4
 MAX_ROOM_PASSWORD = 128
 
 
@@ -84,9 +85,11 @@ class Rooms:
                 f" {game.min_players} and {game.max_players}"
             )
         password = _optional(body, "password", str)
-        if password is not None and not 1 <= len(password) <= MAX_ROOM_PASSWORD:
+        if password is not None and not (
+            MIN_ROOM_PASSWORD <= len(password) <= MAX_ROOM_PASSWORD
+        ):
             raise InvalidInput(
-                f"'password' must be 1 to {MAX_ROOM_PASSWORD} characters"
+                f"'password' must be {MIN_ROOM_PASSWORD} to {MAX_ROOM_PASSWORD} characters"
             )
         password_hash = None if password is None else await self._hasher.hash(password)
         return await self._store.create_room(
@@ -95,7 +98,7 @@ class Rooms:
 
     async def page(self, number: int, size: int, game: str | None) -> Page:
         if number < 1:
-            raise NotFound("invalid page")
+            raise InvalidInput("'page' must be a positive integer")
         page = await self._store.list_rooms(game, (number - 1) * size, size)
         if number > 1 and not page.items:
             raise NotFound("invalid page")

@@ -8,12 +8,14 @@ from typing import Any
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application import strports
 from twisted.application.service import IService
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from gameserver.accounts import Accounts
-from gameserver.api import ApiResource
+from gameserver.api import ApiResource, request_factory
 from gameserver.auth import Tokens
 from gameserver.dispatcher import Dispatcher
 from gameserver.games import installed_games
@@ -60,6 +62,7 @@ class GameServer:
             reactor,
             cost=settings.password_cost,
             max_concurrent=settings.max_concurrent_hashes,
+            max_queued=settings.max_queued_hashes,
         )
         tokens = Tokens(
             settings.secret,
@@ -85,10 +88,17 @@ class GameServer:
         self.resource.putChild(b"ws", WebSocketResource(self.websocket_factory))
 
     def site(self) -> Site:
-        site = Site(self.resource)
+        site = Site(
+            self.resource,
+            requestFactory=request_factory(self.settings.max_request_body),
+        )
         site.displayTracebacks = False
         return site
 
     def service(self, endpoint: str) -> IService:
         """A service listening on a Twisted endpoint string, e.g. ``tcp:8000``."""
         return strports.service(endpoint, self.site(), reactor=self._reactor)
+
+    def listen(self, endpoint: str) -> Deferred[IListeningPort]:
+        """Listen now, without a service: ``tcp:0`` picks a free port."""
+        return serverFromString(self._reactor, endpoint).listen(self.site())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import attrs
 
 MIN_SECRET_BYTES = 32
@@ -16,7 +18,7 @@ def _check_secret(instance: object, attribute: attrs.Attribute, value: bytes) ->
 
 
 def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if value <= 0:
+    if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{attribute.name} must be positive (got {value!r})")
 
 
@@ -58,3 +60,5 @@ class Settings:
     #: scrypt cost as log2(N); each step doubles the time of a hash.
     password_cost: int = attrs.field(default=15, validator=_positive)
     max_concurrent_hashes: int = attrs.field(default=2, validator=_positive)
+    #: Hashes that may wait for a thread; past that, logins get 503.
+    max_queued_hashes: int = attrs.field(default=64, validator=_positive)

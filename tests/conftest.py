@@ -7,7 +7,6 @@ from typing import Any
 
 import attrs
 import pytest_twisted
-from twisted.internet import reactor
 from twisted.internet.task import Clock
 
 from gameserver import GameServer, Settings
@@ -70,7 +69,7 @@ class Running:
 async def start(settings: Settings | None = None, *, clock: Any = None, **kw: Any):
     kw.setdefault("games", GAMES)
     server = GameServer(settings or make_settings(), clock=clock, **kw)
-    port = reactor.listenTCP(0, server.site(), interface="127.0.0.1")
+    port = await server.listen("tcp:0:interface=127.0.0.1")
     url = f"http://127.0.0.1:{port.getHost().port}"
     return Running(server, url, clock, port)
 

@@ -697,7 +697,9 @@ def test_a_timer_cancelled_by_a_turn_queued_before_it_does_not_run():
     alice.send("arm", {"delay": 1, "tag": "t", "name": "q"})
     dispatch = test.server.dispatcher.dispatch
     slow = ensureDeferred(dispatch(alice.connection, Envelope("slow", room, {"n": 1})))
-    disarm = ensureDeferred(dispatch(alice.connection, Envelope("disarm", room, {"name": "q"})))
+    disarm = ensureDeferred(
+        dispatch(alice.connection, Envelope("disarm", room, {"name": "q"}))
+    )
     test.advance(1)  # the timer is due, and queued behind both
     Slow.gates[0].callback(None)
     assert slow.called and disarm.called

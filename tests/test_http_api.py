@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest_twisted
 
 from tests.conftest import PASSWORD
@@ -63,6 +65,88 @@ async def test_oversized_body_is_413(running):
     response = await client.http("POST", "/api/users/", b" " * (64 * 1024 + 1))
     assert response.status == 413
     _detail(response)
+    assert (await client.register("after", PASSWORD)).status == 201
+
+
+def _raw_http(port: int, head: bytes, body_chunks, read_timeout: float = 5.0) -> bytes:
+    """Send a request by hand; returns what the server answered."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as s:
+        s.sendall(head)
+        try:
+            for chunk in body_chunks:
+                s.sendall(chunk)
+        except OSError:
+            pass  # the server hung up mid-body, as it should
+        answer = b""
+        while True:
+            try:
+                data = s.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not data:
+                break
+            answer += data
+        return answer
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_huge_body_is_refused_before_it_is_received(running):
+    from twisted.internet.threads import deferToThread
+
+    port = int(running.url.rsplit(":", 1)[1])
+    head = (
+        b"POST /api/users/ HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 314572800\r\n\r\n"
+    )
+    sent = []
+
+    def chunks():
+        for _ in range(300):  # 300 MiB, if the server kept reading
+            sent.append(1)
+            yield b" " * (1024 * 1024)
+
+    answer = await deferToThread(_raw_http, port, head, chunks())
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert len(sent) < 300
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_huge_chunked_body_is_refused_as_it_arrives(running):
+    from twisted.internet.threads import deferToThread
+
+    port = int(running.url.rsplit(":", 1)[1])
+    head = (
+        b"POST /api/users/ HTTP/1.1\r\nHost: x\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    sent = []
+
+    def chunks():
+        for _ in range(300):
+            sent.append(1)
+            yield b"100000\r\n" + b" " * 0x100000 + b"\r\n"
+
+    answer = await deferToThread(_raw_http, port, head, chunks())
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert len(sent) < 300
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_non_utf8_host_header_is_no_500(running):
+    from twisted.internet.threads import deferToThread
+
+    client = await running.user()
+    for i in range(11):
+        await client.create_room(f"r{i}", "chat")
+    port = int(running.url.rsplit(":", 1)[1])
+    head = (
+        b"GET /api/rooms/ HTTP/1.1\r\nHost: \xff\xfe\r\nConnection: close\r\n"
+        b"Authorization: Bearer " + client.access.encode() + b"\r\n\r\n"
+    )
+    answer = await deferToThread(_raw_http, port, head, [])
+    assert answer.startswith(b"HTTP/1.1 200")
 
 
 @pytest_twisted.ensureDeferred
@@ -165,6 +249,7 @@ async def test_create_room_invalid(running):
         {"name": "r", "game": "chat", "max_players": "3"},
         {"name": "r", "game": "chat", "max_players": True},
         {"name": "r", "game": "chat", "password": ""},
+        {"name": "r", "game": "chat", "password": "abc"},
         {"name": "r", "game": "chat", "password": 1234},
         [],
     ]:
@@ -199,18 +284,22 @@ async def test_list_rooms_pages_and_filters(running):
     assert first["count"] == 15
     assert len(first["results"]) == 10
     assert first["previous"] is None
-    assert first["next"] == f"{running.url}/api/rooms/?page=2"
+    assert first["next"] == "/api/rooms/?page=2"
     second = (await owner.http("GET", "/api/rooms/?page=2")).body
     assert len(second["results"]) == 5
     assert second["next"] is None
-    assert second["previous"] == f"{running.url}/api/rooms/?page=1"
+    assert second["previous"] == "/api/rooms/?page=1"
     ids = [r["id"] for r in first["results"] + second["results"]]
     assert len(set(ids)) == 15
     duels = (await owner.http("GET", "/api/rooms/?game=duel")).body
     assert duels["count"] == 3
     assert {r["game"] for r in duels["results"]} == {"duel"}
     assert (await owner.http("GET", "/api/rooms/?page=3")).status == 404
-    assert (await owner.http("GET", "/api/rooms/?page=x")).status == 400
+    for bad in ["x", "0", "-1", "\u00b2", "9" * 5000]:
+        response = await owner.http("GET", f"/api/rooms/?page={quote(bad)}")
+        assert response.status == 400, bad
+    game_link = (await owner.http("GET", "/api/rooms/?game=chat")).body["next"]
+    assert game_link == "/api/rooms/?page=2&game=chat"
     empty = (await owner.http("GET", "/api/rooms/?game=none")).body
     assert empty == {"count": 0, "next": None, "previous": None, "results": []}
 
@@ -291,3 +380,49 @@ def _headers(raw):
     from twisted.web.http_headers import Headers
 
     return Headers(raw)
+
+
+@pytest_twisted.ensureDeferred
+async def test_logins_past_the_hashing_queue_get_503(make_server, monkeypatch):
+    import threading
+
+    from twisted.internet.defer import DeferredList
+
+    from gameserver import passwords
+    from tests.conftest import make_settings
+
+    server = await make_server(make_settings(max_concurrent_hashes=1, max_queued_hashes=2))
+    client = server.client()
+    await client.register("alice", PASSWORD)
+    release = threading.Event()
+    real_verify = passwords._verify_sync
+
+    def held_verify(password, encoded):
+        release.wait(10)
+        return real_verify(password, encoded)
+
+    monkeypatch.setattr(passwords, "_verify_sync", held_verify)
+    logins = [_login(server, "alice") for _ in range(6)]
+    busy = []
+    for login in logins:
+        login.addCallback(lambda r: busy.append(r.status) or r)
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    for _ in range(250):
+        if busy.count(503) == 3:
+            break
+        await deferLater(reactor, 0.02, lambda: None)
+    assert busy.count(503) == 3
+    release.set()
+    results = await DeferredList(logins)
+    statuses = sorted(r.status for _, r in results)
+    assert statuses == [200, 200, 200, 503, 503, 503]
+    first_503 = next(r for _, r in results if r.status == 503)
+    assert first_503.body["code"] == "unavailable"
+
+
+def _login(server, name):
+    from twisted.internet.defer import ensureDeferred
+
+    return ensureDeferred(server.client().login(name, PASSWORD))

@@ -11,6 +11,7 @@ They are plain subprocess tests: nothing here runs under the test reactor.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -346,15 +347,18 @@ def twistd(installed: Installed, *args: str) -> list[str]:
     return [str(installed.python), "-c", TWISTD, "-n", "--pidfile=", *args]
 
 
-def test_twistd_serves_the_api(installed: Installed) -> None:
+@contextlib.contextmanager
+def serving(installed: Installed, *args: str, env: dict[str, str]):
+    """Run ``twistd -n gameserver ARGS`` until it answers; stop it cleanly after."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = installed.workdir / f"twistd-{port}.log"
+    args = tuple(a.replace("{port}", str(port)) for a in args)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            twistd(installed, "gameserver", "--port", str(port)),
+            twistd(installed, "gameserver", *args),
             cwd=installed.workdir,
-            env=clean_env(GAMESERVER_SECRET=SECRET),
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -368,13 +372,33 @@ def test_twistd_serves_the_api(installed: Installed) -> None:
             if process.poll() is not None:
                 pytest.fail(f"twistd exited {process.returncode}:\n{output()}")
             try:
-                status, games = request(f"{base}/api/games/", timeout=2)
+                request(f"{base}/api/games/", timeout=2)
                 break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 if time.monotonic() > deadline:
                     pytest.fail(f"twistd did not answer in 15 s:\n{output()}")
                 time.sleep(0.1)
+        yield base, output
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+    # A clean shutdown on SIGTERM (twistd re-raises the signal once its
+    # reactor has stopped), and nothing went wrong while serving.
+    assert process.returncode in (0, -signal.SIGTERM), output()
+    assert "Server Shut Down." in output(), output()
+    assert "Traceback" not in output(), output()
 
+
+def test_twistd_serves_the_api(installed: Installed) -> None:
+    with serving(
+        installed, "--port", "{port}", env=clean_env(GAMESERVER_SECRET=SECRET)
+    ) as (base, output):
+        status, games = request(f"{base}/api/games/")
         assert status == 200, games
         assert "chat" in [g["name"] for g in games], games
 
@@ -392,19 +416,54 @@ def test_twistd_serves_the_api(installed: Installed) -> None:
 
         # The secret came from $GAMESERVER_SECRET: no warning about a random one.
         assert "random secret" not in output()
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-    # A clean shutdown on SIGTERM (twistd re-raises the signal once its
-    # reactor has stopped), and nothing went wrong while serving.
-    assert process.returncode in (0, -signal.SIGTERM), output()
-    assert "Server Shut Down." in output(), output()
-    assert "Traceback" not in output(), output()
+
+
+#: Run in the venv against a twistd server: two users chat over WebSockets.
+CHAT_SCRIPT = """
+import sys
+from twisted.internet import task
+from twisted.internet.defer import ensureDeferred
+from gameserver.client import GameClient
+
+async def main(reactor, base):
+    alice, bob = GameClient(base), GameClient(base)
+    for client, name in [(alice, "alice"), (bob, "bob")]:
+        assert (await client.register(name, "a long password")).status == 201
+        assert (await client.login(name, "a long password")).status == 200
+    room = (await alice.create_room("r", "chat", password="mint")).body
+    a, b = await alice.connect(), await bob.connect()
+    assert (await a.join(room["id"], "mint"))["data"]["is_successful"]
+    assert not (await b.join(room["id"], "nope"))["data"]["is_successful"]
+    assert (await b.join(room["id"], "mint"))["data"]["is_successful"]
+    a.send("CHAT_MESSAGE", room["id"], {"text": "over twistd"})
+    print((await b.receive("CHAT_MESSAGE"))["data"]["text"])
+
+task.react(lambda reactor: ensureDeferred(main(reactor, sys.argv[1])))
+"""
+
+
+def test_twistd_listen_endpoint_websocket_and_random_secret(
+    installed: Installed,
+) -> None:
+    with serving(
+        installed,
+        "--listen",
+        "tcp:{port}:interface=127.0.0.1",
+        "--games",
+        "chat",
+        env=clean_env(),
+    ) as (base, output):
+        result = check(
+            run(
+                [installed.python, "-c", CHAT_SCRIPT, base],
+                cwd=installed.workdir,
+                timeout=30,
+            )
+        )
+        assert result.stdout.strip().endswith("over twistd")
+        assert "random secret" in output()
+        status, games = request(f"{base}/api/games/")
+        assert [g["name"] for g in games] == ["chat"]
 
 
 def test_twistd_rejects_a_short_secret(installed: Installed) -> None:

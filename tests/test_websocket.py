@@ -269,10 +269,10 @@ async def test_disconnect_leaves_rooms_not_in_game(running):
 async def test_disconnect_keeps_seat_in_game_and_reconnect_gets_it_back(running):
     alice, a = await running.socket("alice")
     bob, b = await running.socket("bob")
-    room = await running.room(alice, game="duel", password="pw")
+    room = await running.room(alice, game="duel", password="pw12")
     rid = room["id"]
-    await _ok(await a.join(rid, "pw"))
-    await _ok(await b.join(rid, "pw"))
+    await _ok(await a.join(rid, "pw12"))
+    await _ok(await b.join(rid, "pw12"))
     assert (await a.receive("USER_JOINED"))["data"]["reconnected"] is False
     await running.server.rooms.set_state(rid, RoomState.IN_GAME)
     await b.close()
@@ -356,9 +356,7 @@ async def test_chat(clocked):
 
 @pytest_twisted.ensureDeferred
 async def test_flood_is_refused_then_closed_1008(make_server):
-    from twisted.internet.task import Clock
-
-    clock = Clock()  # frozen: the bucket never refills
+    clock = Clock()  # frozen unless advanced: the buckets refill only on advance
     server = await make_server(
         make_settings(message_rate=1, message_burst=5, flood_limit=20), clock=clock
     )
@@ -373,12 +371,45 @@ async def test_flood_is_refused_then_closed_1008(make_server):
     clock.advance(1)
     flooder.send("NOPE")
     assert (await flooder.receive("ERROR"))["data"]["code"] == "unknown_type"
-    for _ in range(20):
+    for _ in range(25):
         flooder.send("NOPE")
     code, _ = await flooder.closed
     assert code == 1008
     assert [m["data"]["code"] for m in flooder.pending()] == ["rate_limited"]
     assert (await bystander.request("NOPE"))["data"]["code"] == "unknown_type"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sustained_flood_is_closed_although_some_messages_get_through(
+    make_server,
+):
+    clock = Clock()
+    server = await make_server(make_settings(), clock=clock)  # 20/s, bursts of 40
+    _, flooder = await server.socket()
+    for _ in range(3000):  # 1,000 a second for 3 s: 50 times the rate
+        if flooder.protocol.state != flooder.protocol.STATE_OPEN:
+            break
+        flooder.send("NOPE")
+        clock.advance(0.001)
+        await deferLater(reactor, 0, lambda: None)
+    code, _ = await flooder.closed
+    assert code == 1008
+    codes = [m["data"]["code"] for m in flooder.pending()]
+    assert "unknown_type" in codes  # tokens kept coming: some were handled
+    assert "rate_limited" in codes
+
+
+@pytest_twisted.ensureDeferred
+async def test_pings_count_against_the_rate_limit(make_server):
+    clock = Clock()
+    server = await make_server(
+        make_settings(message_rate=1, message_burst=5, flood_limit=20), clock=clock
+    )
+    _, pinger = await server.socket()
+    for _ in range(200):
+        pinger.protocol.sendPing(b"x")
+    code, _ = await pinger.closed
+    assert code == 1008
 
 
 @pytest_twisted.ensureDeferred
@@ -496,3 +527,37 @@ def _run(coroutine):
     except StopIteration as stop:
         return stop.value
     raise AssertionError("coroutine did not finish synchronously")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_socket_closed_mid_join_frees_its_slot_at_once(make_server, monkeypatch):
+    from twisted.internet.defer import Deferred
+
+    server = await make_server(make_settings(max_connections_per_user=1))
+    owner, o = await server.socket()
+    room = await server.room(owner, password="mint tea")
+    await _ok(await o.join(room["id"]))
+    guest, g = await server.socket()
+    gate = Deferred()
+
+    async def held_verify(password, encoded):
+        await gate
+        return True
+
+    monkeypatch.setattr(server.server.rooms._hasher, "verify", held_verify)
+    g.send("JOIN_ROOM", room["id"], {"password": "mint tea"})
+    await deferLater(reactor, 0.05, lambda: None)
+    await g.close()
+    again = await server.connect(guest)  # refused before: the dead socket counted
+    gate.callback(None)
+    # The dead socket's join completes, then its departure is handled.
+    assert (await o.receive("USER_JOINED"))["data"]["user"]["id"] == guest.user_id
+    assert (await o.receive("USER_LEFT"))["data"]["user"]["id"] == guest.user_id
+    await _ok(await again.join(room["id"], "mint tea"))
+    assert (await o.receive("USER_JOINED"))["data"]["user"]["id"] == guest.user_id
+
+
+def test_settings_refuse_nan_and_infinity():
+    for bad in [float("nan"), float("inf"), 0, -1]:
+        with pytest.raises(ValueError):
+            make_settings(access_lifetime=bad)
