@@ -8,48 +8,34 @@ describes saved state.
 
 from __future__ import annotations
 
-import itertools
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from twisted.internet.interfaces import IDelayedCall
 
 from gameserver.errors import GameServerError
 from gameserver.groups import room_group
 from gameserver.messages import Frame, dumps, message
-from gameserver.models import RoomState, UserRef
+from gameserver.models import RoomState, TimerSpec, UserRef
 
 if TYPE_CHECKING:
     from gameserver.gameroom import GameRoom
     from gameserver.turns import RoomTurns
 
 Effect = Callable[[], Awaitable[None] | None]
-_timer_ids = itertools.count(1)
 
 
-@attrs.define(eq=False)
+@attrs.frozen
 class TimerHandle:
-    """A timed event; ``deadline`` is the server time it fires at."""
+    """A timed event as set: ``deadline`` is the server time it fires at.
+
+    Cancel it with ``helper.cancel_timer(name)`` from any later turn.
+    """
 
     room_id: int
     name: str
     deadline: float
-    callback: Callable[..., Any] = attrs.field(repr=False)
-    args: tuple[Any, ...] = ()
-    delayed_call: IDelayedCall | None = attrs.field(default=None, repr=False)
-    cancelled: bool = False
-    done: bool = False
-
-    @property
-    def active(self) -> bool:
-        """Not cancelled, and its callback has not run."""
-        return not self.cancelled and not self.done
-
-    def cancel(self) -> None:
-        self.cancelled = True
-        if self.delayed_call is not None and self.delayed_call.active():
-            self.delayed_call.cancel()
 
 
 def _frame(type_: str, data: Any, room_id: int) -> Frame:
@@ -71,6 +57,8 @@ class Helper:
         self.transition: RoomState | None = None
         self.start_options: dict[str, Any] = {}
         self._group_changes: list[tuple[str, int, bool]] = []
+        #: ("set", spec), ("cancel", name), in order: stored at commit.
+        self.timer_ops: list[tuple[str, Any]] = []
         #: Turns to run right after this one commits (lifecycle hooks).
         self.follow_ups: list[tuple[Callable[..., Any], UserRef | None]] = []
 
@@ -150,28 +138,33 @@ class Helper:
     ) -> TimerHandle:
         """Call ``callback(room, helper, *args)`` after ``delay`` seconds.
 
-        It runs like a message: one at a time with the room's others, its
-        state saved or rolled back. Scheduling a ``name`` again replaces the
-        earlier timer of that name. Timers end when the room finishes.
+        ``callback`` is a method of the game or of one of its routers, and
+        ``args`` are JSON: the timer is stored, so that it fires exactly
+        once even if this process is gone by then. It runs like a message:
+        one at a time with the room's others, its state saved or rolled
+        back. Scheduling a ``name`` again replaces the earlier timer of that
+        name; timers end when the room finishes.
         """
-        if delay < 0:
-            raise ValueError("delay must not be negative")
+        if not delay >= 0:
+            raise ValueError("delay must be a number of seconds, not negative")
         try:
             dumps(list(args))
         except (TypeError, ValueError) as e:
             raise TypeError(f"timer arguments must be JSON-serialisable: {e}") from None
-        handle = TimerHandle(
-            room_id=self.room.id,
-            name=name or f"timer-{next(_timer_ids)}",
+        router, method = self._turns.callback_ref(self.game, callback)
+        spec = TimerSpec(
+            id=uuid.uuid4().hex,
+            name=name or f"timer-{uuid.uuid4().hex[:12]}",
             deadline=self.now() + delay,
-            callback=callback,
+            router=router,
+            method=method,
             args=args,
         )
-        self.effects.append(lambda: self._turns.arm(handle))
-        return handle
+        self.timer_ops.append(("set", spec))
+        return TimerHandle(self.room.id, spec.name, spec.deadline)
 
     def cancel_timer(self, name: str) -> None:
-        self.effects.append(lambda: self._turns.cancel_timer(self.room.id, name))
+        self.timer_ops.append(("cancel", name))
 
     # Lifecycle
 

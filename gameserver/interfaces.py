@@ -54,17 +54,27 @@ class IStore(Interface):
     def get_entry(room_id, key):
         """One named entry of the room as JSON text, or ``None``."""
 
-    def save_room_data(room_id, state, entries, chat, chat_keep):
-        """Commit one turn atomically.
+    def commit(room_id, commit):
+        """Write a turn's ``Commit`` atomically; ignored if the room is gone."""
 
-        ``state``: the new JSON text, or ``None`` to keep it; ``entries``:
-        key to JSON text, ``None`` deleting the key; ``chat``: JSON texts to
-        append to the backlog, of which the last ``chat_keep`` are kept.
-        Ignored for a room that no longer exists.
-        """
+    def get_timer(room_id, name):
+        """The room's ``TimerSpec`` of this name, or ``None``."""
+
+    def due_timers(until, limit):
+        """``(room_id, name, id)`` of up to ``limit`` timers due by ``until``."""
 
     def chat_backlog(room_id):
         """The room's kept chat messages, oldest first, as JSON texts."""
+
+
+class IRoomLocks(Interface):
+    """Mutual exclusion of a room's turns across every process of a store."""
+
+    def acquire(room_id):
+        """Wait for the room's lock; return a token for ``release`` (awaitable)."""
+
+    def release(room_id, token):
+        """Give the lock back (awaitable)."""
 
 
 class IConnection(Interface):

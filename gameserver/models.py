@@ -75,3 +75,55 @@ class Page:
 
     count: int
     items: tuple[Any, ...]
+
+
+@attrs.frozen
+class TimerSpec:
+    """A stored timed event: which method of the game to call, when, with what.
+
+    It names the method rather than holding it, so that any process can
+    fire it after the one that set it is gone.
+    """
+
+    id: str
+    name: str
+    deadline: float
+    router: str
+    method: str
+    args: tuple[Any, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "deadline": self.deadline,
+            "router": self.router,
+            "method": self.method,
+            "args": list(self.args),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TimerSpec:
+        return cls(
+            data["id"],
+            data["name"],
+            data["deadline"],
+            data["router"],
+            data["method"],
+            tuple(data["args"]),
+        )
+
+
+@attrs.define
+class Commit:
+    """Everything one turn changes in a room, written at once."""
+
+    state: str | None = None
+    entries: dict[str, str | None] = attrs.Factory(dict)
+    chat: list[str] = attrs.Factory(list)
+    chat_keep: int = 50
+    status: RoomState | None = None
+    #: Drop every timer of the room first (the game finished).
+    clear_timers: bool = False
+    #: Then set (a spec) or delete (``None``) timers by name.
+    timers: dict[str, TimerSpec | None] = attrs.Factory(dict)

@@ -15,15 +15,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from gameserver.chat import ChatRouter
 from gameserver.errors import Forbidden, GameServerError, RoomNotFound, UnknownType
 from gameserver.gameroom import GameRoom, encode_json
 from gameserver.helper import Helper, TimerHandle
-from gameserver.interfaces import IGame, IGroupLayer, IStore
-from gameserver.models import RoomState, UserRef
+from gameserver.interfaces import IGame, IGroupLayer, IRoomLocks, IStore
+from gameserver.locks import LocalLocks
+from gameserver.models import Commit, RoomState, TimerSpec, UserRef
 from gameserver.routing import Handler
 from gameserver.settings import Settings
 
@@ -55,8 +56,10 @@ class RoomTurns:
         games: Mapping[str, IGame],
         clock: IReactorTime,
         settings: Settings,
+        locks: IRoomLocks | None = None,
     ) -> None:
         self.store = store
+        self._locks: IRoomLocks = LocalLocks() if locks is None else locks
         self.groups = groups
         self.clock = clock
         self._games = games
@@ -65,12 +68,17 @@ class RoomTurns:
         self._builtin: dict[str, Handler] = {**chat, START_GAME: self._start_game}
         self._routes: dict[str, dict[str, Handler]] = {}
         self._tails: dict[int, Deferred[None]] = {}
-        self._timers: dict[int, dict[str, TimerHandle]] = {}
+        #: Timers this process has armed: room -> name -> (spec, call).
+        self._armed: dict[int, dict[str, tuple[TimerSpec, IDelayedCall]]] = {}
 
     # Ordering
 
     def exclusive(self, room_id: int, fn: Callable[[], Awaitable[T]]) -> Deferred[T]:
-        """Run ``fn`` once the room's earlier turns are done, and before later ones."""
+        """Run ``fn`` once the room's earlier turns are done, and before later ones.
+
+        Turns queue here in this process, then take the room's lock, which
+        other processes sharing the store respect too.
+        """
         previous = self._tails.get(room_id, succeed(None))
         tail: Deferred[None] = Deferred()
         self._tails[room_id] = tail
@@ -82,8 +90,15 @@ class RoomTurns:
             tail.callback(None)
             return outcome
 
+        async def locked() -> T:
+            token = await self._locks.acquire(room_id)
+            try:
+                return await _call(fn)
+            finally:
+                await self._locks.release(room_id, token)
+
         def go(_: object) -> None:
-            ensureDeferred(_call(fn)).addBoth(release).chainDeferred(result)
+            ensureDeferred(locked()).addBoth(release).chainDeferred(result)
 
         previous.addCallback(go)
         return result
@@ -158,17 +173,31 @@ class RoomTurns:
         return result
 
     async def _commit(self, room: GameRoom, helper: Helper, state: str | None) -> None:
-        chat = [
-            encode_json(entry, "a chat message", self._limit) for entry in helper.chat
-        ]
         game = self.game_of(room)
-        await self.store.save_room_data(
-            room.id, state, room.pending_entries, chat, game.chat_backlog
+        commit = Commit(
+            state=state,
+            entries=room.pending_entries,
+            chat=[encode_json(e, "a chat message", self._limit) for e in helper.chat],
+            chat_keep=game.chat_backlog,
+            status=helper.transition,
+            clear_timers=helper.transition is RoomState.FINISHED,
         )
+        for op, value in helper.timer_ops:
+            if op == "set":
+                commit.timers[value.name] = value
+            else:
+                commit.timers[value] = None
+        if commit.clear_timers:
+            commit.timers = {n: s for n, s in commit.timers.items() if s is not None}
+        await self.store.commit(room.id, commit)
+        if commit.clear_timers:
+            self._disarm_all(room.id)
+        for name, spec in commit.timers.items():
+            if spec is None:
+                self._disarm(room.id, name)
+            else:
+                self._arm(room.id, spec)
         if helper.transition is not None:
-            await self.store.set_room_state(room.id, helper.transition)
-            if helper.transition is RoomState.FINISHED:
-                self.cancel_timers(room.id)
             kind = (
                 GAME_STARTED
                 if helper.transition is RoomState.IN_GAME
@@ -219,45 +248,98 @@ class RoomTurns:
 
     # Timers
 
-    def arm(self, handle: TimerHandle) -> None:
-        if handle.cancelled:
-            return
-        timers = self._timers.setdefault(handle.room_id, {})
-        earlier = timers.pop(handle.name, None)
-        if earlier is not None:
-            earlier.cancel()
-        delay = max(0.0, handle.deadline - self.clock.seconds())
-        handle.delayed_call = self.clock.callLater(delay, self._fire, handle)
-        timers[handle.name] = handle
-
-    def _fire(self, handle: TimerHandle) -> None:
-        # The timer stays listed until its turn starts, so a turn queued
-        # before it can still cancel it by name.
-        def body(room: GameRoom, helper: Helper) -> Any:
-            timers = self._timers.get(handle.room_id, {})
-            if timers.get(handle.name) is handle:
-                del timers[handle.name]
-                if not timers:
-                    self._timers.pop(handle.room_id, None)
-            if handle.cancelled:
-                return None
-            handle.done = True
-            return handle.callback(room, helper, *handle.args)
-
-        self.run(handle.room_id, body).addErrback(
-            lambda f: log.failure(
-                "a timer of room {room} failed", f, room=handle.room_id
-            )
+    def callback_ref(self, game: IGame, callback: Any) -> tuple[str, str]:
+        """Name a timer callback so any process can find it again."""
+        owner = getattr(callback, "__self__", None)
+        name = getattr(callback, "__name__", "")
+        if owner is game:
+            return "", name
+        for router in getattr(game, "router_instances", ()):
+            if owner is router:
+                return type(router).__qualname__, name
+        raise TypeError(
+            "a timer callback must be a method of the game or of one of its routers"
+            f" (got {callback!r})"
         )
 
-    def cancel_timer(self, room_id: int, name: str) -> None:
-        handle = self._timers.get(room_id, {}).pop(name, None)
-        if handle is not None:
-            handle.cancel()
+    def _callback(self, game: IGame, spec: TimerSpec) -> Callable[..., Any]:
+        owner: Any = game
+        if spec.router:
+            owner = next(
+                (
+                    r
+                    for r in game.router_instances
+                    if type(r).__qualname__ == spec.router
+                ),
+                None,
+            )
+        method = getattr(owner, spec.method, None)
+        if method is None:
+            raise GameServerError(
+                f"timer {spec.name!r} names {spec.router}.{spec.method}, which"
+                f" {game.name} no longer has",
+                code="handler_error",
+            )
+        return method
+
+    def _arm(self, room_id: int, spec: TimerSpec) -> None:
+        self._disarm(room_id, spec.name)
+        delay = max(0.0, spec.deadline - self.clock.seconds())
+        call = self.clock.callLater(delay, self.fire, room_id, spec.name, spec.id)
+        self._armed.setdefault(room_id, {})[spec.name] = (spec, call)
+
+    def _disarm(self, room_id: int, name: str) -> None:
+        armed = self._armed.get(room_id, {})
+        entry = armed.pop(name, None)
+        if entry is not None and entry[1].active():
+            entry[1].cancel()
+        if not armed:
+            self._armed.pop(room_id, None)
+
+    def _disarm_all(self, room_id: int) -> None:
+        for _, call in self._armed.pop(room_id, {}).values():
+            if call.active():
+                call.cancel()
+
+    def fire(self, room_id: int, name: str, timer_id: str) -> Deferred[None]:
+        """Run a due timer as a turn, if it is still the one stored.
+
+        The store is the judge: a timer cancelled, replaced or already fired
+        (by this process or another) is no longer there, and is skipped.
+        """
+        armed = self._armed.get(room_id, {}).get(name)
+        if armed is not None and armed[0].id == timer_id:
+            self._disarm(room_id, name)
+
+        async def body(room: GameRoom, helper: Helper) -> Any:
+            spec = await self.store.get_timer(room_id, name)
+            if spec is None or spec.id != timer_id:
+                return None
+            helper.timer_ops.append(("cancel", name))
+            callback = self._callback(helper.game, spec)
+            return await _call(callback, room, helper, *spec.args)
+
+        d = self.run(room_id, body)
+        d.addErrback(
+            lambda f: log.failure(
+                "timer {name} of room {room} failed", f, name=name, room=room_id
+            )
+        )
+        return d
+
+    async def fire_due(self, limit: int = 100) -> int:
+        """Fire stored timers that are due, whoever set them; how many were due."""
+        due = await self.store.due_timers(self.clock.seconds(), limit)
+        for room_id, name, timer_id in due:
+            self.fire(room_id, name, timer_id)
+        return len(due)
 
     def cancel_timers(self, room_id: int) -> None:
-        for handle in self._timers.pop(room_id, {}).values():
-            handle.cancel()
+        """Forget this process's timers of a room (the store drops its own)."""
+        self._disarm_all(room_id)
 
     def timers(self, room_id: int) -> dict[str, TimerHandle]:
-        return dict(self._timers.get(room_id, {}))
+        return {
+            name: TimerHandle(room_id, name, spec.deadline)
+            for name, (spec, _) in self._armed.get(room_id, {}).items()
+        }

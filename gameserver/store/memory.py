@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
 
 import attrs
 from zope.interface import implementer
 
 from gameserver.errors import GameStarted, RoomFull, RoomNotFound, UsernameTaken
 from gameserver.interfaces import IStore
-from gameserver.models import Page, Room, RoomState, UserRecord, UserRef
+from gameserver.models import (
+    Commit,
+    Page,
+    Room,
+    RoomState,
+    TimerSpec,
+    UserRecord,
+    UserRef,
+)
 
 
 @implementer(IStore)
@@ -22,6 +29,7 @@ class MemoryStore:
         self._states: dict[int, str] = {}
         self._entries: dict[int, dict[str, str]] = {}
         self._chat: dict[int, list[str]] = {}
+        self._timers: dict[int, dict[str, TimerSpec]] = {}
         self._user_ids = itertools.count(1)
         self._room_ids = itertools.count(1)
 
@@ -71,6 +79,7 @@ class MemoryStore:
         self._states.pop(room_id, None)
         self._entries.pop(room_id, None)
         self._chat.pop(room_id, None)
+        self._timers.pop(room_id, None)
         return self._rooms.pop(room_id, None) is not None
 
     def _room(self, room_id: int) -> Room:
@@ -111,29 +120,45 @@ class MemoryStore:
     async def get_entry(self, room_id: int, key: str) -> str | None:
         return self._entries.get(room_id, {}).get(key)
 
-    async def save_room_data(
-        self,
-        room_id: int,
-        state: str | None,
-        entries: Mapping[str, str | None],
-        chat: Sequence[str],
-        chat_keep: int,
-    ) -> None:
-        if room_id not in self._rooms:
+    async def commit(self, room_id: int, commit: Commit) -> None:
+        room = self._rooms.get(room_id)
+        if room is None:
             return
-        if state is not None:
-            self._states[room_id] = state
-        if entries:
+        if commit.state is not None:
+            self._states[room_id] = commit.state
+        if commit.entries:
             stored = self._entries.setdefault(room_id, {})
-            for key, value in entries.items():
+            for key, value in commit.entries.items():
                 if value is None:
                     stored.pop(key, None)
                 else:
                     stored[key] = value
-        if chat:
+        if commit.chat:
             backlog = self._chat.setdefault(room_id, [])
-            backlog.extend(chat)
-            del backlog[: max(0, len(backlog) - chat_keep)]
+            backlog.extend(commit.chat)
+            del backlog[: max(0, len(backlog) - commit.chat_keep)]
+        if commit.status is not None:
+            self._rooms[room_id] = attrs.evolve(room, state=RoomState(commit.status))
+        timers = self._timers.setdefault(room_id, {})
+        if commit.clear_timers:
+            timers.clear()
+        for name, spec in commit.timers.items():
+            if spec is None:
+                timers.pop(name, None)
+            else:
+                timers[name] = spec
+
+    async def get_timer(self, room_id: int, name: str) -> TimerSpec | None:
+        return self._timers.get(room_id, {}).get(name)
+
+    async def due_timers(self, until: float, limit: int) -> list[tuple[int, str, str]]:
+        due = sorted(
+            (spec.deadline, room_id, spec.name, spec.id)
+            for room_id, timers in self._timers.items()
+            for spec in timers.values()
+            if spec.deadline <= until
+        )
+        return [(room_id, name, id_) for _, room_id, name, id_ in due[:limit]]
 
     async def chat_backlog(self, room_id: int) -> list[str]:
         return list(self._chat.get(room_id, ()))
