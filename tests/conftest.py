@@ -6,6 +6,7 @@ import itertools
 from typing import Any
 
 import attrs
+import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
 
@@ -112,3 +113,22 @@ async def make_server():
     yield make
     for server in servers:
         await stop(server)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One redis-server for the session; each test that uses it starts empty."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    if redis_server.process is None:
+        redis_server.start()
+    redis_server.flush()
+    return redis_server.url

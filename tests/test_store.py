@@ -21,9 +21,29 @@ CAROL = UserRef(3, "carol")
 MISSING = 999_999
 
 
-@pytest.fixture(params=[pytest.param(MemoryStore, id="memory")])
-def store(request):
-    return request.param()
+@pytest_twisted.async_yield_fixture(params=["memory", "redis"])
+async def store(request):
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    from gameserver.store.redis import RedisAddress, RedisConnection, RedisStore
+
+    url = request.getfixturevalue("redis_url")
+    connection = RedisConnection(RedisAddress.parse(url))
+    await _connected(connection)
+    yield RedisStore(connection)
+    await connection.disconnect()
+
+
+async def _connected(connection) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    for _ in range(250):
+        if connection.connected:
+            return
+        await deferLater(reactor, 0.02, lambda: None)
+    raise AssertionError("no connection to Redis")
 
 
 async def _room(
@@ -343,3 +363,68 @@ async def test_set_room_state_accepts_the_value(store):
 async def test_set_state_of_unknown_room(store):
     with pytest.raises(RoomNotFound):
         await store.set_room_state(MISSING, RoomState.IN_GAME)
+
+
+# -- a turn's commit ------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_commit_writes_state_entries_chat_status_and_timers(store):
+    from gameserver.models import Commit, TimerSpec
+
+    room = await _room(store)
+    assert await store.load_state(room.id) is None
+    timer = TimerSpec("t1", "q", 100.5, "Router", "tick", (1, "a"))
+    await store.commit(
+        room.id,
+        Commit(
+            state='{"n": 1}',
+            entries={"deck": "[1, 2]", "gone": None},
+            chat=['{"text": "a"}', '{"text": "b"}', '{"text": "c"}'],
+            chat_keep=2,
+            status=RoomState.IN_GAME,
+            timers={"q": timer},
+        ),
+    )
+    assert await store.load_state(room.id) == '{"n": 1}'
+    assert await store.get_entry(room.id, "deck") == "[1, 2]"
+    assert await store.get_entry(room.id, "gone") is None
+    assert await store.chat_backlog(room.id) == ['{"text": "b"}', '{"text": "c"}']
+    assert (await store.get_room(room.id)).state is RoomState.IN_GAME
+    assert await store.get_timer(room.id, "q") == timer
+    assert await store.due_timers(100.0, 10) == []
+    assert await store.due_timers(100.5, 10) == [(room.id, "q", "t1")]
+
+    await store.commit(room.id, Commit(entries={"deck": None}, timers={"q": None}))
+    assert await store.get_entry(room.id, "deck") is None
+    assert await store.get_timer(room.id, "q") is None
+    assert await store.due_timers(1000, 10) == []
+    assert await store.load_state(room.id) == '{"n": 1}'  # None keeps it
+
+
+@pytest_twisted.ensureDeferred
+async def test_commit_can_clear_timers_then_set_new_ones(store):
+    from gameserver.models import Commit, TimerSpec
+
+    room = await _room(store)
+    old = TimerSpec("a", "old", 5, "", "tick")
+    await store.commit(room.id, Commit(timers={"old": old}))
+    new = TimerSpec("b", "new", 6, "", "tick")
+    await store.commit(room.id, Commit(clear_timers=True, timers={"new": new}))
+    assert await store.get_timer(room.id, "old") is None
+    assert await store.get_timer(room.id, "new") == new
+    assert await store.due_timers(10, 10) == [(room.id, "new", "b")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_commit_to_a_deleted_room_is_ignored(store):
+    from gameserver.models import Commit, TimerSpec
+
+    room = await _room(store)
+    await store.delete_room(room.id)
+    await store.commit(
+        room.id, Commit(state="{}", timers={"t": TimerSpec("x", "t", 1, "", "m")})
+    )
+    assert await store.load_state(room.id) is None
+    assert await store.get_room(room.id) is None
+    assert await store.due_timers(10, 10) == []
