@@ -115,7 +115,9 @@ class Dispatcher:
         return session.user is not None and self._groups.disconnect(session)
 
     async def user_gone(self, user: UserRef) -> None:
-        await self._rooms.user_gone(user)
+        """The user's last socket here closed: leave rooms unless online elsewhere."""
+        if not await self._groups.user_online(user.id):
+            await self._rooms.user_gone(user)
 
     async def connection_lost(self, session: Session) -> None:
         if self.connection_closed(session):
@@ -144,7 +146,7 @@ class Dispatcher:
             session.close(CLOSE_TOO_MANY_CONNECTIONS, e.code)
             return
         session.authenticated(user)
-        self._groups.connect(session)
+        await self._groups.connect(session)
         session.send(
             _reply(
                 messages.VALIDATE_CONNECTION,

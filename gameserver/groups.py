@@ -31,7 +31,7 @@ class LocalGroups:
         self._members: dict[str, set[int]] = {}
         self._groups_of: dict[int, set[str]] = {}
 
-    def connect(self, connection: IConnection) -> None:
+    async def connect(self, connection: IConnection) -> None:
         self._connections.setdefault(connection.user.id, set()).add(connection)
 
     def disconnect(self, connection: IConnection) -> bool:
@@ -47,6 +47,9 @@ class LocalGroups:
 
     def connection_count(self, user_id: int) -> int:
         return len(self._connections.get(user_id, ()))
+
+    async def user_online(self, user_id: int) -> bool:
+        return user_id in self._connections
 
     async def add(self, group: str, user_id: int) -> None:
         self._members.setdefault(group, set()).add(user_id)

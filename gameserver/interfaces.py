@@ -94,13 +94,17 @@ class IGroupLayer(Interface):
     """
 
     def connect(connection):
-        """Register an authenticated connection of ``connection.user``."""
+        """Register an authenticated connection (awaitable: done when it can
+        receive its user's messages)."""
 
     def disconnect(connection):
         """Forget a connection; return whether its user has none left."""
 
     def connection_count(user_id):
-        """How many connections this user has here."""
+        """How many connections this user has in this process."""
+
+    def user_online(user_id):
+        """Whether the user has a connection in any process (awaitable)."""
 
     def add(group, user_id):
         """Add a user to a group (awaitable)."""
