@@ -116,8 +116,15 @@ class Dispatcher:
 
     async def user_gone(self, user: UserRef) -> None:
         """The user's last socket here closed: leave rooms unless online elsewhere."""
-        if not await self._groups.user_online(user.id):
-            await self._rooms.user_gone(user)
+        try:
+            if not await self._groups.user_online(user.id):
+                await self._rooms.user_gone(user)
+        except GameServerError as e:
+            log.warn(
+                "{user} left, but their rooms were not: {detail}",
+                user=user.username,
+                detail=e.detail,
+            )
 
     async def connection_lost(self, session: Session) -> None:
         if self.connection_closed(session):

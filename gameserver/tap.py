@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import secrets
-from urllib.parse import urlsplit
+import socket
 
-from twisted.application.service import IService
+from twisted.application.service import IService, MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
 from gameserver.games import GameLoadError, installed_games
 from gameserver.server import GameServer
 from gameserver.settings import MIN_SECRET_BYTES, Settings
+from gameserver.store.redis import RedisAddress
 
 log = Logger()
 
@@ -67,15 +68,7 @@ class Options(usage.Options):
         if self["listen"] is None:
             self["listen"] = f"tcp:{8000 if self['port'] is None else self['port']}"
         if self["redis"] is not None:
-            url = urlsplit(self["redis"])
-            if url.scheme not in ("redis", "rediss", "unix") or not (
-                url.hostname or url.path
-            ):
-                raise usage.UsageError(f"--redis: not a Redis URL: {self['redis']!r}")
-            raise usage.UsageError(
-                "--redis is not available in this version yet: only the in-memory"
-                " store is implemented"
-            )
+            self["redis"] = _check_redis(self["redis"])
         secret = self["secret"] or os.environ.get("GAMESERVER_SECRET")
         self["random_secret"] = not secret
         try:
@@ -98,11 +91,38 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
 
+def _check_redis(url: str) -> str:
+    """A clear message at start-up for a bad URL or an unreachable Redis."""
+    try:
+        address = RedisAddress.parse(url)
+    except ValueError as e:
+        raise usage.UsageError(f"--redis: {e}") from None
+    try:
+        with socket.create_connection((address.host, address.port), timeout=3) as s:
+            s.sendall(b"PING\r\n")
+            reply = s.recv(64)
+    except OSError as e:
+        raise usage.UsageError(
+            f"--redis: cannot reach Redis at {address.host}:{address.port}: {e}"
+        ) from None
+    if not reply.startswith((b"+PONG", b"-NOAUTH")):
+        raise usage.UsageError(f"--redis: {address.host}:{address.port} is not Redis")
+    return url
+
+
 def makeService(options: Options) -> IService:
     if options["random_secret"]:
         log.warn(
             "no --secret or GAMESERVER_SECRET given: using a random secret, so"
             " tokens will not survive a restart or work across processes"
         )
-    server = GameServer(options["settings"], games=options["game_plugins"])
-    return server.service(options["listen"])
+    if options["redis"] is None:
+        server = GameServer(options["settings"], games=options["game_plugins"])
+        return server.service(options["listen"])
+    server = GameServer.with_redis(
+        options["settings"], options["redis"], games=options["game_plugins"]
+    )
+    service = MultiService()
+    server.backend.setServiceParent(service)
+    server.service(options["listen"]).setServiceParent(service)
+    return service

@@ -1,0 +1,113 @@
+"""Running on Redis: the store, groups and locks, and their background chores.
+
+``RedisBackend`` is a Twisted service: it keeps the process's heartbeat,
+fires stored timers that are due (whichever process set them), and cleans
+up after processes that died without saying so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from gameserver.errors import GameServerError
+from gameserver.locks import RedisLocks
+from gameserver.pubsub import RedisGroups
+from gameserver.store.redis import RedisAddress, RedisConnection, RedisStore
+
+if TYPE_CHECKING:
+    from gameserver.server import GameServer
+
+log = Logger()
+
+#: A process that has not said it is alive for this long is taken for dead.
+HEARTBEAT_TTL = 6.0
+
+
+class RedisBackend(Service):
+    def __init__(
+        self,
+        url: str,
+        reactor: Any = None,
+        *,
+        lock_ttl: float = 10.0,
+        timer_poll: float = 0.25,
+        heartbeat: float = 2.0,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        self.process_id = uuid.uuid4().hex
+        self.redis = RedisConnection(RedisAddress.parse(url))
+        self.store = RedisStore(self.redis)
+        self.groups = RedisGroups(self.redis, self.process_id)
+        self.locks = RedisLocks(self.redis, reactor, ttl=lock_ttl)
+        self._intervals = {"timers": timer_poll, "heartbeat": heartbeat}
+        self._loops: list[LoopingCall] = []
+        self.server: GameServer | None = None
+
+    def attach(self, server: GameServer) -> None:
+        self.server = server
+
+    def startService(self) -> None:
+        super().startService()
+        self.groups.start()
+        for chore, interval in [
+            (self._heartbeat, self._intervals["heartbeat"]),
+            (self._fire_timers, self._intervals["timers"]),
+            (self._bury_dead, self._intervals["heartbeat"] * 2),
+        ]:
+            loop = LoopingCall(lambda chore=chore: ensureDeferred(self._quietly(chore)))
+            loop.clock = self._reactor
+            loop.start(interval, now=False)
+            self._loops.append(loop)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        self._loops.clear()
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        with contextlib.suppress(GameServerError):
+            await self.groups.leave()
+        await self.groups.stop()
+        await self.redis.disconnect()
+
+    async def _quietly(self, chore: Any) -> None:
+        try:
+            await chore()
+        except GameServerError as e:
+            log.warn(
+                "Redis chore {chore} failed: {detail}",
+                chore=chore.__name__,
+                detail=e.detail,
+            )
+
+    async def _heartbeat(self) -> None:
+        await self.groups.heartbeat(HEARTBEAT_TTL)
+
+    async def _fire_timers(self) -> None:
+        if self.server is not None:
+            await self.server.turns.fire_due()
+
+    async def _bury_dead(self) -> None:
+        """Users whose sockets were on a dead process leave as on a disconnect."""
+        if self.server is None:
+            return
+        for process in await self.groups.dead_processes():
+            for user_id in await self.groups.forget_process(process):
+                if await self.groups.user_online(user_id):
+                    continue
+                record = await self.store.get_user(user_id)
+                if record is not None:
+                    log.info("user {user} was on a dead process", user=record.username)
+                    await self.server.rooms.user_gone(record.ref)
