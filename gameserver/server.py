@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Site
 
 from gameserver.accounts import Accounts
 from gameserver.api import ApiResource, request_factory
@@ -20,19 +20,14 @@ from gameserver.auth import Tokens
 from gameserver.dispatcher import Dispatcher
 from gameserver.games import installed_games
 from gameserver.groups import LocalGroups
-from gameserver.interfaces import IGame, IStore
+from gameserver.interfaces import IGame, IGroupLayer, IRoomLocks, IStore
 from gameserver.passwords import PasswordHasher
 from gameserver.protocol import GameServerFactory
 from gameserver.rooms import Rooms
 from gameserver.settings import Settings
 from gameserver.store import MemoryStore
 from gameserver.turns import RoomTurns
-
-
-class _Index(Resource):
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-        return b"gameserver: HTTP API at /api/, WebSocket at /ws\n"
+from gameserver.web import lobby_root
 
 
 class GameServer:
@@ -42,11 +37,16 @@ class GameServer:
     tree, or take ``site()``, ``service(endpoint)`` or ``websocket_factory``.
     """
 
+    #: The Redis service of a server made by ``with_redis``; ``None`` otherwise.
+    backend: Any = None
+
     def __init__(
         self,
         settings: Settings,
         *,
         store: IStore | None = None,
+        groups: IGroupLayer | None = None,
+        locks: IRoomLocks | None = None,
         games: Mapping[str, IGame] | None = None,
         reactor: Any = None,
         clock: IReactorTime | None = None,
@@ -72,8 +72,10 @@ class GameServer:
         )
         self.tokens = tokens
         self.accounts = Accounts(self.store, hasher, tokens)
-        self.groups = LocalGroups()
-        self.turns = RoomTurns(self.store, self.groups, self.games, clock, settings)
+        self.groups = LocalGroups() if groups is None else groups
+        self.turns = RoomTurns(
+            self.store, self.groups, self.games, clock, settings, locks=locks
+        )
         self.rooms = Rooms(self.store, hasher, self.groups, self.games, self.turns)
         self.dispatcher = Dispatcher(
             settings, self.accounts, self.rooms, self.groups, self.turns
@@ -81,7 +83,7 @@ class GameServer:
         self.websocket_factory = GameServerFactory(
             self.dispatcher, settings, clock=clock, reactor=reactor
         )
-        self.resource = _Index()
+        self.resource: Resource = lobby_root()
         self.resource.putChild(
             b"api", ApiResource(settings, self.accounts, self.rooms, self.games)
         )
@@ -98,6 +100,26 @@ class GameServer:
     def service(self, endpoint: str) -> IService:
         """A service listening on a Twisted endpoint string, e.g. ``tcp:8000``."""
         return strports.service(endpoint, self.site(), reactor=self._reactor)
+
+    @classmethod
+    def with_redis(cls, settings: Settings, url: str, **kwargs: Any) -> GameServer:
+        """A server sharing users, rooms and games with every other one on ``url``.
+
+        Start ``server.backend`` (a service) before serving.
+        """
+        from gameserver.backend import RedisBackend
+
+        backend = RedisBackend(url, kwargs.get("reactor"))
+        server = cls(
+            settings,
+            store=backend.store,
+            groups=backend.groups,
+            locks=backend.locks,
+            **kwargs,
+        )
+        backend.attach(server)
+        server.backend = backend
+        return server
 
     def listen(self, endpoint: str) -> Deferred[IListeningPort]:
         """Listen now, without a service: ``tcp:0`` picks a free port."""

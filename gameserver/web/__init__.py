@@ -1,0 +1,104 @@
+"""The browser lobby at ``/`` and its files under ``/static/``.
+
+``lobby_root()`` is the resource ``GameServer`` mounts at the top of its
+tree: it serves ``static/index.html`` for ``/``, the files of ``static/``
+(the lobby and the ``gameserver.js`` client library) under ``/static/``,
+and takes the ``api`` and ``ws`` children the server adds. The files are
+package data, found next to this module, and are streamed by
+``twisted.web.static.File`` with a producer, so a download never blocks the
+reactor on a large read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.web import resource, static
+from twisted.web.server import Request
+from twisted.web.util import redirectTo
+
+#: Where the lobby's files are, inside the installed package.
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+#: Content types by extension: fixed here rather than read from the
+#: machine's ``/etc/mime.types``, which differs from one system to another.
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "application/javascript; charset=utf-8",
+    ".mjs": "application/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/vnd.microsoft.icon",
+    ".txt": "text/plain; charset=utf-8",
+}
+
+#: The lobby page loads only its own files and talks only to its own server.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+class StaticFile(static.File):
+    """``static.File`` with fixed content types, no directory listings, and
+    ``Cache-Control: no-cache`` (browsers revalidate with ``If-Modified-Since``
+    and get a cheap 304, so an upgraded server is never masked by a stale
+    cache)."""
+
+    contentTypes = CONTENT_TYPES
+    defaultType = "application/octet-stream"
+    indexNames: list[str] = []
+
+    def __init__(self, path: str | Path, *args: object, **kwargs: object) -> None:
+        super().__init__(str(path), *args, **kwargs)
+        # File.__init__ and createSimilarFile copy these per instance.
+        self.contentTypes = CONTENT_TYPES
+        self.indexNames = []
+
+    def render(self, request: Request) -> bytes | int:
+        request.setHeader(b"Cache-Control", b"no-cache")
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        return super().render(request)
+
+    def directoryListing(self) -> resource.Resource:
+        return resource.NoResource("No such file.")
+
+
+class LobbyPage(StaticFile):
+    """``index.html``, with a content security policy: the page renders what
+    players type (names, chat), and the policy is a second line of defence
+    behind the lobby's own escaping."""
+
+    def render(self, request: Request) -> bytes | int:
+        request.setHeader(b"Content-Security-Policy", CONTENT_SECURITY_POLICY.encode())
+        request.setHeader(b"Referrer-Policy", b"no-referrer")
+        return super().render(request)
+
+
+class LobbyRoot(resource.Resource):
+    """The top of a server's tree: ``/`` is the lobby, ``/static/`` its files.
+
+    Mounted under a prefix (``/game``), a request for the bare prefix is
+    redirected to ``/game/`` so that the page's relative links resolve.
+    """
+
+    def __init__(self, static_dir: str | Path = STATIC_DIR) -> None:
+        super().__init__()
+        static_dir = Path(static_dir)
+        self.putChild(b"", LobbyPage(static_dir / "index.html"))
+        self.putChild(b"static", StaticFile(static_dir))
+
+    def render_GET(self, request: Request) -> bytes:
+        return redirectTo(request.path + b"/", request)
+
+    render_HEAD = render_GET
+
+
+def lobby_root() -> resource.Resource:
+    """A resource serving the lobby at its ``""`` child and files at ``static``;
+    ``GameServer`` adds ``api`` and ``ws`` beside them."""
+    return LobbyRoot()

@@ -1,0 +1,658 @@
+// gameserver.js: the browser client for a gameserver.
+//
+// A plain ES module with no dependencies and no build step:
+//
+//   import { GameClient } from "/static/gameserver.js";
+//   const client = new GameClient({ storage: localStorage });
+//   await client.login("alice", "alice-secret");
+//   await client.connect();
+//   const room = await client.join(7, "mint");
+//   client.on("CHAT_MESSAGE", (msg) => console.log(msg.data.text));
+//   client.send("CHAT_MESSAGE", room.id, { text: "hello" });
+//
+// The HTTP API (accounts, tokens, rooms) is reached with fetch, the game
+// over one WebSocket. Access tokens are refreshed before they expire; a
+// dropped socket is reopened with backoff and jitter, validated again, and
+// every room the client was in is joined again, so a player mid-game gets
+// the seat and the game's state back. See README.md, "The lobby and the
+// JavaScript client", for the whole API.
+
+export const CONNECTING = "connecting";
+export const OPEN = "open";
+export const RECONNECTING = "reconnecting";
+export const CLOSED = "closed";
+
+// Close codes the server uses (README, "Limits").
+const CLOSE_UNAUTHORIZED = 4001;
+const CLOSE_TOO_MANY_CONNECTIONS = 4008;
+
+// Message types that get a reply of the same type carrying `is_successful`.
+const VALIDATE_CONNECTION = "VALIDATE_CONNECTION";
+const JOIN_ROOM = "JOIN_ROOM";
+const LEAVE_ROOM = "LEAVE_ROOM";
+
+/** A refusal or failure, with the server's `code` and `detail`. */
+export class GameServerError extends Error {
+  constructor(code, detail, { status = null, requestType = null, roomId = null } = {}) {
+    super(detail || code);
+    this.name = "GameServerError";
+    this.code = code;
+    this.detail = detail || code;
+    this.status = status; // the HTTP status, for API errors
+    this.requestType = requestType; // the message type that was refused
+    this.roomId = roomId;
+  }
+}
+
+/** The payload of a JWT (not verified: the server does that), or null. */
+export function decodeToken(token) {
+  try {
+    const part = token.split(".")[1];
+    const base64 = part.replace(/-/g, "+").replace(/_/g, "/");
+    const padded = base64 + "=".repeat((4 - (base64.length % 4)) % 4);
+    const bytes = Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return null;
+  }
+}
+
+const DEFAULTS = {
+  url: null, // the server's base URL; default: the page's directory
+  storage: null, // e.g. localStorage, to keep the session across reloads
+  storageKey: "gameserver.session",
+  requestTimeout: 15000, // ms to wait for a reply
+  minReconnectDelay: 500, // ms; doubles on every failed attempt...
+  maxReconnectDelay: 10000, // ...up to this, with jitter
+  refreshMargin: 30, // s before expiry to refresh the access token
+  WebSocket: globalThis.WebSocket,
+  fetch: globalThis.fetch?.bind(globalThis),
+};
+
+/**
+ * One player's connection to a gameserver.
+ *
+ * Server messages: `on(type, fn)` (and `on("*", fn)` for all of them).
+ * Client events (an EventTarget; `event.detail` carries the value):
+ *   "statechange" {state}   connecting / open / reconnecting / closed
+ *   "error"       GameServerError: an ERROR no request was waiting for,
+ *                 a failed rejoin, an expired session...
+ *   "session"     {user} after a login, null after logout or expiry
+ *   "rejoin"      {roomId, room} or {roomId, error} after a reconnect
+ */
+export class GameClient extends EventTarget {
+  constructor(options = {}) {
+    super();
+    this.options = { ...DEFAULTS, ...options };
+    const base = new URL(this.options.url ?? ".", globalThis.location?.href);
+    if (!base.pathname.endsWith("/")) base.pathname += "/";
+    this.baseUrl = base;
+    this.user = null; // {id, username} once validated
+    this.clockOffset = 0; // server time minus local time, in seconds
+    this._state = CLOSED;
+    this._listeners = new Map();
+    this._pending = [];
+    this._rooms = new Map(); // room id -> {password}
+    this._ws = null;
+    this._wanted = false; // connect() was called and close() was not
+    this._attempt = 0;
+    this._retryTimer = null;
+    this._refreshTimer = null;
+    this._refreshing = null;
+    this._connected = null; // {promise, resolve, reject} for connect()
+    this._wasOpen = false; // validated at least once since connect()
+    this._authFailed = null; // the token refusal that preceded a 4001 close
+    this._refreshedForAuth = false;
+    this._fatalError = null;
+    this._session = this._load();
+    this._scheduleRefresh();
+    if (typeof window !== "undefined") {
+      window.addEventListener("online", () => this._retryNow());
+    }
+  }
+
+  // -- Session -------------------------------------------------------------
+
+  /** `{username, access, refresh}`, or null when logged out. */
+  get session() {
+    return this._session;
+  }
+
+  get loggedIn() {
+    return this._session !== null;
+  }
+
+  async register(username, password) {
+    return this.api("POST", "api/users/", { username, password }, { auth: false });
+  }
+
+  async login(username, password) {
+    const tokens = await this.api("POST", "api/token/", { username, password }, { auth: false });
+    this._setSession({ username, userId: Number(decodeToken(tokens.access)?.sub), ...tokens });
+    return this._session;
+  }
+
+  /** Forget the tokens and close the socket. */
+  logout() {
+    this.close();
+    this._setSession(null);
+  }
+
+  /** A fresh access token: refreshed first when it expires soon. */
+  async accessToken() {
+    if (!this._session) throw new GameServerError("not_authenticated", "log in first");
+    if (this._expiresIn(this._session.access) < Math.min(10, this.options.refreshMargin)) {
+      await this.refresh();
+    }
+    return this._session.access;
+  }
+
+  /** Trade the refresh token for a new access token (one request at a time). */
+  refresh() {
+    if (!this._refreshing) {
+      this._refreshing = this._refresh().finally(() => {
+        this._refreshing = null;
+      });
+    }
+    return this._refreshing;
+  }
+
+  async _refresh() {
+    const session = this._session;
+    if (!session) throw new GameServerError("not_authenticated", "log in first");
+    try {
+      const { access } = await this.api("POST", "api/token/refresh/", { refresh: session.refresh }, { auth: false });
+      if (this._session === session) this._setSession({ ...session, access });
+      return access;
+    } catch (error) {
+      if (error.status === 401 && this._session === session) {
+        this._setSession(null);
+        this.close();
+        this._emit("error", new GameServerError("session_expired", "your session has expired: log in again"));
+      }
+      throw error;
+    }
+  }
+
+  _expiresIn(token) {
+    const exp = decodeToken(token)?.exp;
+    return typeof exp === "number" ? exp - this.serverNow() : -Infinity;
+  }
+
+  _scheduleRefresh() {
+    clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
+    if (!this._session) return;
+    const claims = decodeToken(this._session.access) ?? {};
+    const lifetime = (claims.exp ?? 0) - (claims.iat ?? 0);
+    const margin = Math.min(this.options.refreshMargin, lifetime / 5);
+    const delay = Math.max(0, this._expiresIn(this._session.access) - margin);
+    this._refreshTimer = setTimeout(() => {
+      this.refresh().catch((error) => {
+        // A network failure: try again shortly, while the token still works.
+        if (error.status !== 401 && this._session) {
+          this._refreshTimer = setTimeout(() => this._scheduleRefresh(), 5000);
+        }
+      });
+    }, Math.min(delay * 1000, 2 ** 31 - 1));
+  }
+
+  _setSession(session) {
+    const had = this._session;
+    this._session = session;
+    const { storage, storageKey } = this.options;
+    try {
+      if (storage && session) storage.setItem(storageKey, JSON.stringify(session));
+      else if (storage) storage.removeItem(storageKey);
+    } catch {
+      // Private mode or a full storage: the session lasts for this page.
+    }
+    this._scheduleRefresh();
+    if (!had !== !session || had?.username !== session?.username) {
+      this._emit("session", session && { username: session.username, userId: session.userId });
+    }
+  }
+
+  _load() {
+    const { storage, storageKey } = this.options;
+    try {
+      const session = JSON.parse(storage?.getItem(storageKey) ?? "null");
+      return session?.access && session?.refresh ? session : null;
+    } catch {
+      return null;
+    }
+  }
+
+  // -- HTTP API ------------------------------------------------------------
+
+  /** Call the HTTP API; the JSON body, or a GameServerError. */
+  async api(method, path, body = undefined, { auth = true } = {}) {
+    for (let attempt = 0; ; attempt++) {
+      const headers = { Accept: "application/json" };
+      if (body !== undefined) headers["Content-Type"] = "application/json";
+      if (auth) headers.Authorization = `Bearer ${await this.accessToken()}`;
+      let response;
+      try {
+        response = await this.options.fetch(new URL(path.replace(/^\//, ""), this.baseUrl), {
+          method,
+          headers,
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
+      } catch (error) {
+        throw new GameServerError("network_error", `the server cannot be reached (${error.message})`);
+      }
+      const text = await response.text();
+      let json = null;
+      try {
+        json = text ? JSON.parse(text) : null;
+      } catch {
+        json = null;
+      }
+      if (response.ok) return json;
+      // A token the server no longer takes: refresh once and try again.
+      if (response.status === 401 && auth && attempt === 0 && this._session) {
+        await this.refresh();
+        continue;
+      }
+      throw new GameServerError(json?.code ?? `http_${response.status}`, json?.detail ?? response.statusText, {
+        status: response.status,
+      });
+    }
+  }
+
+  listGames() {
+    return this.api("GET", "api/games/", undefined, { auth: false });
+  }
+
+  /** `{count, next, previous, results}`: one page of rooms, newest first. */
+  listRooms({ page = 1, game = null } = {}) {
+    const query = new URLSearchParams({ page: String(page) });
+    if (game) query.set("game", game);
+    return this.api("GET", `api/rooms/?${query}`);
+  }
+
+  /** `{name, game, password?, max_players?}`: the new room. */
+  createRoom(options) {
+    return this.api("POST", "api/rooms/", options);
+  }
+
+  getRoom(roomId) {
+    return this.api("GET", `api/rooms/${roomId}/`);
+  }
+
+  deleteRoom(roomId) {
+    return this.api("DELETE", `api/rooms/${roomId}/`);
+  }
+
+  // -- Connection ----------------------------------------------------------
+
+  /** "connecting", "open", "reconnecting" or "closed". */
+  get state() {
+    return this._state;
+  }
+
+  /** The open WebSocket, or null. */
+  get socket() {
+    return this._ws;
+  }
+
+  /** The ids of the rooms this client is in (and rejoins after a drop). */
+  get rooms() {
+    return [...this._rooms.keys()];
+  }
+
+  /** The server's clock, in seconds since the epoch: for countdowns. */
+  serverNow() {
+    return Date.now() / 1000 + this.clockOffset;
+  }
+
+  /** Seconds left until a deadline given in server time (never negative). */
+  timeLeft(deadline) {
+    return Math.max(0, deadline - this.serverNow());
+  }
+
+  /**
+   * Open the socket and validate it; resolves with the user once the server
+   * has accepted the token. Retries by itself while the server is
+   * unreachable; rejects only when the session is refused or on close().
+   */
+  connect() {
+    if (this._connected) return this._connected.promise;
+    let resolve, reject;
+    const promise = new Promise((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    this._connected = { promise, resolve, reject };
+    this._wanted = true;
+    this._wasOpen = false;
+    this._attempt = 0;
+    this._open(CONNECTING);
+    return promise;
+  }
+
+  /** Close the socket for good (no reconnect). Rooms are forgotten. */
+  close() {
+    this._wanted = false;
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    this._rooms.clear();
+    const ws = this._ws;
+    this._ws = null;
+    if (ws && ws.readyState <= 1) ws.close(1000, "client closed");
+    this._failPending(new GameServerError("closed", "the connection was closed"));
+    if (this._connected) {
+      this._connected.reject(new GameServerError("closed", "the connection was closed"));
+      this._connected.promise.catch(() => {});
+      this._connected = null;
+    }
+    this._setState(CLOSED);
+  }
+
+  async _open(state) {
+    this._setState(state);
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    let token;
+    try {
+      token = await this.accessToken();
+    } catch (error) {
+      if (!this._wanted) return undefined;
+      if (error.code === "network_error") return this._scheduleRetry();
+      return this._fatal(error);
+    }
+    if (!this._wanted || this._ws) return;
+    const url = new URL("ws", this.baseUrl);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    let ws;
+    try {
+      ws = new this.options.WebSocket(url);
+    } catch (error) {
+      return this._fatal(new GameServerError("bad_url", error.message));
+    }
+    this._ws = ws;
+    ws.onopen = () => this._validate(ws, token);
+    ws.onmessage = (event) => {
+      if (ws === this._ws) this._receive(event.data);
+    };
+    ws.onclose = (event) => {
+      if (ws === this._ws) this._closed(event);
+    };
+  }
+
+  async _validate(ws, token) {
+    const sent = Date.now();
+    let reply;
+    try {
+      reply = await this._request(VALIDATE_CONNECTION, null, { token }, { whenOpen: false });
+    } catch (error) {
+      if (ws !== this._ws) return;
+      if (error.code === "token_expired" || error.code === "invalid_token") {
+        this._authFailed = error;
+      } else if (error.code === "too_many_connections") {
+        this._fatalError = error;
+      }
+      return; // the server closes the socket; _closed decides what next
+    }
+    const received = Date.now();
+    this.user = reply.user;
+    // The reply left the server about half-way through the round trip.
+    this.clockOffset = reply.server_time - (sent + received) / 2000;
+    this._attempt = 0;
+    this._authFailed = null;
+    this._refreshedForAuth = false;
+    this._wasOpen = true;
+    this._setState(OPEN);
+    if (this._connected) {
+      this._connected.resolve(this.user);
+    }
+    this._rejoin();
+  }
+
+  async _rejoin() {
+    for (const [roomId, { password }] of [...this._rooms]) {
+      try {
+        const room = await this._request(JOIN_ROOM, roomId, password ? { password } : {}, { whenOpen: false });
+        this._emit("rejoin", { roomId, room: room.room });
+      } catch (error) {
+        if (error.code === "disconnected" || error.code === "closed") return;
+        this._rooms.delete(roomId);
+        this._emit("rejoin", { roomId, error });
+        this._emit("error", error);
+      }
+    }
+  }
+
+  _closed(event) {
+    this._ws = null;
+    this._failPending(new GameServerError("disconnected", "the connection was lost"));
+    if (!this._wanted) return this._setState(CLOSED);
+    if (event.code === CLOSE_TOO_MANY_CONNECTIONS || this._fatalError) {
+      const error =
+        this._fatalError ?? new GameServerError("too_many_connections", "too many connections for this user");
+      this._fatalError = null;
+      return this._fatal(error);
+    }
+    if (event.code === CLOSE_UNAUTHORIZED) {
+      // The token was refused: refresh it once, then try again at once.
+      const refused = this._authFailed;
+      this._authFailed = null;
+      if (refused && !this._refreshedForAuth) {
+        this._refreshedForAuth = true;
+        this._setState(this._wasOpen ? RECONNECTING : CONNECTING);
+        this.refresh().then(
+          () => this._open(this._wasOpen ? RECONNECTING : CONNECTING),
+          (error) => {
+            if (!this._wanted) return; // the session expired: already reported
+            if (error.status === 401) this._fatal(error);
+            else this._scheduleRetry();
+          },
+        );
+        return;
+      }
+      if (refused) return this._fatal(refused);
+    }
+    this._scheduleRetry();
+  }
+
+  _scheduleRetry() {
+    if (!this._wanted) return;
+    this._setState(this._wasOpen ? RECONNECTING : CONNECTING);
+    const { minReconnectDelay, maxReconnectDelay } = this.options;
+    const ceiling = Math.min(maxReconnectDelay, minReconnectDelay * 2 ** this._attempt);
+    this._attempt += 1;
+    // "Equal jitter": half the delay fixed, half random, so a server that
+    // comes back is not hit by every client at the same instant.
+    const delay = ceiling / 2 + (Math.random() * ceiling) / 2;
+    clearTimeout(this._retryTimer);
+    this._retryTimer = setTimeout(() => this._open(this._wasOpen ? RECONNECTING : CONNECTING), delay);
+  }
+
+  /** The network is back (or the page asked): retry now, not after the backoff. */
+  _retryNow() {
+    if (this._wanted && !this._ws && this._retryTimer) {
+      this._attempt = 0;
+      this._open(this._wasOpen ? RECONNECTING : CONNECTING);
+    }
+  }
+
+  _fatal(error) {
+    this._wanted = false;
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    if (this._ws) {
+      const ws = this._ws;
+      this._ws = null;
+      ws.close(1000, "client closed");
+    }
+    this._failPending(error);
+    if (this._connected) {
+      this._connected.reject(error);
+      this._connected.promise.catch(() => {});
+      this._connected = null;
+    }
+    this._setState(CLOSED);
+    this._emit("error", error);
+  }
+
+  _setState(state) {
+    if (state === this._state) return;
+    this._state = state;
+    this._emit("statechange", { state });
+  }
+
+  // -- Messages ------------------------------------------------------------
+
+  /**
+   * Send `{type, room_id, data}`. Returns false (and emits an "error"
+   * event) when the socket is not open: nothing is queued.
+   */
+  send(type, roomId = null, data = {}) {
+    if (this._state !== OPEN || !this._ws) {
+      this._emit("error", new GameServerError("not_connected", "not connected: try again in a moment", { requestType: type, roomId }));
+      return false;
+    }
+    this._write(type, roomId, data);
+    return true;
+  }
+
+  _write(type, roomId, data) {
+    const message = { type };
+    if (roomId !== null && roomId !== undefined) message.room_id = roomId;
+    if (data && Object.keys(data).length) message.data = data;
+    this._ws.send(JSON.stringify(message));
+  }
+
+  /**
+   * Send a message and wait for its answer: the first `reply` message
+   * (default: the same type) for the same room. Rejects with the server's
+   * code and detail on an ERROR for this request, or an `is_successful:
+   * false` reply. Waits for the connection when it is (re)connecting.
+   */
+  request(type, roomId = null, data = {}, { reply = type, timeout } = {}) {
+    return this._request(type, roomId, data, { reply, timeout });
+  }
+
+  async _request(type, roomId, data, { reply = type, timeout = this.options.requestTimeout, whenOpen = true } = {}) {
+    if (whenOpen) await this._whenOpen(timeout);
+    if (!this._ws || this._ws.readyState !== 1) {
+      throw new GameServerError("not_connected", "not connected", { requestType: type, roomId });
+    }
+    return new Promise((resolve, reject) => {
+      const entry = { type, reply, roomId: roomId ?? null, resolve, reject };
+      entry.timer = setTimeout(() => {
+        this._pending = this._pending.filter((e) => e !== entry);
+        reject(new GameServerError("timeout", `no answer to ${type}`, { requestType: type, roomId }));
+      }, timeout);
+      this._pending.push(entry);
+      this._write(type, roomId, data);
+    });
+  }
+
+  _whenOpen(timeout) {
+    if (this._state === OPEN) return Promise.resolve();
+    if (!this._wanted) {
+      return Promise.reject(new GameServerError("not_connected", "call connect() first"));
+    }
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.removeEventListener("statechange", check);
+        reject(new GameServerError("not_connected", "the connection did not come back in time"));
+      }, timeout);
+      const check = () => {
+        if (this._state === OPEN || this._state === CLOSED) {
+          clearTimeout(timer);
+          this.removeEventListener("statechange", check);
+          if (this._state === OPEN) resolve();
+          else reject(new GameServerError("closed", "the connection was closed"));
+        }
+      };
+      this.addEventListener("statechange", check);
+    });
+  }
+
+  /** Join a room (with its password, if it has one): the room, or a GameServerError. */
+  async join(roomId, password = null) {
+    const reply = await this.request(JOIN_ROOM, roomId, password ? { password } : {});
+    this._rooms.set(roomId, { password });
+    return reply.room;
+  }
+
+  /** Leave a room (giving up the seat). */
+  async leave(roomId) {
+    try {
+      await this.request(LEAVE_ROOM, roomId);
+    } finally {
+      this._rooms.delete(roomId);
+    }
+  }
+
+  /** Subscribe to a message type ("*" for all); returns an unsubscribe function. */
+  on(type, fn) {
+    if (!this._listeners.has(type)) this._listeners.set(type, new Set());
+    this._listeners.get(type).add(fn);
+    return () => this.off(type, fn);
+  }
+
+  off(type, fn) {
+    this._listeners.get(type)?.delete(fn);
+  }
+
+  _receive(raw) {
+    let message;
+    try {
+      message = JSON.parse(raw);
+    } catch {
+      return;
+    }
+    if (!message || typeof message.type !== "string") return;
+    const data = message.data ?? {};
+    const roomId = message.room_id ?? null;
+    if (message.type === "ERROR") {
+      const error = new GameServerError(data.code, data.detail, { requestType: data.request_type ?? null, roomId });
+      const entry = data.request_type && this._take((e) => e.type === data.request_type && e.roomId === roomId);
+      if (entry) entry.reject(error);
+      else this._emit("error", error);
+    } else {
+      const entry = this._take((e) => e.reply === message.type && (e.roomId === roomId || e.type === VALIDATE_CONNECTION));
+      if (entry) {
+        if (data.is_successful === false) {
+          entry.reject(new GameServerError(data.error, data.detail, { requestType: entry.type, roomId }));
+        } else {
+          entry.resolve(data);
+        }
+      }
+    }
+    if (message.type === "ROOM_DELETED") this._rooms.delete(roomId);
+    for (const key of [message.type, "*"]) {
+      for (const fn of [...(this._listeners.get(key) ?? [])]) {
+        try {
+          fn(message);
+        } catch (error) {
+          console.error(error);
+        }
+      }
+    }
+  }
+
+  _take(match) {
+    const index = this._pending.findIndex(match);
+    if (index < 0) return null;
+    const [entry] = this._pending.splice(index, 1);
+    clearTimeout(entry.timer);
+    return entry;
+  }
+
+  _failPending(error) {
+    const pending = this._pending;
+    this._pending = [];
+    for (const entry of pending) {
+      clearTimeout(entry.timer);
+      entry.reject(error);
+    }
+  }
+
+  _emit(name, detail) {
+    this.dispatchEvent(new CustomEvent(name, { detail }));
+  }
+}
