@@ -36,7 +36,7 @@ class RedisBackend(Service):
         url: str,
         reactor: Any = None,
         *,
-        lock_ttl: float = 10.0,
+        lock_ttl: float = 5.0,
         timer_poll: float = 0.25,
         heartbeat: float = 2.0,
     ) -> None:
@@ -51,6 +51,7 @@ class RedisBackend(Service):
         self._intervals = {"timers": timer_poll, "heartbeat": heartbeat}
         self._loops: list[LoopingCall] = []
         self.server: GameServer | None = None
+        self._healthy_since: float | None = None
 
     def attach(self, server: GameServer) -> None:
         self.server = server
@@ -65,7 +66,11 @@ class RedisBackend(Service):
         ]:
             loop = LoopingCall(lambda chore=chore: ensureDeferred(self._quietly(chore)))
             loop.clock = self._reactor
-            loop.start(interval, now=False)
+            loop.start(interval, now=False).addErrback(
+                lambda f, chore=chore: log.failure(
+                    "chore {c} stopped", f, c=chore.__name__
+                )
+            )
             self._loops.append(loop)
 
     def stopService(self) -> Deferred[None]:
@@ -97,11 +102,17 @@ class RedisBackend(Service):
 
     async def _fire_timers(self) -> None:
         if self.server is not None:
-            await self.server.turns.fire_due()
+            due = await self.server.turns.fire_due()
+            if due:
+                log.debug("{due} stored timers due", due=due)
 
     async def _bury_dead(self) -> None:
         """Users whose sockets were on a dead process leave as on a disconnect."""
-        if self.server is None:
+        if self.server is None or self._healthy_since is None:
+            return
+        # After an outage every live process needs a heartbeat or two to say
+        # so again: until then, nobody is taken for dead.
+        if self._reactor.seconds() - self._healthy_since < 2 * HEARTBEAT_TTL:
             return
         for process in await self.groups.dead_processes():
             for user_id in await self.groups.forget_process(process):

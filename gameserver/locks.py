@@ -48,7 +48,7 @@ class RedisLocks:
     """
 
     def __init__(
-        self, redis: RedisConnection, reactor: IReactorTime, *, ttl: float = 10.0
+        self, redis: RedisConnection, reactor: IReactorTime, *, ttl: float = 5.0
     ) -> None:
         self._redis = redis
         self._reactor = reactor

@@ -18,8 +18,9 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, durable: bool = False) -> None:
         self.directory = directory
+        self.durable = durable
         self.port = free_port()
         self.process: subprocess.Popen | None = None
 
@@ -41,7 +42,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.durable else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self.directory),
             ],

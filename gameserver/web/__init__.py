@@ -4,16 +4,23 @@
 tree: it serves ``static/index.html`` for ``/``, the files of ``static/``
 (the lobby and the ``gameserver.js`` client library) under ``/static/``,
 and takes the ``api`` and ``ws`` children the server adds. The files are
-package data, found next to this module, and are streamed by
-``twisted.web.static.File`` with a producer, so a download never blocks the
-reactor on a large read.
+package data, found next to this module, and are sent by
+``twisted.web.static.File``, which streams a file in chunks with a producer
+rather than reading it whole on the reactor thread.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
-from twisted.web import resource, static
+from twisted.web import pages, resource
+
+with warnings.catch_warnings():
+    # twisted.web.static builds its own error pages with a deprecated class
+    # at import; nothing here uses them.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from twisted.web import static
 from twisted.web.server import Request
 from twisted.web.util import redirectTo
 
@@ -44,10 +51,10 @@ CONTENT_SECURITY_POLICY = (
 
 
 class StaticFile(static.File):
-    """``static.File`` with fixed content types, no directory listings, and
-    ``Cache-Control: no-cache`` (browsers revalidate with ``If-Modified-Since``
-    and get a cheap 304, so an upgraded server is never masked by a stale
-    cache)."""
+    """``static.File`` with fixed content types, no directory listings, GET
+    and HEAD only, and ``Cache-Control: no-cache`` (browsers revalidate with
+    ``If-Modified-Since`` and get a cheap 304, so an upgraded server is never
+    masked by a stale cache, in tests or in use)."""
 
     contentTypes = CONTENT_TYPES
     defaultType = "application/octet-stream"
@@ -60,23 +67,28 @@ class StaticFile(static.File):
         self.indexNames = []
 
     def render(self, request: Request) -> bytes | int:
+        if request.method not in (b"GET", b"HEAD"):
+            request.setResponseCode(405)
+            request.setHeader(b"Allow", b"GET, HEAD")
+            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            return b"Method Not Allowed\n"
         request.setHeader(b"Cache-Control", b"no-cache")
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        # Public files: a page on another origin may import gameserver.js
+        # (module scripts are fetched with CORS). The API and the WebSocket
+        # keep their own origin checks.
+        request.setHeader(b"Access-Control-Allow-Origin", b"*")
+        if self.path.endswith(".html"):
+            # The page shows what players type (names, chat): the policy is
+            # a second line of defence behind the lobby's own escaping.
+            request.setHeader(
+                b"Content-Security-Policy", CONTENT_SECURITY_POLICY.encode()
+            )
+            request.setHeader(b"Referrer-Policy", b"no-referrer")
         return super().render(request)
 
-    def directoryListing(self) -> resource.Resource:
-        return resource.NoResource("No such file.")
-
-
-class LobbyPage(StaticFile):
-    """``index.html``, with a content security policy: the page renders what
-    players type (names, chat), and the policy is a second line of defence
-    behind the lobby's own escaping."""
-
-    def render(self, request: Request) -> bytes | int:
-        request.setHeader(b"Content-Security-Policy", CONTENT_SECURITY_POLICY.encode())
-        request.setHeader(b"Referrer-Policy", b"no-referrer")
-        return super().render(request)
+    def directoryListing(self) -> resource.IResource:
+        return pages.notFound("No Such Resource", "No such file.")
 
 
 class LobbyRoot(resource.Resource):
@@ -89,8 +101,11 @@ class LobbyRoot(resource.Resource):
     def __init__(self, static_dir: str | Path = STATIC_DIR) -> None:
         super().__init__()
         static_dir = Path(static_dir)
-        self.putChild(b"", LobbyPage(static_dir / "index.html"))
+        self.putChild(b"", StaticFile(static_dir / "index.html"))
         self.putChild(b"static", StaticFile(static_dir))
+
+    def getChild(self, path: bytes, request: Request) -> resource.IResource:
+        return pages.notFound("No Such Resource", "No such page.")
 
     def render_GET(self, request: Request) -> bytes:
         return redirectTo(request.path + b"/", request)

@@ -7,7 +7,31 @@ import { GameClient, GameServerError } from "./gameserver.js";
 const POLL_MS = 3000; // how often the room list is reloaded
 const ROOM_KEY = "gameserver.room"; // sessionStorage: the room this tab is in
 
-const client = new GameClient({ storage: localStorage });
+/**
+ * Where the session is kept: each tab has its own (sessionStorage, so a
+ * reload keeps it and two windows can be two players), and a new tab starts
+ * from the last login (localStorage). Logging out in one tab marks that tab
+ * logged out without touching the others.
+ */
+const sessionStore = {
+  getItem(key) {
+    try {
+      return sessionStorage.getItem(key) ?? localStorage.getItem(key);
+    } catch {
+      return null;
+    }
+  },
+  setItem(key, value) {
+    sessionStorage.setItem(key, value);
+    localStorage.setItem(key, value);
+  },
+  removeItem(key) {
+    sessionStorage.setItem(key, "null");
+    localStorage.removeItem(key);
+  },
+};
+
+const client = new GameClient({ storage: sessionStore });
 // For debugging and the browser tests: the client, and joining by room id.
 window.gameserverLobby = { client, joinRoom: (room, password = null) => joinRoom(room, password) };
 
@@ -31,6 +55,29 @@ function h(tag, attrs = {}, ...children) {
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
   return el;
+}
+
+/** Replace an element's children, skipping the empty ones. */
+function fill(el, ...children) {
+  el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
+
+/** A padlock drawn in SVG: no emoji font is needed. */
+function lockIcon() {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 16 16");
+  svg.setAttribute("width", "14");
+  svg.setAttribute("height", "14");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute(
+    "d",
+    "M4.5 7V5a3.5 3.5 0 0 1 7 0v2h.5A1 1 0 0 1 13 8v6a1 1 0 0 1-1 1H4a1 1 0 0 1-1-1V8a1 1 0 0 1 1-1zm1.5 0h4V5a2 2 0 0 0-4 0z",
+  );
+  path.setAttribute("fill", "currentColor");
+  svg.append(path);
+  return svg;
 }
 
 function show(el, visible = true) {
@@ -330,7 +377,7 @@ function renderRooms() {
         "div",
         { class: "room-main" },
         h("strong", { class: "room-title", testid: "room-title" }, room.name),
-        room.has_password ? h("span", { class: "lock", testid: "room-lock", title: "password", "aria-label": "has a password" }, "🔒") : null,
+        room.has_password ? h("span", { class: "lock", testid: "room-lock", title: "needs a password" }, lockIcon(), h("span", { class: "sr-only" }, "needs a password")) : null,
         h(
           "div",
           { class: "muted small" },
@@ -338,7 +385,7 @@ function renderRooms() {
           " ",
           h("span", { testid: "room-players" }, `${room.players.length}/${room.max_players} players`),
           " · ",
-          h("span", { class: `state state-${room.state}`, testid: "room-state" }, STATE_LABEL[room.state] ?? room.state),
+          h("span", { class: `state state-${room.state}`, testid: "room-status" }, STATE_LABEL[room.state] ?? room.state),
           " · by ",
           room.owner.username,
         ),
@@ -606,8 +653,9 @@ const ROOM_HANDLERS = {
     renderStatus();
   },
   ROOM_DELETED() {
+    const mine = current.room?.owner.id === client.user?.id;
     leaveRoomView();
-    notice("The room was deleted by its owner.");
+    notice(mine ? "The room was deleted." : "The room was deleted by its owner.");
     showLobby();
   },
   CHAT_HISTORY({ messages }) {
@@ -771,7 +819,7 @@ class GenericView extends GameView {
     const room = this.room.room;
     const game = gameInfo(room.game);
     const isOwner = room.owner.id === this.me;
-    this.panel.replaceChildren(
+    fill(this.panel,
       h("h3", {}, room.game),
       h("p", { class: "muted" }, game?.description ?? ""),
       isOwner && this.room.status !== "in_game"
@@ -789,7 +837,7 @@ class GenericView extends GameView {
 class ChatView extends GameView {
   render() {
     const room = this.room.room;
-    this.panel.replaceChildren(
+    fill(this.panel,
       h("h3", {}, "Chat room"),
       h("p", { class: "muted" }, `Talk with everyone in ${room.name}.`),
       this.errorLine(),
@@ -881,7 +929,7 @@ class TicTacToeView extends GameView {
         ),
       );
     }
-    this.panel.replaceChildren(
+    fill(this.panel,
       h("h3", {}, "Tic-tac-toe"),
       h("p", { class: "status", testid: "ttt-status", role: "status" }, this.status()),
       grid,
@@ -1074,7 +1122,7 @@ class TriviaView extends GameView {
             h("span", { class: "muted", testid: "trivia-progress" }, `Question ${q.index + 1} of ${q.total}`),
             this.result
               ? h("span", { class: "muted", testid: "trivia-result" }, gained ? `+${gained} points` : "No points this time")
-              : h("span", { class: "countdown", "aria-label": "seconds left" }, "⏱ ", h("strong", { testid: "trivia-countdown" }, String(Math.ceil(client.timeLeft(q.deadline))))),
+              : h("span", { class: "countdown" }, h("strong", { testid: "trivia-countdown" }, String(Math.ceil(client.timeLeft(q.deadline)))), " s left"),
           ),
           h("div", { class: "bar", "aria-hidden": "true" }, h("span", {})),
           h("p", { class: "question-text", testid: "trivia-question" }, q.question),
@@ -1100,7 +1148,7 @@ class TriviaView extends GameView {
       );
     }
     parts.push(this.errorLine(), this.scoreTable());
-    this.panel.replaceChildren(...parts);
+    fill(this.panel, parts);
     this.tick();
   }
 

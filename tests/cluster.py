@@ -1,0 +1,90 @@
+"""Real gameserver processes sharing one Redis, for the multi-process tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+from gameserver.client import GameClient
+from tests.redis_server import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+GAMES = REPO / "tests" / "cluster_games"
+SECRET = "cluster test secret, long enough for HS256"
+
+
+class ServerProcess:
+    """``twistd -n gameserver --redis URL`` on a port of its own."""
+
+    def __init__(self, redis_url: str, log_dir: Path, port: int | None = None) -> None:
+        self.redis_url = redis_url
+        self.port = port or free_port()
+        self.log_path = log_dir / f"gameserver-{self.port}.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self) -> GameClient:
+        return GameClient(self.url)
+
+    async def start(self) -> ServerProcess:
+        env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{GAMES}")
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "twisted",
+                    "--log-format=text",
+                    "gameserver",
+                    "--listen",
+                    f"tcp:{self.port}:interface=127.0.0.1",
+                    "--redis",
+                    self.redis_url,
+                    "--secret",
+                    SECRET,
+                    "--games",
+                    "chat,tictactoe,counter",
+                ],
+                cwd=self.log_path.parent,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        for _ in range(300):
+            if self.process.poll() is not None:
+                raise AssertionError(f"gameserver exited:\n{self.output()}")
+            try:
+                response = await self.client().http("GET", "/api/games/")
+                if response.status == 200:
+                    return self
+            except Exception:
+                pass
+            await deferLater(reactor, 0.05, lambda: None)
+        raise AssertionError(f"gameserver did not start:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up at all, as in a crash."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)

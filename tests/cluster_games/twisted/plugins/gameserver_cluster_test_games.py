@@ -1,0 +1,3 @@
+from cluster_test_games import counter
+
+__all__ = ["counter"]

@@ -1,0 +1,285 @@
+"""Several real gameserver processes on one Redis: the guarantees, and the faults.
+
+Each test starts its own server processes (``twistd gameserver --redis``);
+the fault tests also start, kill and restart their own ``redis-server``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import DeferredList, ensureDeferred
+from twisted.internet.task import deferLater
+
+from gameserver.client import GameClient
+from tests.cluster import ServerProcess
+from tests.conftest import PASSWORD
+from tests.redis_server import RedisServer
+
+
+@pytest_twisted.async_yield_fixture
+async def cluster(redis_url, tmp_path):
+    """``await cluster()`` starts one more server process on the shared Redis."""
+    servers: list[ServerProcess] = []
+
+    async def start(url: str = redis_url, port: int | None = None) -> ServerProcess:
+        server = await ServerProcess(url, tmp_path, port).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+async def _user(
+    server: ServerProcess, name: str, *, register: bool = True
+) -> GameClient:
+    client = server.client()
+    if register:
+        assert (await client.register(name, PASSWORD)).status == 201
+    assert (await client.login(name, PASSWORD)).status == 200
+    return client
+
+
+async def _ok(reply: dict) -> dict:
+    assert reply["data"].get("is_successful") is True, reply
+    return reply
+
+
+async def _pause(seconds: float) -> None:
+    await deferLater(reactor, seconds, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_processes_share_users_rooms_and_membership(cluster):
+    a, b = await cluster(), await cluster()
+    alice = await _user(a, "alice")
+    alice_on_b = await _user(b, "alice", register=False)
+    bob = await _user(b, "bob")
+    room = (await alice.create_room("shared", "chat")).body
+    listed = (await bob.http("GET", "/api/rooms/")).body
+    assert [r["id"] for r in listed["results"]] == [room["id"]]
+
+    a1, a2, b1 = await alice.connect(), await alice_on_b.connect(), await bob.connect()
+    await _ok(await a1.join(room["id"]))
+    await _ok(await b1.join(room["id"]))
+    assert (await a1.receive("USER_JOINED"))["data"]["user"]["username"] == "bob"
+    # Alice is one member, whichever process her sockets are on.
+    assert (await a2.receive("USER_JOINED"))["data"]["user"]["username"] == "bob"
+    await _ok(await a2.join(room["id"]))
+    b1.send("CHAT_MESSAGE", room["id"], {"text": "to both of alice's sockets"})
+    for socket in (a1, a2, b1):
+        assert (await socket.receive("CHAT_MESSAGE"))["data"]["text"].startswith(
+            "to both"
+        )
+
+    await a1.close()  # alice is still on process b
+    a2.send("CHAT_MESSAGE", room["id"], {"text": "still here"})
+    message = await b1.receive("CHAT_MESSAGE", "USER_LEFT", "USER_JOINED")
+    assert message["type"] == "CHAT_MESSAGE"
+    await a2.close()
+    assert (await b1.receive("USER_LEFT"))["data"]["user"]["username"] == "alice"
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_last_seat_goes_to_exactly_one_of_two_processes(cluster):
+    a, b = await cluster(), await cluster()
+    owner = await _user(a, "owner")
+    x, y = await _user(a, "xavier"), await _user(b, "yolanda")
+    o, xs, ys = await owner.connect(), await x.connect(), await y.connect()
+    for n in range(5):
+        room = (await owner.create_room(f"duel {n}", "counter", max_players=2)).body
+        await _ok(await o.join(room["id"]))
+        replies = await DeferredList(
+            [ensureDeferred(xs.join(room["id"])), ensureDeferred(ys.join(room["id"]))]
+        )
+        outcomes = sorted(str(r["data"].get("error", "seated")) for _, r in replies)
+        assert outcomes == ["room_full", "seated"], outcomes
+        players = (await owner.http("GET", f"/api/rooms/{room['id']}/")).body["players"]
+        assert len(players) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_turns_of_one_room_run_one_at_a_time_across_processes(cluster):
+    a, b = await cluster(), await cluster()
+    alice, bob = await _user(a, "alice"), await _user(b, "bob")
+    room = (await alice.create_room("counter", "counter")).body
+    sa, sb = await alice.connect(), await bob.connect()
+    await _ok(await sa.join(room["id"]))
+    await _ok(await sb.join(room["id"]))
+    for _ in range(30):
+        sa.send("bump", room["id"])
+        sb.send("bump", room["id"])
+    seen = {"a": [], "b": []}
+    for key, socket in (("a", sa), ("b", sb)):
+        for _ in range(30):
+            seen[key].append((await socket.receive("BUMPED", timeout=20))["data"]["n"])
+    # No update was lost, and each socket's turns ran in the order it sent them.
+    assert sorted(seen["a"] + seen["b"]) == list(range(1, 61))
+    assert seen["a"] == sorted(seen["a"]) and seen["b"] == sorted(seen["b"])
+    sa.send("count", room["id"])
+    assert (await sa.receive("COUNT"))["data"]["n"] == 60
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_timer_fires_exactly_once_and_survives_its_process(cluster):
+    a, b = await cluster(), await cluster()
+    alice, bob = await _user(a, "alice"), await _user(b, "bob")
+    room = (await alice.create_room("bells", "counter")).body
+    sa, sb = await alice.connect(), await bob.connect()
+    await _ok(await sa.join(room["id"]))
+    await _ok(await sb.join(room["id"]))
+
+    sa.send("arm", room["id"], {"delay": 1.0})  # both processes watch for it
+    await sa.receive("ARMED")
+    assert (await sb.receive("RING", timeout=10))["data"]["rings"] == 1
+    assert (await sa.receive("RING", timeout=10))["data"]["rings"] == 1
+
+    sa.send("arm", room["id"], {"delay": 1.5})
+    await sa.receive("ARMED")
+    a.kill()  # the process that set the timer dies before it is due
+    assert (await sb.receive("RING", timeout=15))["data"]["rings"] == 2
+    await _pause(1.0)
+    sb.send("count", room["id"])
+    assert (await sb.receive("COUNT"))["data"]["rings"] == 2
+    assert not [m for m in sb.pending() if m["type"] == "RING"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_killed_process_s_players_continue_on_another(cluster):
+    a, b = await cluster(), await cluster()
+    alice, bob = await _user(a, "alice"), await _user(b, "bob")
+    room = (await alice.create_room("game", "tictactoe")).body
+    sa, sb = await alice.connect(), await bob.connect()
+    await _ok(await sa.join(room["id"]))
+    await _ok(await sb.join(room["id"]))
+    await sa.receive("BOARD")
+    await sb.receive("BOARD")
+    sa.send("MOVE", room["id"], {"cell": 0})
+    assert (await sb.receive("BOARD"))["data"]["cells"][0] == "X"
+    a.kill()  # perhaps holding the room's lock: another process waits out its lease
+
+    # Alice's client reconnects to the other process, with the same tokens.
+    alice_on_b = GameClient(b.url)
+    alice_on_b.access, alice_on_b.refresh = alice.access, alice.refresh
+    sa2 = await alice_on_b.connect()
+    sa2.send("JOIN_ROOM", room["id"])
+    reply = await _ok(await sa2.receive("JOIN_ROOM", "ERROR", timeout=15))
+    assert reply["data"]["room"]["state"] == "in_game"
+    board = (await sa2.receive("BOARD"))["data"]
+    assert board["cells"][0] == "X"
+    for mover, cell in [(sb, 3), (sa2, 1), (sb, 4), (sa2, 2)]:
+        mover.send("MOVE", room["id"], {"cell": cell})
+        board = (await sa2.receive("BOARD", timeout=10))["data"]
+    assert board["winner"] is not None
+    assert board["line"] == [0, 1, 2]
+
+
+@pytest_twisted.ensureDeferred
+async def test_everything_survives_restarting_every_process(cluster):
+    a, b = await cluster(), await cluster()
+    alice, bob = await _user(a, "alice"), await _user(b, "bob")
+    room = (await alice.create_room("kept", "tictactoe", password="mint")).body
+    sa, sb = await alice.connect(), await bob.connect()
+    await _ok(await sa.join(room["id"], "mint"))
+    await _ok(await sb.join(room["id"], "mint"))
+    sa.send("CHAT_MESSAGE", room["id"], {"text": "before the restart"})
+    await sb.receive("CHAT_MESSAGE")
+    sa.send("MOVE", room["id"], {"cell": 4})
+    await sb.receive("BOARD")
+    await sb.receive("BOARD")
+    a.stop()
+    b.stop()
+
+    c = await cluster()
+    again = await _user(c, "alice", register=False)  # the account is still there
+    kept = (await again.http("GET", f"/api/rooms/{room['id']}/")).body
+    assert [p["username"] for p in kept["players"]] == ["alice", "bob"]
+    assert kept["state"] == "in_game" and kept["has_password"]
+    socket = await again.connect()
+    await _ok(await socket.join(room["id"]))  # a seat holder needs no password
+    assert (await socket.receive("BOARD"))["data"]["cells"][4] == "X"
+    history = (await socket.receive("CHAT_HISTORY"))["data"]["messages"]
+    assert [m["text"] for m in history] == ["before the restart"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_redis_outage_is_reported_and_play_resumes(cluster, tmp_path):
+    redis = RedisServer(tmp_path / "redis", durable=True)
+    (tmp_path / "redis").mkdir()
+    redis.start()
+    try:
+        a, b = await cluster(redis.url), await cluster(redis.url)
+        alice, bob = await _user(a, "alice"), await _user(b, "bob")
+        room = (await alice.create_room("outage", "chat")).body
+        sa, sb = await alice.connect(), await bob.connect()
+        await _ok(await sa.join(room["id"]))
+        await _ok(await sb.join(room["id"]))
+
+        redis.stop()
+        started = time.monotonic()
+        reply = await sa.request("CHAT_MESSAGE", room["id"], {"text": "anyone?"})
+        assert reply["type"] == "ERROR" and reply["data"]["code"] == "unavailable"
+        response = await alice.http("GET", "/api/rooms/")
+        assert response.status == 503
+        assert time.monotonic() - started < 5
+        assert not sa.closed.called and not sb.closed.called  # still connected
+
+        redis.start()
+        restarted = time.monotonic()
+        recovered = None
+        for _ in range(120):
+            reply = await sb.request(
+                "CHAT_MESSAGE", room["id"], {"text": "back?"}, reply="CHAT_MESSAGE"
+            )
+            if reply["type"] == "CHAT_MESSAGE":
+                message = await sa.receive("CHAT_MESSAGE", timeout=10)
+                assert message["data"]["text"] == "back?"
+                recovered = time.monotonic() - restarted
+                break
+            await _pause(0.25)
+        assert recovered is not None, "play did not resume within 30 s"
+        print(f"\nrecovered {recovered:.1f} s after Redis came back")
+        sa.send("CHAT_MESSAGE", room["id"], {"text": "and the other way"})
+        assert (await sb.receive("CHAT_MESSAGE"))["data"]["text"] == "and the other way"
+    finally:
+        redis.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unreachable_redis_is_a_clear_message_at_start(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.cluster import REPO
+    from tests.redis_server import free_port
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "twisted",
+            "--log-format=text",
+            "gameserver",
+            "--port",
+            "0",
+            "--redis",
+            f"redis://127.0.0.1:{free_port()}/0",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "cannot reach Redis at 127.0.0.1" in output, output
+    assert "Traceback" not in output, output
+
+
+pytestmark = pytest.mark.cluster
