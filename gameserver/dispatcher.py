@@ -33,6 +33,8 @@ from gameserver.turns import RoomTurns
 
 #: Close code for a socket that failed or skipped authentication.
 CLOSE_UNAUTHORIZED = 4001
+#: Close code when the server cannot take the socket now (its store is down).
+CLOSE_TRY_AGAIN_LATER = 1013
 #: Close code for a user over the per-user connection limit.
 CLOSE_TOO_MANY_CONNECTIONS = 4008
 
@@ -153,7 +155,12 @@ class Dispatcher:
             session.close(CLOSE_TOO_MANY_CONNECTIONS, e.code)
             return
         session.authenticated(user)
-        await self._groups.connect(session)
+        try:
+            await self._groups.connect(session)
+        except GameServerError as e:
+            session.send(_refusal(messages.VALIDATE_CONNECTION, None, e))
+            session.close(CLOSE_TRY_AGAIN_LATER, e.code)
+            return
         session.send(
             _reply(
                 messages.VALIDATE_CONNECTION,

@@ -154,11 +154,12 @@ class Rooms:
             game_room.players = seated.players
             group = room_group(room_id)
             present = await self._groups.is_member(group, user.id)
-            helper.effects.append(lambda: reply(seated))
             if not present:
                 joined = {"user": user.to_json(), "reconnected": not newly_seated}
                 helper.broadcast(messages.USER_JOINED, joined, exclude=user)
                 helper.effects.append(lambda: self._groups.add(group, user.id))
+            # The reply once the user is present, before the game's own messages.
+            helper.effects.append(lambda: reply(seated))
             history = await self._history(room_id, user)
             helper.send_to(user, CHAT_HISTORY, {"messages": history})
             game = helper.game
