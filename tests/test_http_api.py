@@ -117,10 +117,7 @@ async def test_a_huge_chunked_body_is_refused_as_it_arrives(running):
     from twisted.internet.threads import deferToThread
 
     port = int(running.url.rsplit(":", 1)[1])
-    head = (
-        b"POST /api/users/ HTTP/1.1\r\nHost: x\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n"
-    )
+    head = b"POST /api/users/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     sent = []
 
     def chunks():
@@ -391,7 +388,9 @@ async def test_logins_past_the_hashing_queue_get_503(make_server, monkeypatch):
     from gameserver import passwords
     from tests.conftest import make_settings
 
-    server = await make_server(make_settings(max_concurrent_hashes=1, max_queued_hashes=2))
+    server = await make_server(
+        make_settings(max_concurrent_hashes=1, max_queued_hashes=2)
+    )
     client = server.client()
     await client.register("alice", PASSWORD)
     release = threading.Event()

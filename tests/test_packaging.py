@@ -271,6 +271,9 @@ def test_wheel_holds_the_dropins_and_packages(installed: Installed) -> None:
         assert modules, package
         assert modules <= names, f"missing from the wheel: {sorted(modules - names)}"
     assert "gameserver/store/__init__.py" in names
+    # The lobby and the JavaScript client are package data.
+    for name in ("index.html", "gameserver.js", "lobby.js", "lobby.css"):
+        assert f"gameserver/web/static/{name}" in names, name
     assert not [n for n in names if n.startswith("tests/")]
 
 
@@ -414,6 +417,11 @@ def test_twistd_serves_the_api(installed: Installed) -> None:
         assert status == 200, tokens
         assert tokens["access"] and tokens["refresh"]
 
+        # The lobby's files come from the installed package.
+        with urllib.request.urlopen(f"{base}/static/gameserver.js", timeout=10) as r:
+            assert r.status == 200
+            assert b"export class GameClient" in r.read()
+
         # The secret came from $GAMESERVER_SECRET: no warning about a random one.
         assert "random secret" not in output()
 
@@ -495,7 +503,7 @@ def test_twistd_rejects_a_bad_redis_url(installed: Installed) -> None:
     )
     assert result.returncode != 0
     message = result.stdout + result.stderr
-    assert "--redis: not a Redis URL: 'notaurl'" in message, message
+    assert "--redis: not a redis://host[:port][/db] URL: 'notaurl'" in message, message
     assert "Traceback" not in message, message
 
 
