@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
 from gameserver.errors import GameServerError
@@ -59,14 +59,24 @@ class RedisBackend(Service):
     def startService(self) -> None:
         super().startService()
         self.groups.start()
-        for chore, interval in [
-            (self._heartbeat, self._intervals["heartbeat"]),
-            (self._fire_timers, self._intervals["timers"]),
-            (self._bury_dead, self._intervals["heartbeat"] * 2),
+        self._starting = ensureDeferred(self._start_chores())
+
+    async def _start_chores(self) -> None:
+        """Once connected, say this process is alive, then keep the chores going."""
+        for _ in range(500):
+            if self.redis.connected or not self.running:
+                break
+            await deferLater(self._reactor, 0.02, lambda: None)
+        if not self.running:
+            return
+        for chore, interval, now in [
+            (self._heartbeat, self._intervals["heartbeat"], True),
+            (self._fire_timers, self._intervals["timers"], False),
+            (self._bury_dead, self._intervals["heartbeat"] * 2, False),
         ]:
             loop = LoopingCall(lambda chore=chore: ensureDeferred(self._quietly(chore)))
             loop.clock = self._reactor
-            loop.start(interval, now=False).addErrback(
+            loop.start(interval, now=now).addErrback(
                 lambda f, chore=chore: log.failure(
                     "chore {c} stopped", f, c=chore.__name__
                 )
@@ -82,23 +92,44 @@ class RedisBackend(Service):
         return ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
+        """A clean stop: this process's users leave as on a disconnect."""
+        if self.server is not None:
+            for user_id in self.groups.local_users():
+                record = await self._quiet_user(user_id)
+                if record is not None and not await self.groups.user_online_elsewhere(
+                    user_id
+                ):
+                    with contextlib.suppress(GameServerError):
+                        await self.server.rooms.user_gone(record.ref)
         with contextlib.suppress(GameServerError):
             await self.groups.leave()
         await self.groups.stop()
         await self.redis.disconnect()
 
     async def _quietly(self, chore: Any) -> None:
+        """Run a chore; a failure is logged and the next run tries again."""
         try:
             await chore()
         except GameServerError as e:
+            self._healthy_since = None
             log.warn(
-                "Redis chore {chore} failed: {detail}",
-                chore=chore.__name__,
-                detail=e.detail,
+                "Redis chore {c} failed: {detail}", c=chore.__name__, detail=e.detail
             )
+        except Exception:
+            self._healthy_since = None
+            log.failure("Redis chore {c} failed", c=chore.__name__)
 
     async def _heartbeat(self) -> None:
-        await self.groups.heartbeat(HEARTBEAT_TTL)
+        if await self.groups.heartbeat(HEARTBEAT_TTL):
+            # Taken for dead (after an outage, say): say again who is here.
+            await self.groups.announce()
+        if self._healthy_since is None:
+            self._healthy_since = self._reactor.seconds()
+
+    async def _quiet_user(self, user_id: int) -> Any:
+        with contextlib.suppress(GameServerError):
+            return await self.store.get_user(user_id)
+        return None
 
     async def _fire_timers(self) -> None:
         if self.server is not None:

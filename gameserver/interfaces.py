@@ -29,7 +29,7 @@ class IStore(Interface):
         """The ``Room`` with this id, or ``None``."""
 
     def list_rooms(game, offset, limit):
-        """A ``Page`` of rooms in id order, optionally of one game only."""
+        """A ``Page`` of rooms, newest first, optionally of one game only."""
 
     def delete_room(room_id):
         """Delete a room; return whether it existed."""

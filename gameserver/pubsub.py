@@ -1,11 +1,14 @@
 """Groups shared by every process, over Redis sets and pub/sub.
 
 Membership lives in Redis sets, so it is per user whichever process their
-sockets are on. Each process subscribes to one channel per user it has a
-socket of; a send publishes the encoded message once to each member's
-channel. All of a process's commands go over one connection, so a room's
-messages are published before its turn releases the room's lock, and reach
-every socket in the order the room produced them.
+sockets are on. A send publishes the message, encoded once and addressed
+to its recipients, on one channel that every process reads; each process
+frames it once and hands it to its own sockets of those users. All of a
+process's commands go over one connection, so a room's messages are
+published before its turn releases the room's lock, and one channel keeps
+them in the order the room produced them, for every socket of every
+process. (Every process reads every message: right for a few processes;
+many more would want a channel per process.)
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import txredisapi
-from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -37,8 +40,7 @@ def _room_groups_key(group: str) -> str:
     return f"{PREFIX}:{{{room}}}:groups"
 
 
-def _channel(user_id: int) -> str:
-    return f"{PREFIX}:user:{user_id}"
+CHANNEL = f"{PREFIX}:deliver"
 
 
 class _Subscriber(txredisapi.SubscriberProtocol):
@@ -108,23 +110,21 @@ class RedisGroups:
     async def _came(self, user_id: int) -> None:
         if self._subscriber is None:
             raise Unavailable("not subscribed to Redis yet: try again soon")
-        await self._subscriber.subscribe(_channel(user_id))
         await self._redis("HSET", self._online_key(user_id), self.process_id, 1)
         await self._redis("SADD", self._process_users_key(self.process_id), user_id)
 
     async def _went(self, user_id: int) -> None:
-        if self._subscriber is not None:
-            await self._subscriber.unsubscribe(_channel(user_id))
         if user_id not in self._connections:  # not back meanwhile
             await self._redis("HDEL", self._online_key(user_id), self.process_id)
             await self._redis("SREM", self._process_users_key(self.process_id), user_id)
 
     async def user_online(self, user_id: int) -> bool:
         """Whether any live process has a socket of the user."""
-        if user_id in self._connections:
-            return True
+        return user_id in self._connections or await self.user_online_elsewhere(user_id)
+
+    async def user_online_elsewhere(self, user_id: int) -> bool:
         for process in await self._redis("HKEYS", self._online_key(user_id)):
-            if await self.alive(process):
+            if process != self.process_id and await self.alive(process):
                 return True
         return False
 
@@ -180,23 +180,24 @@ class RedisGroups:
     # Subscription
 
     def _subscribed(self, subscriber: _Subscriber) -> None:
-        """(Re)subscribe every local user: Redis forgets them on a reconnect."""
-        self._subscriber = subscriber
-        channels = [_channel(u) for u in self._connections]
-        if channels:
-            self._background(subscriber.subscribe(channels))
+        """(Re)subscribe: Redis forgets subscriptions on a reconnect."""
+        d = subscriber.subscribe(CHANNEL)
+        d.addCallback(lambda _: setattr(self, "_subscriber", subscriber))
+        self._background(d)
 
     def _unsubscribed(self, subscriber: _Subscriber) -> None:
         if self._subscriber is subscriber:
             self._subscriber = None
 
     def _received(self, channel: str, message: str) -> None:
-        user_id = int(channel.rpartition(":")[2])
-        connections = self._connections.get(user_id)
-        if connections:
-            frame = Frame.of(message.encode("utf-8"))
-            for connection in tuple(connections):
-                connection.send_frame(frame)
+        recipients, _, payload = message.partition("|")
+        frame = None
+        for user_id in recipients.split(","):
+            connections = self._connections.get(int(user_id))
+            if connections:
+                frame = frame or Frame.of(payload.encode("utf-8"))
+                for connection in tuple(connections):
+                    connection.send_frame(frame)
 
     # Membership
 
@@ -245,15 +246,11 @@ class RedisGroups:
     async def _publish(
         self, user_ids: Iterable[int], message: dict[str, Any] | Frame
     ) -> None:
-        """Publish the one encoding to each member, pipelined in order."""
-        raw = message.payload if isinstance(message, Frame) else dumps(message)
-        payload = raw.decode("utf-8")
-        sends = [
-            ensureDeferred(self._redis("PUBLISH", _channel(user_id), payload))
-            for user_id in user_ids
-        ]
-        if sends:
-            await gatherResults(sends, consumeErrors=True)
+        """Publish once, addressed to the recipients: ``"1,2,3|{json}"``."""
+        recipients = ",".join(str(u) for u in user_ids)
+        if recipients:
+            raw = message.payload if isinstance(message, Frame) else dumps(message)
+            await self._redis("PUBLISH", CHANNEL, f"{recipients}|{raw.decode('utf-8')}")
 
     def _background(self, work: Any) -> None:
         d = ensureDeferred(work) if not hasattr(work, "addErrback") else work

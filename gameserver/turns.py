@@ -14,7 +14,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -146,11 +146,17 @@ class RoomTurns:
     # A turn
 
     async def _execute(self, room_id: int, body: Body[T], user: UserRef | None) -> T:
-        room = await self.store.get_room(room_id)
+        # Both reads at once: with Redis, one round trip instead of two.
+        room, saved = await gatherResults(
+            [
+                ensureDeferred(self.store.get_room(room_id)),
+                ensureDeferred(self.store.load_state(room_id)),
+            ],
+            consumeErrors=True,
+        ).addErrback(lambda f: f.value.subFailure)
         if room is None:
             raise RoomNotFound(f"there is no room {room_id}")
         game = self.game_of(room)
-        saved = await self.store.load_state(room_id)
         state = game.initial_state() if saved is None else json.loads(saved)
         game_room = GameRoom(room, state, self.store, self._limit)
         helper = Helper(self, game_room, user)

@@ -152,8 +152,8 @@ async def test_list_rooms_empty(store):
 
 
 @pytest_twisted.ensureDeferred
-async def test_list_rooms_paging(store):
-    rooms = [await _room(store, name=f"r{i}") for i in range(5)]
+async def test_list_rooms_paging_newest_first(store):
+    rooms = [await _room(store, name=f"r{i}") for i in range(5)][::-1]
     ids = [r.id for r in rooms]
 
     page = await store.list_rooms(None, 0, 10)
@@ -188,7 +188,7 @@ async def test_list_rooms_game_filter(store):
 
     page = await store.list_rooms("chess", 0, 10)
     assert page.count == 3
-    assert [r.id for r in page.items] == [a1.id, a2.id, a3.id]
+    assert [r.id for r in page.items] == [a3.id, a2.id, a1.id]
     assert all(r.game == "chess" for r in page.items)
 
     page = await store.list_rooms("chess", 1, 1)

@@ -72,7 +72,9 @@ class MemoryStore:
         return self._rooms.get(room_id)
 
     async def list_rooms(self, game: str | None, offset: int, limit: int) -> Page:
-        rooms = [r for r in self._rooms.values() if game is None or r.game == game]
+        rooms = [
+            r for r in reversed(self._rooms.values()) if game is None or r.game == game
+        ]
         return Page(len(rooms), tuple(rooms[offset : offset + limit]))
 
     async def delete_room(self, room_id: int) -> bool:

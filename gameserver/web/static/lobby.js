@@ -251,6 +251,7 @@ let games = [];
 let page = 1;
 let pollTimer = null;
 let listing = null; // the last page of rooms
+let pageSize = 10; // the API's default, until a full page says otherwise
 
 async function loadGames() {
   if (games.length) return;
@@ -397,7 +398,9 @@ function renderRooms() {
   });
   list.replaceChildren(...items);
   show($("rooms-empty"), items.length === 0);
-  const pages = Math.max(1, Math.ceil(listing.count / 10));
+  // The server's page size: a page with a next one is a full page.
+  if (listing.next) pageSize = listing.results.length;
+  const pages = Math.max(1, Math.ceil(listing.count / Math.max(pageSize, listing.results.length, 1)));
   $("page-info").textContent = `page ${page} of ${pages}`;
   $("page-prev").disabled = !listing.previous;
   $("page-next").disabled = !listing.next;

@@ -1,0 +1,708 @@
+"""End-to-end: the lobby and ``gameserver.js`` in a real headless Chromium.
+
+The server runs in a subprocess (its own reactor, on a free port), with the
+bundled games and a trivia question bank whose right answer is always the
+choice "Right", so a test knows what to click. Playwright's sync API drives
+Debian's ``/usr/bin/chromium`` (``playwright install`` is not used).
+
+Without a browser these tests are skipped locally, but fail under CI
+(``$CI`` set): the README's test command must prove the lobby works.
+
+Screenshots go to a temporary directory; to refresh the README's pictures,
+run ``GAMESERVER_SCREENSHOTS=docs python -m pytest tests/test_browser.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+try:
+    from playwright.sync_api import (
+        Browser,
+        BrowserContext,
+        Page,
+        expect,
+        sync_playwright,
+    )
+except ImportError:  # pragma: no cover - reported by the browser fixture
+    sync_playwright = None
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("GAMESERVER_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "correct horse battery"
+TIMEOUT_MS = 15_000
+
+#: The test server: real games, a cheap password hash, and a trivia bank
+#: whose right answer is always "Right".
+SERVER = """
+import json, random, sys
+
+from twisted.internet import reactor
+
+from gameserver import GameServer, Settings
+from games.chat import chat
+from games.tictactoe import tictactoe
+from games.trivia import Trivia
+
+questions = [
+    {
+        "question": f"Question {n}: which answer is right?",
+        "choices": ["Wrong", "Right", "Not this", "Nor this"],
+        "answer": 1,
+    }
+    for n in range(6)
+]
+trivia = Trivia(questions=questions, rng=random.Random(0), pause=1.0)
+server = GameServer(
+    Settings(secret=sys.argv[1], password_cost=10),
+    games={"chat": chat, "tictactoe": tictactoe, "trivia": trivia},
+)
+
+def listening(port):
+    print(json.dumps({"port": port.getHost().port}), flush=True)
+
+def failed(failure):
+    failure.printTraceback()
+    reactor.stop()
+
+server.listen("tcp:0:interface=127.0.0.1").addCallbacks(listening, failed)
+reactor.run()
+"""
+
+
+def unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}: CI must run the browser tests")
+    pytest.skip(reason)
+
+
+# -- fixtures ----------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, url: str, process: subprocess.Popen, log: Path) -> None:
+        self.url = url
+        self.process = process
+        self.log = log
+
+    def api(self, method: str, path: str, body: Any = None, token: str | None = None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def user(self, name: str) -> str:
+        """Register ``name`` and return an access token."""
+        status, body = self.api(
+            "POST", "/api/users/", {"username": name, "password": PASSWORD}
+        )
+        assert status == 201, body
+        status, tokens = self.api(
+            "POST", "/api/token/", {"username": name, "password": PASSWORD}
+        )
+        assert status == 200, tokens
+        return tokens["access"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("browser") / "server.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    with log.open("wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-c", SERVER, secrets.token_urlsafe(32)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+    try:
+        line = _read_line(process, timeout=30)
+        if not line:
+            pytest.fail(f"the test server did not start:\n{log.read_text()}")
+        port = json.loads(line)["port"]
+        yield Server(f"http://127.0.0.1:{port}", process, log)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        process.stdout.close()
+    errors = log.read_text(errors="replace")
+    assert "Traceback" not in errors, errors
+
+
+def _read_line(process: subprocess.Popen, timeout: float) -> str:
+    """The server's first line of output (its port), or "" if it died."""
+    import selectors
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if selector.select(timeout=0.2):
+                return process.stdout.readline().decode()
+            if process.poll() is not None:
+                return ""
+    return ""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if sync_playwright is None:
+        unavailable("the 'playwright' package is not installed (pip install '.[test]')")
+    if not os.path.exists(CHROMIUM):
+        unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where screenshots go: ``$GAMESERVER_SCREENSHOTS`` (e.g. ``docs``) or a temp dir."""
+    chosen = os.environ.get("GAMESERVER_SCREENSHOTS")
+    if chosen:
+        path = Path(chosen)
+        if not path.is_absolute():
+            path = REPO / path
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture
+def contexts(browser: Browser) -> Iterator[Any]:
+    """Make browser contexts (one per user); all are closed after the test."""
+    made: list[BrowserContext] = []
+    expect.set_options(timeout=TIMEOUT_MS)
+
+    def make(**options: Any) -> tuple[BrowserContext, Page]:
+        options.setdefault("viewport", {"width": 1100, "height": 760})
+        context = browser.new_context(**options)
+        context.set_default_timeout(TIMEOUT_MS)
+        made.append(context)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on(
+            "console",
+            lambda message: (
+                errors.append(message.text)
+                if "Content Security Policy" in message.text
+                else None
+            ),
+        )
+        page.js_errors = errors  # checked at the end of the test
+        return context, page
+
+    yield make
+    for context in made:
+        for page in context.pages:
+            assert not page.js_errors, page.js_errors
+        context.close()
+
+
+PHONE = {
+    "viewport": {"width": 390, "height": 760},
+    "is_mobile": True,
+    "has_touch": True,
+}
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def sign_up(page: Page, url: str, name: str) -> None:
+    page.goto(url + "/")
+    expect(page.get_by_test_id("auth-view")).to_be_visible()
+    page.get_by_test_id("auth-username").fill(name)
+    page.get_by_test_id("auth-password").fill(PASSWORD)
+    page.get_by_test_id("signup").click()
+    expect(page.get_by_test_id("lobby-view")).to_be_visible()
+    expect(page.get_by_test_id("username")).to_have_text(name)
+    expect(page.get_by_test_id("connection-state")).to_have_attribute(
+        "data-state", "open"
+    )
+
+
+def create_room(page: Page, game: str, name: str, password: str = "") -> None:
+    page.get_by_test_id("create-game").select_option(game)
+    page.get_by_test_id("create-name").fill(name)
+    page.get_by_test_id("create-password").fill(password)
+    page.get_by_test_id("create-submit").click()
+    expect(page.get_by_test_id("room-view")).to_be_visible()
+    expect(page.get_by_test_id("room-name")).to_have_text(name)
+
+
+def room_row(page: Page, name: str):
+    return page.get_by_test_id("room").filter(
+        has=page.get_by_test_id("room-title").get_by_text(name, exact=True)
+    )
+
+
+def say(page: Page, text: str) -> None:
+    page.get_by_test_id("chat-input").fill(text)
+    page.get_by_test_id("chat-input").press("Enter")
+
+
+def cell(page: Page, index: int):
+    return page.get_by_test_id(f"cell-{index}")
+
+
+def move(page: Page, other: Page, index: int, mark: str) -> None:
+    cell(page, index).click()
+    expect(cell(page, index)).to_have_text(mark)
+    expect(cell(other, index)).to_have_text(mark)
+
+
+def fits(page: Page) -> bool:
+    """Nothing sticks out sideways: the page works on a phone-sized screen."""
+    return page.evaluate(
+        "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+    )
+
+
+def member(page: Page, name: str):
+    return page.get_by_test_id("member").and_(page.locator(f'[data-user="{name}"]'))
+
+
+# -- the tests ---------------------------------------------------------------
+
+
+def test_two_players_password_room_chat_tictactoe_and_a_dropped_connection(
+    server: Server, contexts, shots: Path
+) -> None:
+    _, alice = contexts()
+    bob_context, bob = contexts(**PHONE)
+    sign_up(alice, server.url, "alice")
+    sign_up(bob, server.url, "bob")
+
+    create_room(alice, "tictactoe", "Duel", password="mint")
+    expect(alice.get_by_test_id("ttt-status")).to_have_text(
+        "Waiting for a second player…"
+    )
+
+    # Bob finds the room (the list refreshes by itself), locked.
+    row = room_row(bob, "Duel")
+    expect(row).to_be_visible()
+    expect(row.get_by_test_id("room-lock")).to_be_visible()
+    expect(row.get_by_test_id("room-players")).to_have_text("1/2 players")
+    row.get_by_test_id("room-join").click()
+    expect(bob.get_by_test_id("password-dialog")).to_be_visible()
+    bob.get_by_test_id("join-password").fill("not-mint")
+    bob.get_by_test_id("join-submit").click()
+    expect(bob.get_by_test_id("join-error")).to_have_text("Wrong password.")
+    expect(bob.get_by_test_id("lobby-view")).to_be_visible()
+    bob.get_by_test_id("join-password").fill("mint")
+    bob.get_by_test_id("join-submit").click()
+    expect(bob.get_by_test_id("room-view")).to_be_visible()
+    expect(bob.get_by_test_id("password-dialog")).to_be_hidden()
+
+    # The game starts with both seated: Alice, seated first, is X.
+    expect(alice.get_by_test_id("ttt-status")).to_have_text("Your turn: you are X.")
+    expect(bob.get_by_test_id("ttt-status")).to_have_text("alice's turn (X).")
+    expect(alice.get_by_test_id("room-state")).to_have_text("playing")
+    expect(member(alice, "bob")).to_have_attribute("data-online", "yes")
+
+    # Chat, both ways.
+    say(alice, "hello bob")
+    expect(bob.get_by_test_id("chat-message").last).to_contain_text("alice hello bob")
+    say(bob, "hi alice")
+    expect(alice.get_by_test_id("chat-message").last).to_contain_text("bob hi alice")
+
+    # An illegal move is explained, from the server's ERROR detail.
+    cell(bob, 4).click()
+    expect(bob.get_by_test_id("game-error")).to_have_text("It is not your turn.")
+    expect(cell(bob, 4)).to_have_text("")
+
+    move(alice, bob, 0, "X")
+    move(bob, alice, 3, "O")
+    cell(bob, 0).click()
+    expect(bob.get_by_test_id("game-error")).to_have_text("It is not your turn.")
+    move(alice, bob, 1, "X")
+
+    # Bob's connection drops mid-game: the page says so, Alice sees him
+    # away, and the seat is kept.
+    bob_context.set_offline(True)
+    bob.evaluate("window.gameserverLobby.client.socket.close()")
+    expect(bob.get_by_test_id("connection-banner")).to_be_visible()
+    expect(bob.get_by_test_id("connection-banner")).to_contain_text("reconnecting")
+    expect(member(alice, "bob")).to_have_attribute("data-online", "no")
+    bob_context.set_offline(False)
+
+    # He comes back to the same game in the same state, and it goes on.
+    expect(bob.get_by_test_id("connection-banner")).to_be_hidden()
+    expect(member(alice, "bob")).to_have_attribute("data-online", "yes")
+    for index, mark in [(0, "X"), (1, "X"), (3, "O")]:
+        expect(cell(bob, index)).to_have_text(mark)
+    expect(bob.get_by_test_id("ttt-status")).to_have_text("Your turn: you are O.")
+    move(bob, alice, 4, "O")
+    say(bob, "good luck")
+    expect(alice.get_by_test_id("chat-message").last).to_contain_text("good luck")
+    expect(alice.get_by_test_id("ttt-status")).to_have_text("Your turn: you are X.")
+    alice.screenshot(path=str(shots / "game.png"))
+    bob.screenshot(path=str(shots / "game-phone.png"), full_page=True)
+    assert fits(bob)
+
+    move(alice, bob, 2, "X")
+    expect(alice.get_by_test_id("ttt-status")).to_have_text("You won!")
+    expect(bob.get_by_test_id("ttt-status")).to_have_text("alice won.")
+    for index in (0, 1, 2):
+        expect(cell(alice, index)).to_have_class(re.compile(r"\bwin\b"))
+    expect(alice.get_by_test_id("room-state")).to_have_text("finished")
+
+    # A rematch: both ask, and the other player starts.
+    alice.get_by_test_id("rematch").click()
+    expect(bob.get_by_test_id("rematch-status")).to_have_text("alice wants a rematch.")
+    bob.get_by_test_id("rematch").click()
+    expect(bob.get_by_test_id("ttt-status")).to_have_text("Your turn: you are X.")
+    expect(alice.get_by_test_id("ttt-status")).to_have_text("bob's turn (X).")
+    for index in range(9):
+        expect(cell(alice, index)).to_have_text("")
+    move(bob, alice, 8, "X")
+
+    # A reload keeps the session and brings Alice back to her seat.
+    alice.reload()
+    expect(alice.get_by_test_id("room-view")).to_be_visible()
+    expect(alice.get_by_test_id("username")).to_have_text("alice")
+    expect(cell(alice, 8)).to_have_text("X")
+    expect(alice.get_by_test_id("ttt-status")).to_have_text("Your turn: you are O.")
+
+
+def test_lobby_lists_filters_and_shows_the_rooms(
+    server: Server, contexts, shots: Path
+) -> None:
+    dave = server.user("dave")
+    for body in (
+        {"name": "Tea room", "game": "chat", "password": "mint"},
+        {"name": "Quiz night", "game": "trivia", "max_players": 8},
+    ):
+        status, room = server.api("POST", "/api/rooms/", body, dave)
+        assert status == 201, room
+    carol_context, carol = contexts()
+    sign_up(carol, server.url, "carol")
+    expect(room_row(carol, "Quiz night")).to_be_visible()
+    expect(room_row(carol, "Quiz night").get_by_test_id("room-players")).to_have_text(
+        "0/8 players"
+    )
+    expect(room_row(carol, "Tea room").get_by_test_id("room-lock")).to_be_visible()
+    carol.get_by_test_id("create-game").select_option("chat")
+    carol.get_by_test_id("create-name").fill("Study group")
+    carol.screenshot(path=str(shots / "lobby.png"))
+
+    # Filter by game.
+    carol.get_by_test_id("room-filter").select_option("trivia")
+    expect(carol.get_by_test_id("room")).to_have_count(1)
+    expect(room_row(carol, "Quiz night")).to_be_visible()
+    carol.get_by_test_id("room-filter").select_option("")
+    expect(room_row(carol, "Tea room")).to_be_visible()
+
+    # A chat room is just chat; leaving goes back to the list.
+    carol.get_by_test_id("create-submit").click()
+    expect(carol.get_by_test_id("room-name")).to_have_text("Study group")
+    expect(carol.get_by_test_id("ttt-board")).to_have_count(0)
+    say(carol, "anyone here?")
+    expect(carol.get_by_test_id("chat-message").last).to_contain_text("anyone here?")
+    carol.get_by_test_id("leave").click()
+    expect(carol.get_by_test_id("lobby-view")).to_be_visible()
+
+    # Refusals are explained: a full room is not offered, and joining it
+    # anyway (a list a moment old) says why.
+    status, solo = server.api(
+        "POST", "/api/rooms/", {"name": "Solo", "game": "chat", "max_players": 1}, dave
+    )
+    assert status == 201
+    joined = carol.evaluate(
+        """async ({ id, password }) => {
+            const { GameClient } = await import("/static/gameserver.js");
+            const erin = new GameClient();
+            await erin.register("erin", password);
+            await erin.login("erin", password);
+            await erin.connect();
+            return (await erin.join(id)).players.length;
+        }""",
+        {"id": solo["id"], "password": PASSWORD},
+    )
+    assert joined == 1
+    expect(room_row(carol, "Solo")).to_contain_text("full")
+    expect(room_row(carol, "Solo").get_by_test_id("room-join")).to_have_count(0)
+    carol.evaluate(
+        "(id) => window.gameserverLobby.joinRoom({ id, name: 'Solo' })", solo["id"]
+    )
+    expect(carol.get_by_test_id("notice")).to_have_text(
+        re.compile("This room is full.")
+    )
+    expect(carol.get_by_test_id("lobby-view")).to_be_visible()
+
+    # Paging: 11 more rooms make a second page, kept current by polling;
+    # the newest come first.
+    for n in range(11):
+        status, _ = server.api(
+            "POST", "/api/rooms/", {"name": f"Room {n}", "game": "chat"}, dave
+        )
+        assert status == 201
+    expect(room_row(carol, "Room 10")).to_be_visible()
+    expect(carol.get_by_test_id("page-next")).to_be_enabled()
+    carol.get_by_test_id("page-next").click()
+    expect(carol.get_by_test_id("page-info")).to_have_text(
+        re.compile(r"^page 2 of \d+$")
+    )
+    expect(room_row(carol, "Room 0")).to_be_visible()
+    carol.get_by_test_id("page-prev").click()
+    expect(carol.get_by_test_id("page-info")).to_have_text(
+        re.compile(r"^page 1 of \d+$")
+    )
+
+    # A second window starts logged in as carol; logging out there (to play
+    # as someone else) leaves the first window's session alone.
+    second = carol_context.new_page()
+    second.js_errors = []
+    second.on("pageerror", lambda error: second.js_errors.append(str(error)))
+    second.goto(server.url + "/")
+    expect(second.get_by_test_id("username")).to_have_text("carol")
+    second.get_by_test_id("logout").click()
+    expect(second.get_by_test_id("auth-view")).to_be_visible()
+    second.reload()
+    expect(second.get_by_test_id("auth-view")).to_be_visible()
+    carol.reload()
+    expect(carol.get_by_test_id("username")).to_have_text("carol")
+    expect(carol.get_by_test_id("lobby-view")).to_be_visible()
+
+
+def test_trivia_round_with_teams_countdown_and_scores(
+    server: Server, contexts, shots: Path
+) -> None:
+    _, quinn = contexts()
+    _, robin = contexts(**PHONE)
+    sign_up(quinn, server.url, "quinn")
+    sign_up(robin, server.url, "robin")
+    create_room(quinn, "trivia", "Quiz")
+    # Other tests' rooms may fill the first pages: filter by game.
+    robin.get_by_test_id("room-filter").select_option("trivia")
+    row = room_row(robin, "Quiz")
+    row.get_by_test_id("room-join").click()
+    expect(robin.get_by_test_id("room-view")).to_be_visible()
+    expect(robin.get_by_test_id("trivia-waiting")).to_have_text(
+        "Waiting for quinn to start the game…"
+    )
+    expect(member(quinn, "robin")).to_be_visible()
+
+    # The owner starts one short round in two teams.
+    quinn.get_by_test_id("trivia-rounds").fill("1")
+    quinn.get_by_test_id("trivia-seconds").fill("5")
+    quinn.get_by_test_id("trivia-teams").check()
+    quinn.get_by_test_id("trivia-start").click()
+
+    for page in (quinn, robin):
+        expect(page.get_by_test_id("trivia-question")).to_have_text(
+            re.compile(r"which answer is right\?")
+        )
+        expect(page.get_by_test_id("trivia-progress")).to_have_text("Question 1 of 1")
+        # The countdown runs from the server's deadline: 5 seconds at most.
+        expect(page.get_by_test_id("trivia-countdown")).to_have_text(
+            re.compile(r"^[1-5]$")
+        )
+        expect(page.get_by_test_id("chat-scope")).to_be_visible()
+
+    # Room-wide chat is closed during a question; team chat works.
+    say(robin, "it is B!")
+    expect(robin.get_by_test_id("chat-error")).to_have_text(
+        "Chat to everyone is closed while a question is open: team chat still works."
+    )
+    quinn.get_by_test_id("chat-scope").select_option(index=1)
+    say(quinn, "psst")
+    expect(quinn.get_by_test_id("chat-message").last).to_contain_text("psst")
+    expect(quinn.get_by_test_id("chat-message").last).to_have_attribute(
+        "data-team", re.compile(r"^(red|blue)$")
+    )
+
+    quinn.get_by_role("button", name="Right", exact=True).click()
+    expect(quinn.get_by_test_id("trivia-answer-state")).to_have_text(
+        "Answer locked in."
+    )
+    quinn.screenshot(path=str(shots / "trivia.png"))
+    assert fits(robin)
+    robin.get_by_role("button", name="Wrong", exact=True).click()
+
+    # Everyone answered: the result, the scores, the final board.
+    expect(quinn.get_by_test_id("my-score")).to_have_text(re.compile(r"^[1-9]\d*$"))
+    expect(robin.get_by_test_id("my-score")).to_have_text("0")
+    expect(quinn.get_by_test_id("trivia-winner")).to_have_text(
+        re.compile(r"^Team (red|blue) wins!$")
+    )
+    expect(robin.get_by_test_id("trivia-scoreboard")).to_contain_text("quinn")
+    expect(quinn.get_by_test_id("room-state")).to_have_text("finished")
+    expect(quinn.get_by_test_id("trivia-start")).to_have_text("Play again")
+    assert robin.get_by_test_id("chat-message").filter(has_text="psst").count() == 0
+
+
+#: Runs in the page: the client library on its own, against the server.
+CLIENT_SCRIPT = """
+async ({ name, password }) => {
+  const { GameClient, decodeToken } = await import("/static/gameserver.js");
+  const store = new Map();
+  const storage = {
+    getItem: (k) => store.get(k) ?? null,
+    setItem: (k, v) => store.set(k, v),
+    removeItem: (k) => store.delete(k),
+  };
+  const out = {};
+  const client = new GameClient({ storage, minReconnectDelay: 100 });
+  const states = [];
+  client.addEventListener("statechange", (e) => states.push(e.detail.state));
+  const errors = [];
+  client.addEventListener("error", (e) => errors.push([e.detail.code, e.detail.requestType]));
+  const rejoins = [];
+  client.addEventListener("rejoin", (e) => rejoins.push(e.detail.roomId));
+
+  await client.register(name, password);
+  try {
+    await client.register(name, password);
+  } catch (e) {
+    out.taken = [e.code, e.status];
+  }
+  await client.login(name, password);
+  out.stored = JSON.parse(store.get("gameserver.session")).username;
+  const claims = decodeToken(client.session.access);
+  out.lifetime = claims.exp - claims.iat;
+
+  // An access token that has expired (by its exp claim) is refreshed first.
+  const forge = (exp) =>
+    "e30." + btoa(JSON.stringify({ exp, iat: exp - 300, sub: "1" })).replace(/=+$/, "") + ".x";
+  client.session.access = forge(Math.floor(Date.now() / 1000) - 60);
+  out.games = (await client.listGames()).map((g) => g.name);
+  const page = await client.listRooms();
+  out.refreshed = decodeToken(client.session.access).exp > Date.now() / 1000;
+  // A token the server refuses (bad signature, far exp) is refreshed on 401.
+  client.session.access = forge(Math.floor(Date.now() / 1000) + 3600);
+  const room = await client.createRoom({ name: "js", game: "chat", password: "pass" });
+  out.createdAfter401 = room.name;
+
+  // The socket's VALIDATE_CONNECTION refused (4001): refresh, then connect.
+  client.session.access = forge(Math.floor(Date.now() / 1000) + 3600);
+  out.user = (await client.connect()).username;
+  out.state = client.state;
+  out.offset = Math.abs(client.clockOffset);
+
+  try {
+    await client.join(987654);
+  } catch (e) {
+    out.missing = [e.name, e.code, e.detail];
+  }
+  // The owner needs no password (README): a wrong one is ignored.
+  out.ownerJoined = (await client.join(room.id, "nope")).id === room.id;
+  const joined = await client.join(room.id, "pass");
+  out.joined = joined.id === room.id;
+
+  const heard = new Promise((resolve) => client.on("CHAT_MESSAGE", (m) => resolve(m.data.text)));
+  client.send("CHAT_MESSAGE", room.id, { text: "hello from js" });
+  out.chat = await heard;
+
+  // An ERROR nobody waits for is an "error" event with code and request type.
+  const errored = new Promise((resolve) =>
+    client.addEventListener("error", (e) => resolve(e.detail), { once: true }),
+  );
+  client.send("NO_SUCH_TYPE", room.id, {});
+  const error = await errored;
+  out.unknown = [error.code, error.requestType, error.roomId === room.id];
+
+  // A request/reply pair that fails: START_GAME by the owner of a chat room
+  // is fine, but a second one is refused with the server's code.
+  await client.request("START_GAME", room.id, {}, { reply: "GAME_STARTED" });
+  try {
+    await client.request("START_GAME", room.id, {}, { reply: "GAME_STARTED" });
+  } catch (e) {
+    out.startAgain = e.code;
+  }
+
+  // Drop the socket: the client reconnects, validates, rejoins the room.
+  const back = new Promise((resolve) => client.on("CHAT_HISTORY", (m) => resolve(m.data.messages.length)));
+  client.socket.close();
+  out.history = await back;
+  out.rejoins = [...rejoins];
+  out.states = [...states];
+  out.rooms = client.rooms;
+  const again = new Promise((resolve) => client.on("CHAT_MESSAGE", (m) => m.data.text === "still here" && resolve(true)));
+  client.send("CHAT_MESSAGE", room.id, { text: "still here" });
+  out.again = await again;
+
+  await client.leave(room.id);
+  out.roomsAfterLeave = client.rooms;
+  client.close();
+  out.closed = client.state;
+  out.errors = errors;
+  client.logout();
+  out.storedAfterLogout = store.has("gameserver.session");
+  return out;
+}
+"""
+
+
+def test_javascript_client_library(server: Server, contexts) -> None:
+    _, page = contexts()
+    page.goto(server.url + "/")
+    out = page.evaluate(CLIENT_SCRIPT, {"name": "jsclient", "password": PASSWORD})
+    assert out["taken"] == ["username_taken", 409]
+    assert out["stored"] == "jsclient"
+    assert out["lifetime"] == 300
+    assert set(out["games"]) == {"chat", "tictactoe", "trivia"}
+    assert out["refreshed"] is True
+    assert out["createdAfter401"] == "js"
+    assert out["user"] == "jsclient"
+    assert out["state"] == "open"
+    assert out["offset"] < 5
+    assert out["missing"][:2] == ["GameServerError", "room_not_found"]
+    assert out["missing"][2]
+    assert out["ownerJoined"] is True
+    assert out["joined"] is True
+    assert out["chat"] == "hello from js"
+    assert out["unknown"] == ["unknown_type", "NO_SUCH_TYPE", True]
+    assert out["startAgain"] == "game_started"
+    assert out["history"] >= 1
+    assert out["rooms"] == [out["rejoins"][0]]
+    assert out["states"][:2] == ["connecting", "open"]
+    assert "reconnecting" in out["states"]
+    assert out["states"][-1] == "open"
+    assert out["again"] is True
+    assert out["roomsAfterLeave"] == []
+    assert out["closed"] == "closed"
+    assert out["storedAfterLogout"] is False
