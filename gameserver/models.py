@@ -127,3 +127,6 @@ class Commit:
     clear_timers: bool = False
     #: Then set (a spec) or delete (``None``) timers by name.
     timers: dict[str, TimerSpec | None] = attrs.Factory(dict)
+    #: The room lock's token the turn ran under: a store that keeps locks
+    #: refuses the commit if the lock has passed to someone else meanwhile.
+    lock: Any = None

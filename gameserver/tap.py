@@ -71,6 +71,12 @@ class Options(usage.Options):
             self["redis"] = _check_redis(self["redis"])
         secret = self["secret"] or os.environ.get("GAMESERVER_SECRET")
         self["random_secret"] = not secret
+        if self["redis"] is not None and not secret:
+            raise usage.UsageError(
+                "--redis needs --secret (or GAMESERVER_SECRET), the same for every"
+                " process: a random one per process would make each refuse the"
+                " others' tokens"
+            )
         try:
             self["settings"] = Settings(
                 secret=secret or secrets.token_urlsafe(48),
@@ -97,17 +103,32 @@ def _check_redis(url: str) -> str:
         address = RedisAddress.parse(url)
     except ValueError as e:
         raise usage.UsageError(f"--redis: {e}") from None
+    where = f"{address.host}:{address.port}"
+    commands = []
+    if address.password is not None:
+        commands.append(("AUTH", address.password))
+    commands += [("SELECT", str(address.db)), ("PING",)]
     try:
         with socket.create_connection((address.host, address.port), timeout=3) as s:
-            s.sendall(b"PING\r\n")
-            reply = s.recv(64)
+            for command in commands:
+                s.sendall(_resp(command))
+                reply = s.recv(256)
+                if not reply.startswith((b"+OK", b"+PONG")):
+                    detail = reply.decode("utf-8", "replace").strip() or "no answer"
+                    raise usage.UsageError(
+                        f"--redis: {where} refused {command[0]}: {detail}"
+                    )
     except OSError as e:
-        raise usage.UsageError(
-            f"--redis: cannot reach Redis at {address.host}:{address.port}: {e}"
-        ) from None
-    if not reply.startswith((b"+PONG", b"-NOAUTH")):
-        raise usage.UsageError(f"--redis: {address.host}:{address.port} is not Redis")
+        raise usage.UsageError(f"--redis: cannot reach Redis at {where}: {e}") from None
     return url
+
+
+def _resp(command: tuple[str, ...]) -> bytes:
+    parts = [f"*{len(command)}\r\n".encode()]
+    for arg in command:
+        raw = arg.encode("utf-8")
+        parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(parts)
 
 
 def makeService(options: Options) -> IService:

@@ -19,7 +19,13 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from gameserver.chat import ChatRouter
-from gameserver.errors import Forbidden, GameServerError, RoomNotFound, UnknownType
+from gameserver.errors import (
+    Forbidden,
+    GameServerError,
+    RoomNotFound,
+    Unavailable,
+    UnknownType,
+)
 from gameserver.gameroom import GameRoom, encode_json
 from gameserver.helper import Helper, TimerHandle
 from gameserver.interfaces import IGame, IGroupLayer, IRoomLocks, IStore
@@ -68,6 +74,10 @@ class RoomTurns:
         self._builtin: dict[str, Handler] = {**chat, START_GAME: self._start_game}
         self._routes: dict[str, dict[str, Handler]] = {}
         self._tails: dict[int, Deferred[None]] = {}
+        #: The lock token of each room whose turn runs now.
+        self._held: dict[int, Any] = {}
+        #: Timers queued to fire here, so a poll does not queue one twice.
+        self._firing: set[tuple[int, str, str]] = set()
         #: Timers this process has armed: room -> name -> (spec, call).
         self._armed: dict[int, dict[str, tuple[TimerSpec, IDelayedCall]]] = {}
 
@@ -92,9 +102,11 @@ class RoomTurns:
 
         async def locked() -> T:
             token = await self._locks.acquire(room_id)
+            self._held[room_id] = token
             try:
                 return await _call(fn)
             finally:
+                self._held.pop(room_id, None)
                 await self._locks.release(room_id, token)
 
         def go(_: object) -> None:
@@ -187,6 +199,7 @@ class RoomTurns:
             chat_keep=game.chat_backlog,
             status=helper.transition,
             clear_timers=helper.transition is RoomState.FINISHED,
+            lock=self._held.get(room.id),
         )
         for op, value in helper.timer_ops:
             if op == "set":
@@ -311,11 +324,17 @@ class RoomTurns:
         """Run a due timer as a turn, if it is still the one stored.
 
         The store is the judge: a timer cancelled, replaced or already fired
-        (by this process or another) is no longer there, and is skipped.
+        (by this process or another) is no longer there, and is skipped. A
+        timer whose callback fails is dropped all the same, or every
+        process would fire it again and again.
         """
         armed = self._armed.get(room_id, {}).get(name)
         if armed is not None and armed[0].id == timer_id:
             self._disarm(room_id, name)
+        key = (room_id, name, timer_id)
+        if key in self._firing:
+            return succeed(None)
+        self._firing.add(key)
 
         async def body(room: GameRoom, helper: Helper) -> Any:
             spec = await self.store.get_timer(room_id, name)
@@ -325,12 +344,25 @@ class RoomTurns:
             callback = self._callback(helper.game, spec)
             return await _call(callback, room, helper, *spec.args)
 
-        d = self.run(room_id, body)
-        d.addErrback(
-            lambda f: log.failure(
-                "timer {name} of room {room} failed", f, name=name, room=room_id
+        async def drop() -> None:
+            spec = await self.store.get_timer(room_id, name)
+            if spec is not None and spec.id == timer_id:
+                commit = Commit(timers={name: None}, lock=self._held.get(room_id))
+                await self.store.commit(room_id, commit)
+
+        def failed(failure: Any) -> Any:
+            log.failure(
+                "timer {name} of room {room} failed", failure, name=name, room=room_id
             )
-        )
+            if failure.check(Unavailable):
+                return None  # the store is down: try again at the next poll
+            return self.exclusive(room_id, drop).addErrback(
+                lambda f: log.failure("dropping timer {name} failed", f, name=name)
+            )
+
+        d = self.run(room_id, body)
+        d.addErrback(failed)
+        d.addBoth(lambda result: self._firing.discard(key))
         return d
 
     async def fire_due(self, limit: int = 100) -> int:

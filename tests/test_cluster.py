@@ -250,25 +250,38 @@ async def test_a_redis_outage_is_reported_and_play_resumes(cluster, tmp_path):
         redis.stop()
 
 
-@pytest_twisted.ensureDeferred
-async def test_an_unreachable_redis_is_a_clear_message_at_start(tmp_path):
+@pytest.mark.parametrize(
+    ("url", "extra", "message"),
+    [
+        ("redis://127.0.0.1:{free}/0", ["--secret", "s" * 40], "cannot reach Redis at"),
+        ("redis://:wrong@127.0.0.1:{port}/0", ["--secret", "s" * 40], "refused AUTH"),
+        ("redis://127.0.0.1:{port}/99", ["--secret", "s" * 40], "refused SELECT"),
+        ("redis://127.0.0.1:{port}/0", [], "--redis needs --secret"),
+        ("http://127.0.0.1:{port}/0", [], "not a redis://"),
+    ],
+)
+def test_bad_redis_configuration_is_a_clear_message_at_start(
+    tmp_path, redis_url, url, extra, message
+):
     import subprocess
     import sys
 
     from tests.cluster import REPO
     from tests.redis_server import free_port
 
+    port = redis_url.split(":")[2].split("/")[0]
+    url = url.format(free=free_port(), port=port)
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "twisted",
-            "--log-format=text",
             "gameserver",
             "--port",
             "0",
             "--redis",
-            f"redis://127.0.0.1:{free_port()}/0",
+            url,
+            *extra,
         ],
         cwd=tmp_path,
         capture_output=True,
@@ -278,8 +291,43 @@ async def test_an_unreachable_redis_is_a_clear_message_at_start(tmp_path):
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "cannot reach Redis at 127.0.0.1" in output, output
+    assert message in output, output
     assert "Traceback" not in output, output
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_turn_that_outlives_its_lock_is_not_saved(redis_url):
+    from twisted.internet.defer import Deferred
+
+    from gameserver import GameServer
+    from gameserver.store.redis import room_key
+    from tests.conftest import GAMES, make_settings
+
+    server = GameServer.with_redis(make_settings(), redis_url, games=GAMES)
+    server.backend.startService()
+    try:
+        for _ in range(250):
+            if server.backend.redis.connected:
+                break
+            await _pause(0.02)
+        owner = await server.store.create_user("owner", "!")
+        room = await server.rooms.create(owner.ref, {"name": "r", "game": "chat"})
+        gate: Deferred[None] = Deferred()
+
+        async def slow(game_room, helper):
+            game_room.state["written"] = True
+            await gate
+
+        turn = server.turns.run(room.id, slow)
+        await _pause(0.05)
+        # The lease runs out (a paused process, say) and someone else takes it.
+        await server.backend.redis("SET", room_key(room.id, "lock"), "someone else")
+        gate.callback(None)
+        with pytest.raises(Exception, match="outlived its lock"):
+            await turn
+        assert await server.store.load_state(room.id) is None
+    finally:
+        await server.backend.stopService()
 
 
 pytestmark = pytest.mark.cluster

@@ -12,7 +12,7 @@ from gameserver import BaseRouter, Game, GameServerError, game_from_module
 from gameserver.games import GameLoadError
 from gameserver.messages import Envelope
 from gameserver.routing import RouteConflict
-from gameserver.testing import GameTest
+from gameserver.testing import GameTest, settle
 
 # Routing
 
@@ -722,3 +722,20 @@ def test_advance_measures_chained_timers_from_when_they_were_set():
     alice.send("go")
     test.advance(18)
     assert alice.last("SECOND")["data"]["at"] == 18
+
+
+def test_a_timer_whose_callback_fails_is_dropped_not_retried():
+    class Faulty(BaseRouter):
+        def arm(self, room, user, helper, data):
+            helper.call_later(1, self.explode, name="boom")
+
+        def explode(self, room, helper):
+            room.state["exploded"] = room.state.get("exploded", 0) + 1
+            raise RuntimeError("bad timer")
+
+    test, alice, room = _play(Faulty)
+    alice.send("arm")
+    test.advance(1)
+    assert test.state(room) in (None, {})  # the failed turn was rolled back
+    assert settle(test.store.get_timer(room, "boom")) is None
+    assert settle(test.server.turns.fire_due()) == 0  # nobody fires it again

@@ -37,6 +37,10 @@ from gameserver.models import (
 )
 
 PREFIX = "gs"
+#: Error replies that mean "not now" rather than "wrong command".
+_BUSY_REPLIES = frozenset(
+    {"LOADING", "BUSY", "MISCONF", "OOM", "READONLY", "TRYAGAIN", "MASTERDOWN"}
+)
 
 
 @attrs.frozen
@@ -72,7 +76,9 @@ class RedisConnection:
         self._handler = txredisapi.lazyConnectionPool(
             address.host,
             address.port,
-            dbid=address.db,
+            # No SELECT for db 0: txredisapi gives up reconnecting for good
+            # when a SELECT (or AUTH) sent on reconnecting times out.
+            dbid=address.db or None,
             poolsize=1,
             password=address.password,
             connectTimeout=timeout,
@@ -93,6 +99,8 @@ class RedisConnection:
         except txredisapi.ConnectionError as e:
             raise Unavailable(f"the store (Redis) failed: {e}") from None
         if isinstance(reply, txredisapi.ResponseError):
+            if str(reply).split(" ", 1)[0] in _BUSY_REPLIES:
+                raise Unavailable(f"the store (Redis) cannot serve now: {reply}")
             raise RuntimeError(f"Redis refused {command[0]}: {reply}")
         return reply
 
@@ -127,6 +135,7 @@ return 1
 """
 
 _COMMIT = """
+if ARGV[2] ~= '' and redis.call('GET', KEYS[6]) ~= ARGV[2] then return -1 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local c = cjson.decode(ARGV[1])
 if type(c.state) == 'string' then redis.call('SET', KEYS[2], c.state) end
@@ -164,12 +173,13 @@ class RedisStore:
     async def create_user(self, username: str, password_hash: str) -> UserRecord:
         key = username.casefold()
         user_id = int(await self._redis("INCR", f"{PREFIX}:users:next"))
-        if not int(await self._redis("HSETNX", f"{PREFIX}:users:names", key, user_id)):
-            raise UsernameTaken(f"the username {username!r} is taken")
         record = UserRecord(user_id, username, password_hash)
-        await self._redis(
-            "SET", f"{PREFIX}:user:{user_id}", json.dumps(attrs.asdict(record))
-        )
+        # The record first: a name is never taken by a user who is not there.
+        record_key = f"{PREFIX}:user:{user_id}"
+        await self._redis("SET", record_key, json.dumps(attrs.asdict(record)))
+        if not int(await self._redis("HSETNX", f"{PREFIX}:users:names", key, user_id)):
+            await self._redis("DEL", record_key)
+            raise UsernameTaken(f"the username {username!r} is taken")
         return record
 
     async def get_user(self, user_id: int) -> UserRecord | None:
@@ -292,15 +302,22 @@ class RedisStore:
                 for name, spec in commit.timers.items()
             },
         }
-        keys = [
-            room_key(room_id, part) for part in ("meta", "state", "entries", "chat")
-        ]
-        keys.append(room_key(room_id, "timers"))
-        await self._redis.script(_COMMIT, keys, [json.dumps(payload)])
+        # Index new timers first: an index entry whose timer was never stored
+        # is dropped by due_timers, but a stored timer missing from the index
+        # would never fire.
         for spec in commit.timers.values():
             if spec is not None:
                 member = f"{room_id}|{spec.name}|{spec.id}"
                 await self._redis("ZADD", f"{PREFIX}:timers", spec.deadline, member)
+        parts = ("meta", "state", "entries", "chat", "timers", "lock")
+        keys = [room_key(room_id, part) for part in parts]
+        done = await self._redis.script(
+            _COMMIT, keys, [json.dumps(payload), commit.lock or ""]
+        )
+        if int(done) == -1:
+            raise Unavailable(
+                "this turn outlived its lock on the room and was not saved: try again"
+            )
 
     # Timers
 
