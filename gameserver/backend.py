@@ -52,6 +52,7 @@ class RedisBackend(Service):
         self._loops: list[LoopingCall] = []
         self.server: GameServer | None = None
         self._healthy_since: float | None = None
+        self._registered = False
 
     def attach(self, server: GameServer) -> None:
         self.server = server
@@ -120,9 +121,14 @@ class RedisBackend(Service):
             log.failure("Redis chore {c} failed", c=chore.__name__)
 
     async def _heartbeat(self) -> None:
-        if await self.groups.heartbeat(HEARTBEAT_TTL):
-            # Taken for dead (after an outage, say): say again who is here.
+        missing = await self.groups.heartbeat(HEARTBEAT_TTL)
+        if missing and self._registered:
+            # Taken for dead (a pause, an outage): the others have already
+            # let this process's users go. Say who is here again, and have
+            # the clients reconnect and rejoin, so that rooms are right.
             await self.groups.announce()
+            self.groups.close_all(1012, "the server lost track of you: reconnect")
+        self._registered = True
         if self._healthy_since is None:
             self._healthy_since = self._reactor.seconds()
 

@@ -107,6 +107,12 @@ class RedisGroups:
     def local_users(self) -> list[int]:
         return list(self._connections)
 
+    def close_all(self, code: int, reason: str) -> None:
+        """Ask every socket here to close (the clients reconnect)."""
+        for connections in list(self._connections.values()):
+            for connection in tuple(connections):
+                connection.close(code, reason)
+
     async def _came(self, user_id: int) -> None:
         if self._subscriber is None:
             raise Unavailable("not subscribed to Redis yet: try again soon")

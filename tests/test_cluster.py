@@ -180,6 +180,22 @@ async def test_a_killed_process_s_players_continue_on_another(cluster):
 
 
 @pytest_twisted.ensureDeferred
+async def test_users_of_a_dead_process_leave_rooms_not_in_a_game(cluster):
+    a, b = await cluster(), await cluster()
+    alice, bob = await _user(a, "alice"), await _user(b, "bob")
+    room = (await bob.create_room("lounge", "chat")).body
+    sa, sb = await alice.connect(), await bob.connect()
+    await _ok(await sb.join(room["id"]))
+    await _ok(await sa.join(room["id"]))
+    a.kill()
+    # Once its heartbeat has lapsed, another process lets alice go.
+    left = await sb.receive("USER_LEFT", timeout=30)
+    assert left["data"]["user"]["username"] == "alice"
+    players = (await bob.http("GET", f"/api/rooms/{room['id']}/")).body["players"]
+    assert [p["username"] for p in players] == ["bob"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_everything_survives_restarting_every_process(cluster):
     a, b = await cluster(), await cluster()
     alice, bob = await _user(a, "alice"), await _user(b, "bob")
