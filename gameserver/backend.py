@@ -95,7 +95,7 @@ class RedisBackend(Service):
     async def _stop(self) -> None:
         """A clean stop: this process's users leave as on a disconnect."""
         if self.server is not None:
-            for user_id in self.groups.local_users():
+            for user_id in self.groups.sockets.users():
                 record = await self._quiet_user(user_id)
                 if record is not None and not await self.groups.user_online_elsewhere(
                     user_id
@@ -127,7 +127,9 @@ class RedisBackend(Service):
             # let this process's users go. Say who is here again, and have
             # the clients reconnect and rejoin, so that rooms are right.
             await self.groups.announce()
-            self.groups.close_all(1012, "the server lost track of you: reconnect")
+            self.groups.sockets.close_all(
+                1012, "the server lost track of you: reconnect"
+            )
         self._registered = True
         if self._healthy_since is None:
             self._healthy_since = self._reactor.seconds()

@@ -24,32 +24,66 @@ def _frame(message: dict[str, Any] | Frame) -> Frame:
     return message if isinstance(message, Frame) else Frame.of(dumps(message))
 
 
-@implementer(IGroupLayer)
-class LocalGroups:
+class LocalSockets:
+    """This process's sockets, by user: what every group layer delivers to."""
+
     def __init__(self) -> None:
-        self._connections: dict[int, set[IConnection]] = {}
-        self._members: dict[str, set[int]] = {}
-        self._groups_of: dict[int, set[str]] = {}
+        self._by_user: dict[int, set[IConnection]] = {}
 
-    async def connect(self, connection: IConnection) -> None:
-        self._connections.setdefault(connection.user.id, set()).add(connection)
-
-    def disconnect(self, connection: IConnection) -> bool:
+    def add(self, connection: IConnection) -> bool:
+        """Register a socket; whether it is its user's first here."""
         user_id = connection.user.id
-        connections = self._connections.get(user_id, set())
+        first = user_id not in self._by_user
+        self._by_user.setdefault(user_id, set()).add(connection)
+        return first
+
+    def remove(self, connection: IConnection) -> bool:
+        """Forget a socket; whether it was its user's last here."""
+        user_id = connection.user.id
+        connections = self._by_user.get(user_id, set())
         if connection not in connections:
             return False
         connections.discard(connection)
         if connections:
             return False
-        self._connections.pop(user_id, None)
+        del self._by_user[user_id]
         return True
 
+    def count(self, user_id: int) -> int:
+        return len(self._by_user.get(user_id, ()))
+
+    def users(self) -> list[int]:
+        return list(self._by_user)
+
+    def deliver(self, user_ids: Iterable[int], frame: Frame) -> None:
+        for user_id in user_ids:
+            for connection in tuple(self._by_user.get(user_id, ())):
+                connection.send_frame(frame)
+
+    def close_all(self, code: int, reason: str) -> None:
+        for connections in list(self._by_user.values()):
+            for connection in tuple(connections):
+                connection.close(code, reason)
+
+
+@implementer(IGroupLayer)
+class LocalGroups:
+    def __init__(self) -> None:
+        self.sockets = LocalSockets()
+        self._members: dict[str, set[int]] = {}
+        self._groups_of: dict[int, set[str]] = {}
+
+    async def connect(self, connection: IConnection) -> None:
+        self.sockets.add(connection)
+
+    def disconnect(self, connection: IConnection) -> bool:
+        return self.sockets.remove(connection)
+
     def connection_count(self, user_id: int) -> int:
-        return len(self._connections.get(user_id, ()))
+        return self.sockets.count(user_id)
 
     async def user_online(self, user_id: int) -> bool:
-        return user_id in self._connections
+        return self.sockets.count(user_id) > 0
 
     async def add(self, group: str, user_id: int) -> None:
         self._members.setdefault(group, set()).add(user_id)
@@ -97,12 +131,7 @@ class LocalGroups:
     ) -> None:
         members = self._members.get(group)
         if members:
-            self._deliver((u for u in members if u != exclude), _frame(message))
+            self.sockets.deliver((u for u in members if u != exclude), _frame(message))
 
     async def send_to_user(self, user_id: int, message: dict[str, Any] | Frame) -> None:
-        self._deliver((user_id,), _frame(message))
-
-    def _deliver(self, user_ids: Iterable[int], frame: Frame) -> None:
-        for user_id in user_ids:
-            for connection in tuple(self._connections.get(user_id, ())):
-                connection.send_frame(frame)
+        self.sockets.deliver((user_id,), _frame(message))

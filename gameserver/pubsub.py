@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from gameserver.errors import Unavailable
-from gameserver.groups import room_group
+from gameserver.groups import LocalSockets, room_group
 from gameserver.interfaces import IConnection, IGroupLayer
 from gameserver.messages import Frame, dumps
 from gameserver.store.redis import PREFIX, RedisAddress, RedisConnection
@@ -62,7 +62,7 @@ class RedisGroups:
     def __init__(self, redis: RedisConnection, process_id: str) -> None:
         self._redis = redis
         self.process_id = process_id
-        self._connections: dict[int, set[IConnection]] = {}
+        self.sockets = LocalSockets()
         self._subscriber: _Subscriber | None = None
         self._factory = txredisapi.SubscriberFactory(isLazy=True)
         self._factory.protocol = _Subscriber
@@ -83,35 +83,17 @@ class RedisGroups:
 
     async def connect(self, connection: IConnection) -> None:
         """Register a socket; once this returns, its user's messages reach it."""
-        user_id = connection.user.id
-        first = user_id not in self._connections
-        self._connections.setdefault(user_id, set()).add(connection)
-        if first:
-            await self._came(user_id)
+        if self.sockets.add(connection):
+            await self._came(connection.user.id)
 
     def disconnect(self, connection: IConnection) -> bool:
-        user_id = connection.user.id
-        connections = self._connections.get(user_id, set())
-        if connection not in connections:
+        if not self.sockets.remove(connection):
             return False
-        connections.discard(connection)
-        if connections:
-            return False
-        del self._connections[user_id]
-        self._background(self._went(user_id))
+        self._background(self._went(connection.user.id))
         return True
 
     def connection_count(self, user_id: int) -> int:
-        return len(self._connections.get(user_id, ()))
-
-    def local_users(self) -> list[int]:
-        return list(self._connections)
-
-    def close_all(self, code: int, reason: str) -> None:
-        """Ask every socket here to close (the clients reconnect)."""
-        for connections in list(self._connections.values()):
-            for connection in tuple(connections):
-                connection.close(code, reason)
+        return self.sockets.count(user_id)
 
     async def _came(self, user_id: int) -> None:
         if self._subscriber is None:
@@ -120,13 +102,15 @@ class RedisGroups:
         await self._redis("SADD", self._process_users_key(self.process_id), user_id)
 
     async def _went(self, user_id: int) -> None:
-        if user_id not in self._connections:  # not back meanwhile
+        if not self.sockets.count(user_id):  # not back meanwhile
             await self._redis("HDEL", self._online_key(user_id), self.process_id)
             await self._redis("SREM", self._process_users_key(self.process_id), user_id)
 
     async def user_online(self, user_id: int) -> bool:
         """Whether any live process has a socket of the user."""
-        return user_id in self._connections or await self.user_online_elsewhere(user_id)
+        return self.sockets.count(user_id) > 0 or await self.user_online_elsewhere(
+            user_id
+        )
 
     async def user_online_elsewhere(self, user_id: int) -> bool:
         for process in await self._redis("HKEYS", self._online_key(user_id)):
@@ -197,13 +181,9 @@ class RedisGroups:
 
     def _received(self, channel: str, message: str) -> None:
         recipients, _, payload = message.partition("|")
-        frame = None
-        for user_id in recipients.split(","):
-            connections = self._connections.get(int(user_id))
-            if connections:
-                frame = frame or Frame.of(payload.encode("utf-8"))
-                for connection in tuple(connections):
-                    connection.send_frame(frame)
+        here = [u for u in map(int, recipients.split(",")) if self.sockets.count(u)]
+        if here:
+            self.sockets.deliver(here, Frame.of(payload.encode("utf-8")))
 
     # Membership
 
