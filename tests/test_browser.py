@@ -56,7 +56,8 @@ PASSWORD = "correct horse battery"
 TIMEOUT_MS = 15_000
 
 #: The test server: real games, a cheap password hash, and a trivia bank
-#: whose right answer is always "Right".
+#: whose right answer is always "Right". Its arguments: the token secret and
+#: the access tokens' lifetime in seconds.
 SERVER = """
 import json, random, sys
 
@@ -77,7 +78,9 @@ questions = [
 ]
 trivia = Trivia(questions=questions, rng=random.Random(0), pause=1.0)
 server = GameServer(
-    Settings(secret=sys.argv[1], password_cost=10),
+    Settings(
+        secret=sys.argv[1], password_cost=10, access_lifetime=float(sys.argv[2])
+    ),
     games={"chat": chat, "tictactoe": tictactoe, "trivia": trivia},
 )
 
@@ -137,11 +140,32 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from run_server(tmp_path_factory, access_lifetime=300)
+
+
+@pytest.fixture(scope="module")
+def short_lived_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server whose access tokens last 10 seconds: refreshing is seen soon."""
+    yield from run_server(tmp_path_factory, access_lifetime=SHORT_LIFETIME)
+
+
+SHORT_LIFETIME = 10
+
+
+def run_server(
+    tmp_path_factory: pytest.TempPathFactory, access_lifetime: float
+) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("browser") / "server.log"
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     with log.open("wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-c", SERVER, secrets.token_urlsafe(32)],
+            [
+                sys.executable,
+                "-c",
+                SERVER,
+                secrets.token_urlsafe(32),
+                str(access_lifetime),
+            ],
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,
@@ -303,6 +327,29 @@ def fits(page: Page) -> bool:
 
 def member(page: Page, name: str):
     return page.get_by_test_id("member").and_(page.locator(f'[data-user="{name}"]'))
+
+
+#: An init script: the page's clock (``Date.now``) an hour ahead of the
+#: server's, as on a machine whose clock is wrong.
+CLOCK_AHEAD = """
+(() => {
+  const now = Date.now.bind(Date);
+  Date.now = () => now() + 3600e3;
+})();
+"""
+
+#: In the page: a token with the given claims (not signed: the server refuses it).
+FORGE = """
+const forge = (claims) =>
+  "e30." + btoa(JSON.stringify({ sub: "1", token_type: "access", ...claims })).replace(/=+$/, "") + ".x";
+"""
+
+
+def api_requests(page: Page, path: str = "/api/") -> list[str]:
+    """The URLs of the page's requests to ``path``, as they are made."""
+    seen: list[str] = []
+    page.on("request", lambda request: path in request.url and seen.append(request.url))
+    return seen
 
 
 # -- the tests ---------------------------------------------------------------
@@ -513,6 +560,11 @@ def test_trivia_round_with_teams_countdown_and_scores(
 ) -> None:
     _, quinn = contexts()
     _, robin = contexts(**PHONE)
+    # Both pages' clocks are an hour ahead of the server's: a countdown from
+    # the page's own clock would read 0 (or an hour), one from the server's
+    # deadline (with the offset learned from the server) reads 5, 4, 3...
+    for page in (quinn, robin):
+        page.add_init_script(script=CLOCK_AHEAD)
     sign_up(quinn, server.url, "quinn")
     sign_up(robin, server.url, "robin")
     create_room(quinn, "trivia", "Quiz")
@@ -542,6 +594,8 @@ def test_trivia_round_with_teams_countdown_and_scores(
             re.compile(r"^[1-5]$")
         )
         expect(page.get_by_test_id("chat-scope")).to_be_visible()
+        offset = page.evaluate("window.gameserverLobby.client.clockOffset")
+        assert abs(offset + 3600) < 2, offset
 
     # Room-wide chat is closed during a question; team chat works.
     say(robin, "it is B!")
@@ -706,3 +760,442 @@ def test_javascript_client_library(server: Server, contexts) -> None:
     assert out["roomsAfterLeave"] == []
     assert out["closed"] == "closed"
     assert out["storedAfterLogout"] is False
+
+
+def test_reconnecting_rejoins_every_room_before_it_is_open(
+    server: Server, contexts
+) -> None:
+    """After a drop every JOIN_ROOM is sent before the state is "open";
+    connect() meanwhile waits for the connection; a room that is gone is
+    reported once, as a "rejoin" event (not also as an "error")."""
+    _, page = contexts()
+    page.goto(server.url + "/")
+    out = page.evaluate(
+        """async ({ name, password }) => {
+          const { GameClient } = await import("/static/gameserver.js");
+          const sent = [];
+          class RecordingSocket extends WebSocket {
+            send(data) {
+              sent.push(JSON.parse(data));
+              return super.send(data);
+            }
+          }
+          // The first retry comes 1 to 2 s after the drop: time to delete a room.
+          const client = new GameClient({ WebSocket: RecordingSocket, minReconnectDelay: 2000 });
+          const errors = [];
+          client.addEventListener("error", (e) => errors.push(e.detail.code));
+          const sessions = [];
+          client.addEventListener("session", (e) => sessions.push(e.detail));
+          await client.register(name, password);
+          await client.login(name, password);
+          const rooms = [];
+          for (const n of ["a", "b", "c"]) {
+            rooms.push(await client.createRoom({ name: `rejoin ${n}`, game: "chat" }));
+          }
+          await client.connect();
+          for (const room of rooms) await client.join(room.id);
+
+          let dropped = null;
+          let joinsWhenOpen = null;
+          client.addEventListener("statechange", (e) => {
+            if (e.detail.state === "open" && dropped !== null && joinsWhenOpen === null) {
+              joinsWhenOpen = sent.slice(dropped).filter((m) => m.type === "JOIN_ROOM").map((m) => m.room_id);
+            }
+          });
+          const rejoins = new Promise((resolve) => {
+            const seen = [];
+            client.addEventListener("rejoin", ({ detail }) => {
+              seen.push([detail.roomId, detail.error?.code ?? null, detail.room?.id ?? null]);
+              if (seen.length === rooms.length) resolve(seen);
+            });
+          });
+          const reconnecting = new Promise((resolve) =>
+            client.addEventListener("statechange", (e) => e.detail.state === "reconnecting" && resolve()),
+          );
+          dropped = sent.length;
+          client.socket.close();
+          await reconnecting;
+          const connectedAgain = client.connect().then(() => client.state);
+          await client.deleteRoom(rooms[2].id);
+          const out = {
+            session: sessions[0],
+            user: client.user,
+            stateWhenConnected: await connectedAgain,
+            rejoins: await rejoins,
+          };
+          await new Promise((resolve) => setTimeout(resolve, 200));
+          out.joinsWhenOpen = joinsWhenOpen;
+          out.errors = errors;
+          out.rooms = client.rooms;
+          out.ids = rooms.map((room) => room.id);
+          client.logout();
+          return out;
+        }""",
+        {"name": "rejoiner", "password": PASSWORD},
+    )
+    a, b, c = out["ids"]
+    assert out["session"] == {"user": out["user"]}
+    assert out["user"]["username"] == "rejoiner"
+    assert out["stateWhenConnected"] == "open"
+    assert out["joinsWhenOpen"] == [a, b, c]
+    assert sorted(out["rejoins"]) == [
+        [a, None, a],
+        [b, None, b],
+        [c, "room_not_found", None],
+    ]
+    assert out["errors"] == []
+    assert out["rooms"] == [a, b]
+
+
+def test_closing_during_the_refresh_after_a_refused_token(
+    server: Server, contexts
+) -> None:
+    """close() or logout() while the client refreshes a token the socket
+    refused (4001) leaves it closed, not stuck "connecting"."""
+    _, page = contexts()
+    page.goto(server.url + "/")
+    out = page.evaluate(
+        """async ({ name, password }) => {
+          const { GameClient } = await import("/static/gameserver.js");
+          """
+        + FORGE
+        + """
+          const out = {};
+          for (const how of ["close", "logout"]) {
+            let client = null;
+            let refreshed = null;
+            const fetch = (url, init) => {
+              const response = globalThis.fetch(url, init);
+              if (String(url).includes("/api/token/refresh/") && !refreshed) {
+                refreshed = response;
+                client[how](); // while the refresh is on its way
+              }
+              return response;
+            };
+            client = new GameClient({ fetch });
+            if (how === "close") await client.register(name, password);
+            await client.login(name, password);
+            const states = [];
+            client.addEventListener("statechange", (e) => states.push(e.detail.state));
+            // A token the server refuses: the socket is closed with 4001.
+            client.session.access = forge({ iat: Math.floor(Date.now() / 1000), exp: Math.floor(Date.now() / 1000) + 3600 });
+            const connected = client.connect().then(() => "open", (e) => e.code);
+            while (!refreshed) await new Promise((resolve) => setTimeout(resolve, 10));
+            await refreshed;
+            await new Promise((resolve) => setTimeout(resolve, 300));
+            out[how] = { state: client.state, states, connect: await connected, loggedIn: client.loggedIn };
+            client.logout();
+          }
+          return out;
+        }""",
+        {"name": "closer", "password": PASSWORD},
+    )
+    assert out["close"] == {
+        "state": "closed",
+        "states": ["connecting", "closed"],
+        "connect": "closed",
+        "loggedIn": True,
+    }
+    assert out["logout"] == {
+        "state": "closed",
+        "states": ["connecting", "closed"],
+        "connect": "closed",
+        "loggedIn": False,
+    }
+
+
+def test_reconnect_backoff_grows_with_jitter_up_to_a_cap(
+    server: Server, contexts
+) -> None:
+    """Against a socket that never opens, the client retries after delays that
+    double up to maxReconnectDelay, half of each one random; its window
+    "online" listener exists only while it wants a connection."""
+    _, page = contexts()
+    page.goto(server.url + "/")
+    out = page.evaluate(
+        """async () => {
+          const { GameClient } = await import("/static/gameserver.js");
+          """
+        + FORGE
+        + """
+          const now = Math.floor(Date.now() / 1000);
+          const session = JSON.stringify({
+            username: "nobody", userId: 1, refresh: "r", access: forge({ iat: now, exp: now + 3600 }),
+          });
+          const storage = { getItem: () => session, setItem() {}, removeItem() {} };
+          const online = { added: 0, removed: 0 };
+          const add = window.addEventListener;
+          const remove = window.removeEventListener;
+          window.addEventListener = function (type, ...rest) {
+            if (type === "online") online.added += 1;
+            return add.call(this, type, ...rest);
+          };
+          window.removeEventListener = function (type, ...rest) {
+            if (type === "online") online.removed += 1;
+            return remove.call(this, type, ...rest);
+          };
+          const run = async (random) => {
+            const opened = [];
+            class NeverOpens {
+              constructor() {
+                opened.push(performance.now());
+                this.readyState = 0;
+                setTimeout(() => {
+                  this.readyState = 3;
+                  this.onclose?.({ code: 1006 });
+                }, 0);
+              }
+              send() {}
+              close() {}
+            }
+            const realRandom = Math.random;
+            Math.random = () => random;
+            const client = new GameClient({
+              storage, WebSocket: NeverOpens, minReconnectDelay: 100, maxReconnectDelay: 800,
+            });
+            const states = new Set();
+            client.addEventListener("statechange", (e) => states.add(e.detail.state));
+            try {
+              client.connect().catch(() => {});
+              while (opened.length < 6) await new Promise((resolve) => setTimeout(resolve, 10));
+            } finally {
+              Math.random = realRandom;
+              client.close();
+            }
+            const listening = { ...online };
+            // Closed: the browser coming back online opens nothing.
+            window.dispatchEvent(new Event("online"));
+            await new Promise((resolve) => setTimeout(resolve, 50));
+            client.logout();
+            return {
+              gaps: opened.slice(1).map((t, i) => t - opened[i]),
+              after: opened.length,
+              states: [...states],
+              listening,
+            };
+          };
+          const idle = new GameClient({ storage });
+          const out = { idle: { ...online } };
+          out.low = await run(0);
+          out.high = await run(0.999);
+          out.online = online;
+          return out;
+        }"""
+    )
+    # Equal jitter: each delay is half its ceiling plus up to as much again at
+    # random; ceilings double from 100 ms and stop at 800 ms.
+    slack = 150  # timers are never early, but may be late on a busy machine
+    for run, ceilings in (
+        (out["low"], [50, 100, 200, 400, 400]),
+        (out["high"], [100, 200, 400, 800, 800]),
+    ):
+        assert len(run["gaps"]) == 5
+        for gap, expected in zip(run["gaps"], ceilings, strict=True):
+            assert expected - 2 <= gap <= expected + slack, (run["gaps"], ceilings)
+        assert run["after"] == 6
+        assert run["states"] == ["connecting", "closed"]
+    # The random half: the same attempts wait about twice as long.
+    assert sum(out["high"]["gaps"]) > 1.5 * sum(out["low"]["gaps"])
+    # No listener for a client that never connected; one per connect(),
+    # removed by close().
+    assert out["idle"] == {"added": 0, "removed": 0}
+    assert out["low"]["listening"] == {"added": 1, "removed": 1}
+    assert out["online"] == {"added": 2, "removed": 2}
+
+
+def test_the_access_token_is_refreshed_by_a_timer_before_it_expires(
+    short_lived_server: Server, contexts
+) -> None:
+    """With 10-second access tokens the client refreshes a fifth of the
+    lifetime before expiry, with no API call asking for it, once."""
+    server = short_lived_server
+    _, page = contexts()
+    page.goto(server.url + "/")
+    requests = api_requests(page)
+    out = page.evaluate(
+        """async ({ name, password }) => {
+          const { GameClient, decodeToken } = await import("/static/gameserver.js");
+          const client = new GameClient();
+          await client.register(name, password);
+          await client.login(name, password);
+          const user = await client.connect();
+          const first = client.session.access;
+          const started = performance.now();
+          while (client.session.access === first && performance.now() - started < 14000) {
+            await new Promise((resolve) => setTimeout(resolve, 50));
+          }
+          const out = {
+            user: user.username,
+            after: (performance.now() - started) / 1000,
+            leftOnTheOldToken: decodeToken(first).exp - client.serverNow(),
+            newer: decodeToken(client.session.access).iat > decodeToken(first).iat,
+          };
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+          out.state = client.state;
+          client.logout();
+          return out;
+        }""",
+        {"name": "ticker", "password": PASSWORD},
+    )
+    assert out["user"] == "ticker"
+    assert out["newer"] is True
+    # Refreshed ~2 s (a fifth of 10 s) before the old token's expiry.
+    assert 0.5 < out["leftOnTheOldToken"] < 3.5, out
+    assert 5 < out["after"] < SHORT_LIFETIME, out
+    assert out["state"] == "open"
+    refreshes = [url for url in requests if "/api/token/refresh/" in url]
+    others = [url for url in requests if "/api/token/refresh/" not in url]
+    assert len(refreshes) == 1, requests
+    assert [url.split("/api/")[1] for url in others] == ["users/", "token/"]
+
+
+def test_a_page_clock_ahead_of_the_server_does_not_refresh_in_a_loop(
+    server: Server, contexts
+) -> None:
+    """The client learns the server's clock from each token's ``iat``: a page
+    an hour ahead does not take every token for an expired one."""
+    _, page = contexts()
+    page.add_init_script(script=CLOCK_AHEAD)
+    page.goto(server.url + "/")
+    refreshes = api_requests(page, "/api/token/refresh/")
+    out = page.evaluate(
+        """async ({ name, password }) => {
+          const { GameClient } = await import("/static/gameserver.js");
+          const client = new GameClient();
+          await client.register(name, password);
+          await client.login(name, password);
+          await client.listRooms();
+          await new Promise((resolve) => setTimeout(resolve, 3000));
+          await client.listRooms();
+          const out = { offset: client.clockOffset };
+          client.logout();
+          return out;
+        }""",
+        {"name": "earlybird", "password": PASSWORD},
+    )
+    assert len(refreshes) <= 1, len(refreshes)
+    assert abs(out["offset"] + 3600) < 3, out
+
+
+#: An init script: the list of games answers a second late.
+SLOW_GAMES = """
+(() => {
+  const fetch = window.fetch.bind(window);
+  window.gamesAnswered = false;
+  window.fetch = async (input, init) => {
+    if (!String(input).includes("/api/games/")) return fetch(input, init);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    try {
+      return await fetch(input, init);
+    } finally {
+      window.gamesAnswered = true;
+    }
+  };
+})();
+"""
+
+
+def test_a_stored_session_that_cannot_be_refreshed_shows_the_login_form(
+    server: Server, contexts
+) -> None:
+    """A reload with a stored session whose access token has expired and
+    whose refresh token the server refuses: the login form, saying why, and
+    not an empty lobby drawn over it once the games are loaded."""
+    _, page = contexts()
+    page.add_init_script(script=SLOW_GAMES)
+    page.goto(server.url + "/")
+    expect(page.get_by_test_id("auth-view")).to_be_visible()
+    page.evaluate(
+        "() => {"
+        + FORGE
+        + """
+          const now = Math.floor(Date.now() / 1000);
+          const session = JSON.stringify({
+            username: "ghost", userId: 1, refresh: "garbage",
+            access: forge({ iat: now - 400, exp: now - 100 }),
+          });
+          localStorage.setItem("gameserver.session", session);
+          sessionStorage.setItem("gameserver.session", session);
+        }"""
+    )
+    refreshes = api_requests(page, "/api/token/refresh/")
+    page.reload()
+    expect(page.get_by_test_id("auth-error")).to_have_text(
+        "Your session has expired: log in again."
+    )
+    page.wait_for_function("() => window.gamesAnswered === true")
+    page.wait_for_timeout(500)
+    expect(page.get_by_test_id("auth-view")).to_be_visible()
+    expect(page.get_by_test_id("lobby-view")).to_be_hidden()
+    expect(page.get_by_test_id("whoami")).to_be_hidden()
+    assert len(refreshes) == 1
+    # And one can log in again from there.
+    server.user("ghost")
+    page.get_by_test_id("auth-username").fill("ghost")
+    page.get_by_test_id("auth-password").fill(PASSWORD)
+    page.get_by_test_id("login").click()
+    expect(page.get_by_test_id("lobby-view")).to_be_visible()
+    expect(page.get_by_test_id("connection-state")).to_have_attribute(
+        "data-state", "open"
+    )
+
+
+#: An init script: once ``window.slowFirstPage`` is set, the first page of
+#: rooms answers two seconds late.
+SLOW_FIRST_PAGE = r"""
+(() => {
+  const fetch = window.fetch.bind(window);
+  window.slowFirstPage = false;
+  window.firstPageAsked = 0;
+  window.fetch = async (input, init) => {
+    if (window.slowFirstPage && /\/api\/rooms\/\?page=1(&|$)/.test(String(input))) {
+      window.firstPageAsked += 1;
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+    }
+    return fetch(input, init);
+  };
+})();
+"""
+
+
+def test_paging_while_the_poll_is_out(server: Server, contexts) -> None:
+    """A click on "next" while the poll's request for page 1 is out fetches
+    page 2 at once, and the late page 1 is not drawn under "page 2"."""
+    owner = server.user("pager")
+    for n in range(12):
+        status, _ = server.api(
+            "POST", "/api/rooms/", {"name": f"Paged {n}", "game": "chat"}, owner
+        )
+        assert status == 201
+    _, page = contexts()
+    page.add_init_script(script=SLOW_FIRST_PAGE)
+    sign_up(page, server.url, "reader")
+    expect(room_row(page, "Paged 11")).to_be_visible()  # the newest come first
+    expect(page.get_by_test_id("page-next")).to_be_enabled()
+    page.evaluate(
+        """() => {
+          window.drawn = [];
+          const list = document.querySelector('[data-testid="room-list"]');
+          new MutationObserver(() =>
+            window.drawn.push({
+              label: document.querySelector('[data-testid="page-info"]').textContent,
+              titles: [...list.querySelectorAll('[data-testid="room-title"]')].map((e) => e.textContent),
+            }),
+          ).observe(list, { childList: true });
+          window.slowFirstPage = true;
+        }"""
+    )
+    page.wait_for_function("() => window.firstPageAsked > 0")  # the poll's request
+    page.get_by_test_id("page-next").click()
+    expect(page.get_by_test_id("page-info")).to_have_text(
+        re.compile(r"^page 2 of \d+$"), timeout=1500
+    )
+    expect(room_row(page, "Paged 0")).to_be_visible()
+    page.wait_for_timeout(2500)  # the late page 1 has come back by now
+    expect(page.get_by_test_id("page-info")).to_have_text(re.compile(r"^page 2 "))
+    expect(room_row(page, "Paged 0")).to_be_visible()
+    drawn = page.evaluate("window.drawn")
+    assert drawn[-1]["label"].startswith("page 2 "), drawn
+    for snapshot in drawn:
+        if snapshot["label"].startswith("page 2 "):
+            assert "Paged 11" not in snapshot["titles"], snapshot

@@ -94,6 +94,12 @@ async def test_unknown_static_files_are_404(running):
         "/static/../__init__.py",
         "/static/gameserver.js/x",
         "/nope",
+        # A NUL byte is refused, not a 500 from the file system calls.
+        "/static/%00",
+        "/static/gameserver.js%00",
+        "/static/%00/x",
+        "/static/gameserver.js/%00",
+        "/%00",
     ):
         response = await client.http("GET", path)
         assert response.status == 404, path

@@ -87,6 +87,13 @@ class StaticFile(static.File):
             request.setHeader(b"Referrer-Policy", b"no-referrer")
         return super().render(request)
 
+    def getChild(self, path: bytes, request: Request) -> resource.IResource:
+        # A NUL byte (``%00``) makes the file system calls raise ValueError,
+        # which would be a 500: no file has one in its name.
+        if b"\0" in path:
+            return pages.notFound("No Such Resource", "No such file.")
+        return super().getChild(path, request)
+
     def directoryListing(self) -> resource.IResource:
         return pages.notFound("No Such Resource", "No such file.")
 

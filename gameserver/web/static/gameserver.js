@@ -76,9 +76,11 @@ const DEFAULTS = {
  * Client events (an EventTarget; `event.detail` carries the value):
  *   "statechange" {state}   connecting / open / reconnecting / closed
  *   "error"       GameServerError: an ERROR no request was waiting for,
- *                 a failed rejoin, an expired session...
- *   "session"     {user} after a login, null after logout or expiry
- *   "rejoin"      {roomId, room} or {roomId, error} after a reconnect
+ *                 an expired session, a refused connection...
+ *   "session"     {user: {id, username}} after a login, null after logout
+ *                 or expiry
+ *   "rejoin"      {roomId, room} or {roomId, error} after a reconnect (a
+ *                 failed rejoin is reported here only, not as "error")
  */
 export class GameClient extends EventTarget {
   constructor(options = {}) {
@@ -104,11 +106,10 @@ export class GameClient extends EventTarget {
     this._authFailed = null; // the token refusal that preceded a 4001 close
     this._refreshedForAuth = false;
     this._fatalError = null;
+    this._onOnline = () => this._retryNow();
+    this._onlineListening = false; // the window's "online" listener is added
     this._session = this._load();
     this._scheduleRefresh();
-    if (typeof window !== "undefined") {
-      window.addEventListener("online", () => this._retryNow());
-    }
   }
 
   // -- Session -------------------------------------------------------------
@@ -128,6 +129,7 @@ export class GameClient extends EventTarget {
 
   async login(username, password) {
     const tokens = await this.api("POST", "api/token/", { username, password }, { auth: false });
+    this._learnClock(tokens.access);
     this._setSession({ username, userId: Number(decodeToken(tokens.access)?.sub), ...tokens });
     return this._session;
   }
@@ -141,7 +143,8 @@ export class GameClient extends EventTarget {
   /** A fresh access token: refreshed first when it expires soon. */
   async accessToken() {
     if (!this._session) throw new GameServerError("not_authenticated", "log in first");
-    if (this._expiresIn(this._session.access) < Math.min(10, this.options.refreshMargin)) {
+    const { access } = this._session;
+    if (this._expiresIn(access) < Math.min(10, this._margin(access))) {
       await this.refresh();
     }
     return this._session.access;
@@ -162,6 +165,7 @@ export class GameClient extends EventTarget {
     if (!session) throw new GameServerError("not_authenticated", "log in first");
     try {
       const { access } = await this.api("POST", "api/token/refresh/", { refresh: session.refresh }, { auth: false });
+      this._learnClock(access);
       if (this._session === session) this._setSession({ ...session, access });
       return access;
     } catch (error) {
@@ -179,20 +183,48 @@ export class GameClient extends EventTarget {
     return typeof exp === "number" ? exp - this.serverNow() : -Infinity;
   }
 
+  /** A token's lifetime (`exp - iat`) in seconds, or 0 when unknown. */
+  _lifetime(token) {
+    const claims = decodeToken(token) ?? {};
+    const lifetime = (claims.exp ?? 0) - (claims.iat ?? 0);
+    return Number.isFinite(lifetime) && lifetime > 0 ? lifetime : 0;
+  }
+
+  /** How long before expiry to refresh: `refreshMargin`, or a fifth of a short lifetime. */
+  _margin(token) {
+    const claims = decodeToken(token) ?? {};
+    if (typeof claims.iat !== "number") return this.options.refreshMargin;
+    return Math.min(this.options.refreshMargin, this._lifetime(token) / 5);
+  }
+
+  /**
+   * Learn the server's clock from a token it has just issued: `iat` is its
+   * time, in whole seconds. VALIDATE_CONNECTION's `server_time` is closer, so
+   * a guess within 2 s of the current offset is left alone; a page whose
+   * clock is far off is corrected before its first refresh is scheduled.
+   */
+  _learnClock(token) {
+    const iat = decodeToken(token)?.iat;
+    if (typeof iat !== "number") return;
+    const guess = iat + 0.5 - Date.now() / 1000;
+    if (Math.abs(guess - this.clockOffset) > 2) this.clockOffset = guess;
+  }
+
   _scheduleRefresh() {
     clearTimeout(this._refreshTimer);
     this._refreshTimer = null;
     if (!this._session) return;
-    const claims = decodeToken(this._session.access) ?? {};
-    const lifetime = (claims.exp ?? 0) - (claims.iat ?? 0);
-    const margin = Math.min(this.options.refreshMargin, lifetime / 5);
-    const delay = Math.max(0, this._expiresIn(this._session.access) - margin);
+    const { access } = this._session;
+    // Never sooner than 5 s (or half a shorter token's lifetime, at least
+    // 1 s): a misjudged clock must not turn refreshing into a loop. A token
+    // that is really about to expire is refreshed by accessToken() anyway.
+    const floor = Math.min(5, Math.max(1, this._lifetime(access) / 2));
+    const delay = Math.max(floor, this._expiresIn(access) - this._margin(access));
     this._refreshTimer = setTimeout(() => {
+      this._refreshTimer = null;
       this.refresh().catch((error) => {
         // A network failure: try again shortly, while the token still works.
-        if (error.status !== 401 && this._session) {
-          this._refreshTimer = setTimeout(() => this._scheduleRefresh(), 5000);
-        }
+        if (error.status !== 401 && this._session && !this._refreshTimer) this._scheduleRefresh();
       });
     }, Math.min(delay * 1000, 2 ** 31 - 1));
   }
@@ -209,7 +241,7 @@ export class GameClient extends EventTarget {
     }
     this._scheduleRefresh();
     if (!had !== !session || had?.username !== session?.username) {
-      this._emit("session", session && { username: session.username, userId: session.userId });
+      this._emit("session", session && { user: { id: session.userId, username: session.username } });
     }
   }
 
@@ -318,22 +350,38 @@ export class GameClient extends EventTarget {
    */
   connect() {
     if (this._connected) return this._connected.promise;
-    let resolve, reject;
-    const promise = new Promise((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    this._connected = { promise, resolve, reject };
+    this._connected = this._deferred();
     this._wanted = true;
     this._wasOpen = false;
     this._attempt = 0;
+    this._listenOnline(true);
     this._open(CONNECTING);
-    return promise;
+    return this._connected.promise;
+  }
+
+  /** {promise, resolve, reject, settled} for connect(). */
+  _deferred() {
+    const deferred = { settled: false };
+    deferred.promise = new Promise((resolve, reject) => {
+      deferred.resolve = resolve;
+      deferred.reject = reject;
+    });
+    deferred.promise.catch(() => {}); // nobody need wait for it
+    return deferred;
+  }
+
+  /** Retry at once when the browser is back online: only while connected. */
+  _listenOnline(on) {
+    if (typeof window === "undefined" || on === this._onlineListening) return;
+    this._onlineListening = on;
+    if (on) window.addEventListener("online", this._onOnline);
+    else window.removeEventListener("online", this._onOnline);
   }
 
   /** Close the socket for good (no reconnect). Rooms are forgotten. */
   close() {
     this._wanted = false;
+    this._listenOnline(false);
     clearTimeout(this._retryTimer);
     this._retryTimer = null;
     this._rooms.clear();
@@ -343,13 +391,14 @@ export class GameClient extends EventTarget {
     this._failPending(new GameServerError("closed", "the connection was closed"));
     if (this._connected) {
       this._connected.reject(new GameServerError("closed", "the connection was closed"));
-      this._connected.promise.catch(() => {});
       this._connected = null;
     }
     this._setState(CLOSED);
   }
 
   async _open(state) {
+    // close() (or logout()) may have come while a retry or a refresh waited.
+    if (!this._wanted || this._ws) return;
     this._setState(state);
     clearTimeout(this._retryTimer);
     this._retryTimer = null;
@@ -402,31 +451,45 @@ export class GameClient extends EventTarget {
     this._authFailed = null;
     this._refreshedForAuth = false;
     this._wasOpen = true;
+    // Every JOIN_ROOM goes out before the state is OPEN, so whatever the page
+    // sends once it is comes after them (the server takes a socket's messages
+    // in order): no message for a room before the room is joined again.
+    this._rejoin();
     this._setState(OPEN);
-    if (this._connected) {
+    if (this._connected && !this._connected.settled) {
+      this._connected.settled = true;
       this._connected.resolve(this.user);
     }
-    this._rejoin();
   }
 
-  async _rejoin() {
-    for (const [roomId, { password }] of [...this._rooms]) {
-      try {
-        const room = await this._request(JOIN_ROOM, roomId, password ? { password } : {}, { whenOpen: false });
-        this._emit("rejoin", { roomId, room: room.room });
-      } catch (error) {
-        if (error.code === "disconnected" || error.code === "closed") return;
-        this._rooms.delete(roomId);
-        this._emit("rejoin", { roomId, error });
-        this._emit("error", error);
-      }
-    }
+  /** Send JOIN_ROOM for every room at once; "rejoin" events follow the replies. */
+  _rejoin() {
+    const sent = [...this._rooms].map(([roomId, { password }]) => [
+      roomId,
+      this._request(JOIN_ROOM, roomId, password ? { password } : {}, { whenOpen: false }),
+    ]);
+    return Promise.all(
+      sent.map(async ([roomId, reply]) => {
+        try {
+          const data = await reply;
+          this._emit("rejoin", { roomId, room: data.room });
+        } catch (error) {
+          // Lost again: the next connection rejoins.
+          if (["disconnected", "closed", "not_connected"].includes(error.code)) return;
+          this._rooms.delete(roomId);
+          // Reported once, as "rejoin": not also as a generic "error".
+          this._emit("rejoin", { roomId, error });
+        }
+      }),
+    );
   }
 
   _closed(event) {
     this._ws = null;
     this._failPending(new GameServerError("disconnected", "the connection was lost"));
     if (!this._wanted) return this._setState(CLOSED);
+    // From now on connect() waits for the connection to be back.
+    if (this._connected?.settled) this._connected = this._deferred();
     if (event.code === CLOSE_TOO_MANY_CONNECTIONS || this._fatalError) {
       const error =
         this._fatalError ?? new GameServerError("too_many_connections", "too many connections for this user");
@@ -441,7 +504,9 @@ export class GameClient extends EventTarget {
         this._refreshedForAuth = true;
         this._setState(this._wasOpen ? RECONNECTING : CONNECTING);
         this.refresh().then(
-          () => this._open(this._wasOpen ? RECONNECTING : CONNECTING),
+          () => {
+            if (this._wanted) this._open(this._wasOpen ? RECONNECTING : CONNECTING);
+          },
           (error) => {
             if (!this._wanted) return; // the session expired: already reported
             if (error.status === 401) this._fatal(error);
@@ -478,6 +543,7 @@ export class GameClient extends EventTarget {
 
   _fatal(error) {
     this._wanted = false;
+    this._listenOnline(false);
     clearTimeout(this._retryTimer);
     this._retryTimer = null;
     if (this._ws) {
@@ -488,7 +554,6 @@ export class GameClient extends EventTarget {
     this._failPending(error);
     if (this._connected) {
       this._connected.reject(error);
-      this._connected.promise.catch(() => {});
       this._connected = null;
     }
     this._setState(CLOSED);

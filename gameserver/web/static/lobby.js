@@ -292,6 +292,9 @@ async function enterLobby() {
   $("username").textContent = client.session.username;
   if (!wantConnection) connect();
   await loadGames();
+  // A stored session whose refresh token is dead ends while we wait: the
+  // "session" listener has shown the login form, so stay there.
+  if (!client.loggedIn) return;
   const saved = Number(sessionStorage.getItem(ROOM_KEY));
   sessionStorage.removeItem(ROOM_KEY);
   if (saved && !current) {
@@ -303,6 +306,7 @@ async function enterLobby() {
     } catch {
       room = null;
     }
+    if (!client.loggedIn) return;
     const me = client.session?.userId;
     const seated = room?.players.some((p) => p.id === me);
     if (room && (!room.has_password || seated || room.owner.id === me)) {
@@ -317,6 +321,7 @@ async function enterLobby() {
 }
 
 function showLobby() {
+  if (!client.loggedIn) return showAuth(); // the session ended meanwhile
   showView("lobby-view");
   refreshRooms();
   startPolling();
@@ -334,28 +339,34 @@ function stopPolling() {
   pollTimer = null;
 }
 
-let refreshing = false;
+// Every reload of the list is numbered: a click on a page or the filter
+// fetches at once even while the poll's request is out, and only the answer
+// to the latest request is drawn (an older one is for another page or game).
+let roomsRequest = 0;
 
 async function refreshRooms() {
-  if (refreshing || !client.loggedIn) return;
-  refreshing = true;
+  if (!client.loggedIn) return;
+  const request = ++roomsRequest;
+  const latest = () => request === roomsRequest;
+  const game = $("room-filter").value || null;
+  let wanted = page;
   try {
-    const game = $("room-filter").value || null;
+    let result;
     try {
-      listing = await client.listRooms({ page, game });
+      result = await client.listRooms({ page: wanted, game });
     } catch (error) {
-      if (error.status === 404 && page > 1) {
-        page = 1; // the page emptied meanwhile
-        listing = await client.listRooms({ page, game });
+      if (error.status === 404 && wanted > 1 && latest()) {
+        wanted = page = 1; // the page emptied meanwhile
+        result = await client.listRooms({ page: wanted, game });
       } else {
         throw error;
       }
     }
+    if (!latest()) return;
+    listing = result;
     renderRooms();
   } catch (error) {
-    if (error.code !== "not_authenticated") notice(describe(error));
-  } finally {
-    refreshing = false;
+    if (latest() && error.code !== "not_authenticated") notice(describe(error));
   }
 }
 
