@@ -126,9 +126,6 @@ class Rooms:
 
         await self._turns.exclusive(room_id, delete)
 
-    async def set_state(self, room_id: int, state: RoomState) -> Room:
-        return await self._store.set_room_state(room_id, state)
-
     async def is_present(self, room_id: int, user_id: int) -> bool:
         return await self._groups.is_member(room_group(room_id), user_id)
 

@@ -11,7 +11,6 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock, deferLater
 from txaio.testutil import replace_loop
 
-from gameserver.models import RoomState
 from tests.conftest import make_settings
 
 
@@ -228,7 +227,8 @@ async def test_join_refused_once_the_game_started(running):
     _, late = await running.socket()
     room = await running.room(owner)
     await _ok(await o.join(room["id"]))
-    await running.server.rooms.set_state(room["id"], RoomState.IN_GAME)
+    o.send("START_GAME", room["id"])
+    await o.receive("GAME_STARTED")
     reply = await late.join(room["id"])
     assert reply["data"]["error"] == "game_started"
     await _ok(await o.join(room["id"]))  # a seated player may join again
@@ -274,7 +274,8 @@ async def test_disconnect_keeps_seat_in_game_and_reconnect_gets_it_back(running)
     await _ok(await a.join(rid, "pw12"))
     await _ok(await b.join(rid, "pw12"))
     assert (await a.receive("USER_JOINED"))["data"]["reconnected"] is False
-    await running.server.rooms.set_state(rid, RoomState.IN_GAME)
+    a.send("START_GAME", rid)
+    await b.receive("GAME_STARTED")
     await b.close()
     gone = await a.receive("USER_DISCONNECTED", room_id=rid)
     assert gone["data"]["user"]["username"] == "bob"
