@@ -7,6 +7,7 @@ integers or deep nesting. Each of those becomes a ``BadMessage`` here.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -38,16 +39,23 @@ class Envelope:
     data: dict[str, Any] = attrs.Factory(dict)
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Frame:
-    """A message encoded and framed once, ready for any number of sockets."""
+    """A message encoded once, framed once for any number of sockets.
+
+    Framing waits until a socket needs it: a frame only published to Redis
+    is never framed here.
+    """
 
     payload: bytes
-    prepared: PreparedMessage = attrs.field(eq=False, repr=False)
 
     @classmethod
     def of(cls, payload: bytes) -> Frame:
-        return cls(payload, PreparedMessage(payload, False, False, True))
+        return cls(payload)
+
+    @functools.cached_property
+    def prepared(self) -> PreparedMessage:
+        return PreparedMessage(self.payload, False, False, True)
 
 
 def _reject_constant(name: str) -> Any:

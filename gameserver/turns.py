@@ -14,11 +14,12 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from gameserver.chat import ChatRouter
+from gameserver.concurrency import gather
 from gameserver.errors import (
     Forbidden,
     GameServerError,
@@ -159,13 +160,9 @@ class RoomTurns:
 
     async def _execute(self, room_id: int, body: Body[T], user: UserRef | None) -> T:
         # Both reads at once: with Redis, one round trip instead of two.
-        room, saved = await gatherResults(
-            [
-                ensureDeferred(self.store.get_room(room_id)),
-                ensureDeferred(self.store.load_state(room_id)),
-            ],
-            consumeErrors=True,
-        ).addErrback(lambda f: f.value.subFailure)
+        room, saved = await gather(
+            self.store.get_room(room_id), self.store.load_state(room_id)
+        )
         if room is None:
             raise RoomNotFound(f"there is no room {room_id}")
         game = self.game_of(room)

@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 import attrs
 import txredisapi
-from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
-from twisted.python.failure import Failure
+from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
+from gameserver.concurrency import gather
 from gameserver.errors import (
     GameStarted,
     RoomFull,
@@ -219,22 +219,17 @@ class RedisStore:
         return await self.get_room(room_id)
 
     async def get_room(self, room_id: int) -> Room | None:
-        meta, players = await gatherResults(
-            [
-                ensureDeferred(self._redis("HGETALL", room_key(room_id, "meta"))),
-                ensureDeferred(
-                    self._redis("LRANGE", room_key(room_id, "players"), 0, -1)
-                ),
-            ],
-            consumeErrors=True,
-        ).addErrback(_first_error)
+        meta, players = await gather(
+            self._redis("HGETALL", room_key(room_id, "meta")),
+            self._redis("LRANGE", room_key(room_id, "players"), 0, -1),
+        )
         return _room(room_id, _pairs(meta), players) if meta else None
 
     async def list_rooms(self, game: str | None, offset: int, limit: int) -> Page:
         index = f"{PREFIX}:rooms" if game is None else f"{PREFIX}:rooms:game:{game}"
         count = int(await self._redis("ZCARD", index))
         ids = await self._redis("ZREVRANGE", index, offset, offset + limit - 1)
-        rooms = [await self.get_room(int(room_id)) for room_id in ids]
+        rooms = await gather(*(self.get_room(int(room_id)) for room_id in ids))
         return Page(count, tuple(r for r in rooms if r is not None))
 
     async def delete_room(self, room_id: int) -> bool:
@@ -340,11 +335,6 @@ class RedisStore:
             else:
                 due.append((int(room_id), name, timer_id))
         return due
-
-
-def _first_error(failure: Failure) -> Failure:
-    """Unwrap ``gatherResults``' FirstError, so Unavailable stays Unavailable."""
-    return failure.value.subFailure if hasattr(failure.value, "subFailure") else failure
 
 
 def _pairs(reply: Any) -> dict[str, str]:
