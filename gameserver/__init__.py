@@ -1,16 +1,20 @@
-"""gameserver: small multiplayer games on Twisted and Autobahn."""
+"""gameserver: small multiplayer games on Twisted and Autobahn.
 
-from gameserver.chat import ChatMessage
-from gameserver.errors import GameServerError
-from gameserver.gameroom import GameRoom
-from gameserver.games import Game, GameLoadError, game_from_module, installed_games
-from gameserver.helper import Helper, TimerHandle
-from gameserver.interfaces import IConnection, IGame, IGroupLayer, IStore
-from gameserver.models import Room, RoomState, UserRef
-from gameserver.routing import BaseRouter
-from gameserver.server import GameServer
-from gameserver.settings import Settings
-from gameserver.store import MemoryStore
+Everything a game author or an embedder uses is here; the modules under
+``gameserver._*`` are private and may change.
+"""
+
+from gameserver._chat import ChatMessage
+from gameserver._errors import GameServerError
+from gameserver._game import Game, GameLoadError, game_from_module, installed_games
+from gameserver._gameroom import GameRoom
+from gameserver._helper import Helper, TimerHandle
+from gameserver._interfaces import IConnection, IGame, IGroupLayer, IStore
+from gameserver._memory.store import MemoryStore
+from gameserver._models import Room, RoomState, UserRef
+from gameserver._routers import BaseRouter, Handler
+from gameserver._server import GameServer
+from gameserver._settings import Settings
 
 __all__ = [
     "BaseRouter",
@@ -20,6 +24,7 @@ __all__ = [
     "GameRoom",
     "GameServer",
     "GameServerError",
+    "Handler",
     "Helper",
     "IConnection",
     "IGame",

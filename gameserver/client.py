@@ -20,7 +20,7 @@ from twisted.internet.endpoints import clientFromString
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 
-from gameserver import messages
+from gameserver._wire import messages
 
 Message = dict[str, Any]
 Match = Callable[[Message], bool]

@@ -1,8 +1,10 @@
 """Test a game without sockets or real time.
 
-``GameTest`` runs the real server code (dispatcher, rooms, turns, chat,
-store) against fake connections that record what they are sent, with a
-``task.Clock`` for time::
+``GameTest`` runs the real server (dispatcher, engine, turns, chat, store)
+with a ``task.Clock`` for time. Each ``Player`` is a real session of the
+server's protocol, fed the bytes a WebSocket would carry and reading the
+frames the server writes, so a message is decoded and checked exactly as
+on the wire::
 
     def test_a_win():
         test = GameTest(TicTacToe())
@@ -15,28 +17,32 @@ store) against fake connections that record what they are sent, with a
         test.advance(30)  # timers fire
 
 Everything completes at once, because nothing waits on real I/O; a handler
-that does is reported instead of hanging the test.
+that does is reported instead of hanging the test. The per-socket rate
+limit is lifted, so that a test may send as fast as it likes.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Coroutine
 from typing import Any
 
+import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
-from zope.interface import implementer
 
-from gameserver.auth import ACCESS
-from gameserver.interfaces import IConnection, IGame
-from gameserver.messages import Envelope, Frame, dumps
-from gameserver.models import Room, UserRef
-from gameserver.server import GameServer
-from gameserver.settings import Settings
-from gameserver.store import MemoryStore
+from gameserver._accounts.tokens import ACCESS
+from gameserver._interfaces import IGame
+from gameserver._memory.store import MemoryStore
+from gameserver._models import Room, UserRef
+from gameserver._server import GameServer
+from gameserver._settings import Settings
+from gameserver._wire.messages import dumps
+from gameserver._wire.session import Session
 
 _TEST_SECRET = "gameserver.testing: not a secret, only for fakes"
+_connection_ids = itertools.count(1_000_000)
 
 
 def settle(work: Coroutine[Any, Any, Any] | Deferred[Any]) -> Any:
@@ -54,51 +60,92 @@ def settle(work: Coroutine[Any, Any, Any] | Deferred[Any]) -> Any:
     return outcome
 
 
-@implementer(IConnection)
-class FakeConnection:
-    """Records every message sent to it, decoded."""
+def frame_payload(frame: bytes) -> bytes:
+    """The payload of one unmasked WebSocket frame, as the server writes it."""
+    length = frame[1] & 0x7F
+    if length == 126:
+        return frame[4:]
+    if length == 127:
+        return frame[10:]
+    return frame[2:]
+
+
+class Recorder:
+    """Stands in for the socket: keeps every message the server sends, decoded."""
 
     def __init__(self) -> None:
-        self.user: UserRef | None = None
         self.messages: list[dict[str, Any]] = []
         self.closed: tuple[int, str] | None = None
+        self.session: Session | None = None
 
-    def send(self, message: dict[str, Any]) -> None:
-        self.messages.append(json.loads(dumps(message)))
-
-    def send_frame(self, frame: Frame) -> None:
-        self.messages.append(json.loads(frame.payload))
-
-    def authenticated(self, user: UserRef) -> None:
-        self.user = user
+    def write(self, data: bytes) -> None:
+        self.messages.append(json.loads(frame_payload(data)))
 
     def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
+        if self.session is not None:
+            self.session.lost()
 
 
 class Player:
-    """A user with one fake connection; ``room`` is the room last joined."""
+    """A user with one connection; ``room`` is the room last joined."""
 
     def __init__(self, test: GameTest, user: UserRef) -> None:
         self.test = test
         self.user = user
         self.room: int | None = None
-        self.connection = self._connect()
+        self._recorder, self.session = self._connect()
 
-    def _connect(self) -> FakeConnection:
-        connection = FakeConnection()
-        token = self.test.server.tokens.issue(self.user.id, ACCESS)
-        self.test.dispatch(connection, "VALIDATE_CONNECTION", None, {"token": token})
-        return connection
+    def _connect(self) -> tuple[Recorder, Session]:
+        server = self.test.server
+        recorder = Recorder()
+        session = Session(
+            recorder,
+            server.dispatcher,
+            server.settings,
+            self.test.clock,
+            next(_connection_ids),
+            peer=f"test:{self.user.username}",
+        )
+        recorder.session = session
+        token = server.tokens.issue(self.user.id, ACCESS)
+        self._feed(session, "VALIDATE_CONNECTION", None, {"token": token})
+        return recorder, session
 
     @property
     def messages(self) -> list[dict[str, Any]]:
-        return self.connection.messages
+        return self._recorder.messages
+
+    @property
+    def closed(self) -> tuple[int, str] | None:
+        return self._recorder.closed
 
     def send(
-        self, type_: str, data: dict[str, Any] | None = None, *, room: int | None = None
+        self,
+        type_: str,
+        data: dict[str, Any] | None = None,
+        *,
+        room: int | None = None,
+        wait: bool = True,
     ) -> None:
-        self.test.dispatch(self.connection, type_, room or self.room, data or {})
+        """Send a message; with ``wait``, check that everything it caused is done."""
+        self._feed(self.session, type_, room or self.room, data or {})
+        if wait:
+            self.test.check_settled()
+
+    def send_raw(self, payload: bytes | str, *, binary: bool = False) -> None:
+        """Send bytes as they are, as a client could: the decoder judges them."""
+        raw = payload.encode("utf-8") if isinstance(payload, str) else payload
+        self.session.received(raw, binary)
+
+    def _feed(
+        self, session: Session, type_: str, room_id: int | None, data: dict
+    ) -> None:
+        envelope: dict[str, Any] = {"type": type_}
+        if room_id is not None:
+            envelope["room_id"] = room_id
+        envelope["data"] = data
+        session.received(dumps(envelope), False)
 
     def join(
         self, room: int | Room | dict, password: str | None = None
@@ -106,26 +153,26 @@ class Player:
         """Send ``JOIN_ROOM``; returns the reply."""
         room_id = room if isinstance(room, int) else _room_id(room)
         data = {} if password is None else {"password": password}
-        self.test.dispatch(self.connection, "JOIN_ROOM", room_id, data)
+        self.send("JOIN_ROOM", data, room=room_id)
         reply = self.last("JOIN_ROOM")
         if reply["data"]["is_successful"]:
             self.room = room_id
         return reply
 
     def leave(self, room: int | None = None) -> dict[str, Any]:
-        self.test.dispatch(self.connection, "LEAVE_ROOM", room or self.room, {})
+        self.send("LEAVE_ROOM", {}, room=room or self.room)
         return self.last("LEAVE_ROOM")
 
     def disconnect(self) -> None:
-        """Close the socket, as a dropped network would."""
-        self.connection.close(1006, "dropped")
-        settle(self.test.server.dispatcher.connection_lost(self.connection))
+        """Close the connection, as a dropped network would."""
+        self.session.lost()
+        self.test.check_settled()
 
     def reconnect(self) -> None:
-        """A new, validated socket (the old one is closed if still open)."""
-        if self.connection.user is not None and self.connection.closed is None:
+        """A new, validated connection (the old one is closed if still open)."""
+        if self.session.open:
             self.disconnect()
-        self.connection = self._connect()
+        self._recorder, self.session = self._connect()
 
     def received(self, type_: str | None = None) -> list[dict[str, Any]]:
         return [m for m in self.messages if type_ is None or m["type"] == type_]
@@ -150,8 +197,10 @@ class GameTest:
     def __init__(self, *games: IGame, settings: Settings | None = None) -> None:
         self.clock = Clock()
         self.store = MemoryStore()
+        settings = settings or Settings(secret=_TEST_SECRET)
+        settings = attrs.evolve(settings, message_rate=1e9, message_burst=10**9)
         self.server = GameServer(
-            settings or Settings(secret=_TEST_SECRET),
+            settings,
             store=self.store,
             games={game.name: game for game in games},
             clock=self.clock,
@@ -168,11 +217,17 @@ class GameTest:
         return settle(self.server.rooms.create(owner.user, body)).id
 
     def room(self, room_id: int) -> Room:
+        """The room's record: players and state as the HTTP API shows them."""
         return settle(self.server.rooms.get(room_id))
 
     def state(self, room_id: int) -> Any:
-        raw = settle(self.store.load_state(room_id))
-        return None if raw is None else json.loads(raw)
+        """The room's state document as last kept (``None`` if never used)."""
+        room = self.server.engine.rooms.get(room_id)
+        return None if room is None else json.loads(room.saved)
+
+    def timers(self, room_id: int) -> dict[str, Any]:
+        """The room's timers by name, each a ``TimerHandle`` with its deadline."""
+        return self.server.engine.timers(room_id)
 
     def advance(self, seconds: float) -> None:
         """Move time on, firing due timers in order, each at its own time.
@@ -189,13 +244,16 @@ class GameTest:
                 break
             self.clock.advance(max(0.0, min(due) - self.clock.seconds()))
         self.clock.advance(end - self.clock.seconds())
+        self.check_settled()
 
-    def dispatch(
-        self, connection: FakeConnection, type_: str, room_id: int | None, data: dict
-    ) -> None:
-        settle(
-            self.server.dispatcher.dispatch(connection, Envelope(type_, room_id, data))
-        )
+    def check_settled(self) -> None:
+        """Fail if a turn is still waiting: a handler waits on real I/O."""
+        for room in self.server.engine.rooms.values():
+            if room.running or room.queue:
+                raise AssertionError(
+                    f"a turn of room {room.id} did not finish:"
+                    " does a handler wait on real I/O?"
+                )
 
 
 def _room_id(room: Room | dict) -> int:

@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 
 from gameserver import GameServer, Settings
 from gameserver.client import Connection, GameClient
-from gameserver.games import Game
+from gameserver import Game
 
 SECRET = "test secret that is long enough for HS256!"
 PASSWORD = "correct horse battery"

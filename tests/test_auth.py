@@ -6,9 +6,9 @@ import jwt
 import pytest
 from twisted.internet.task import Clock
 
-from gameserver.auth import ACCESS, LEEWAY, REFRESH, Tokens
-from gameserver.errors import InvalidToken
-from gameserver.settings import MIN_SECRET_BYTES, Settings
+from gameserver._accounts.tokens import ACCESS, LEEWAY, REFRESH, Tokens
+from gameserver._errors import InvalidToken
+from gameserver._settings import MIN_SECRET_BYTES, Settings
 
 SECRET = b"s" * MIN_SECRET_BYTES
 OTHER_SECRET = b"o" * MIN_SECRET_BYTES

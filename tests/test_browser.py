@@ -64,9 +64,9 @@ import json, random, sys
 from twisted.internet import reactor
 
 from gameserver import GameServer, Settings
-from games.chat import chat
-from games.tictactoe import tictactoe
-from games.trivia import Trivia
+from gameserver_games.chat import chat
+from gameserver_games.tictactoe import tictactoe
+from gameserver_games.trivia import Trivia
 
 questions = [
     {

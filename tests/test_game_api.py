@@ -6,12 +6,11 @@ import types
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 
 from gameserver import BaseRouter, Game, GameServerError, game_from_module
-from gameserver.games import GameLoadError
-from gameserver.messages import Envelope
-from gameserver.routing import RouteConflict
+from gameserver import GameLoadError
+from gameserver._routers import RouteConflict
 from gameserver.testing import GameTest, settle
 
 # Routing
@@ -242,17 +241,16 @@ def test_one_room_handles_one_message_at_a_time_in_order():
     test, alice, room = _play(Slow)
     bob = test.player("bob")
     bob.join(room)
-    dispatch = test.server.dispatcher.dispatch
-    first = ensureDeferred(dispatch(alice.connection, Envelope("slow", room, {"n": 1})))
-    second = ensureDeferred(dispatch(bob.connection, Envelope("fast", room, {})))
-    third = ensureDeferred(dispatch(bob.connection, Envelope("slow", room, {"n": 2})))
+    alice.send("slow", {"n": 1}, wait=False)
+    bob.send("fast", wait=False)
+    bob.send("slow", {"n": 2}, wait=False)
     assert len(Slow.gates) == 1
-    assert not second.called
+    assert not bob.received("LOG")  # "fast" waits behind the first "slow"
     Slow.gates[0].callback(None)
-    assert second.called
+    assert [m["data"]["log"][-1] for m in bob.received("LOG")] == ["end 1", "fast"]
     assert len(Slow.gates) == 2
     Slow.gates[1].callback(None)
-    assert third.called and first.called
+    test.check_settled()
     assert bob.last("LOG")["data"]["log"] == [
         "start 1",
         "end 1",
@@ -268,15 +266,12 @@ def test_other_rooms_are_not_held_up():
     bob = test.player("bob")
     other = test.create_room("g", owner=bob)
     bob.join(other)
-    pending = ensureDeferred(
-        test.server.dispatcher.dispatch(
-            alice.connection, Envelope("slow", room, {"n": 1})
-        )
-    )
-    bob.send("fast")
+    alice.send("slow", {"n": 1}, wait=False)
+    bob.send("fast", room=other, wait=False)
     assert bob.last("LOG")["data"]["log"] == ["fast"]
     Slow.gates[0].callback(None)
-    assert pending.called
+    test.check_settled()
+    assert alice.last("LOG")["data"]["log"] == ["start 1", "end 1"]
 
 
 # State and named entries
@@ -297,6 +292,9 @@ class Store(BaseRouter):
     def drop(self, room, user, helper, data):
         room.delete(data["key"])
 
+    def put_set(self, room, user, helper, data):
+        room.set("odd", {"a": {1, 2}})
+
     def grow(self, room, user, helper, data):
         room.state["blob"] = "x" * data["size"]
 
@@ -312,7 +310,7 @@ def test_named_entries_are_read_on_demand_and_rolled_back():
     alice.send("drop", {"key": "deck"})
     alice.send("fetch", {"key": "deck"})
     assert alice.last("VALUE")["data"] == {"value": "missing"}
-    alice.send("put", {"key": "odd", "value": {"a": {1, 2}}})
+    alice.send("put_set")
     assert alice.last("ERROR")["data"]["code"] == "handler_error"
 
 
@@ -431,12 +429,10 @@ def test_timers_cancel_replace_and_end_with_the_game():
 def test_timers_end_with_the_room():
     test, alice, room = _play(Timed)
     alice.send("arm", {"delay": 5, "tag": "x"})
-    assert test.server.turns.timers(room)
-    from gameserver.testing import settle
-
+    assert test.timers(room)
     settle(test.server.rooms.delete(room, alice.user))
     assert alice.last("ROOM_DELETED")
-    assert not test.server.turns.timers(room)
+    assert not test.timers(room)
     test.advance(10)
     assert not alice.received("RING")
 
@@ -445,15 +441,11 @@ def test_a_timer_waits_its_turn_behind_a_slow_handler():
     Slow.gates = []
     test, alice, room = _play(Timed, Slow)
     alice.send("arm", {"delay": 1, "tag": "t"})
-    pending = ensureDeferred(
-        test.server.dispatcher.dispatch(
-            alice.connection, Envelope("slow", room, {"n": 1})
-        )
-    )
-    test.advance(1)
+    alice.send("slow", {"n": 1}, wait=False)
+    test.clock.advance(1)
     assert not alice.received("RING")
     Slow.gates[0].callback(None)
-    assert pending.called
+    test.check_settled()
     assert alice.received("RING")
     assert test.state(room)["log"] == ["start 1", "end 1"]
 
@@ -635,7 +627,7 @@ def test_bundled_games_are_found_as_plugins():
 def test_a_broken_dropin_is_named(tmp_path, monkeypatch):
     import twisted.plugins
 
-    from gameserver.games import broken_dropins
+    from gameserver._game import broken_dropins
 
     plugins = tmp_path / "twisted" / "plugins"
     plugins.mkdir(parents=True)
@@ -659,7 +651,7 @@ def test_a_plugin_that_does_not_provide_igame_fully_is_refused(tmp_path, monkeyp
     (plugins / "half_game_dropin.py").write_text(
         "from twisted.plugin import IPlugin\n"
         "from zope.interface import implementer\n"
-        "from gameserver.interfaces import IGame\n"
+        "from gameserver._interfaces import IGame\n"
         "@implementer(IPlugin, IGame)\n"
         "class Half:\n"
         "    name = 'half'\n"
@@ -695,16 +687,14 @@ def test_a_timer_cancelled_by_a_turn_queued_before_it_does_not_run():
     Slow.gates = []
     test, alice, room = _play(Timed, Slow)
     alice.send("arm", {"delay": 1, "tag": "t", "name": "q"})
-    dispatch = test.server.dispatcher.dispatch
-    slow = ensureDeferred(dispatch(alice.connection, Envelope("slow", room, {"n": 1})))
-    disarm = ensureDeferred(
-        dispatch(alice.connection, Envelope("disarm", room, {"name": "q"}))
-    )
-    test.advance(1)  # the timer is due, and queued behind both
+    alice.send("slow", {"n": 1}, wait=False)
+    alice.send("disarm", {"name": "q"}, wait=False)
+    test.clock.advance(1)  # the timer is due, and queued behind both
     Slow.gates[0].callback(None)
-    assert slow.called and disarm.called
+    test.check_settled()
+    assert alice.last("LOG")["data"]["log"] == ["start 1", "end 1"]
     assert not alice.received("RING")
-    assert not test.server.turns.timers(room)
+    assert not test.timers(room)
 
 
 def test_advance_measures_chained_timers_from_when_they_were_set():
@@ -737,5 +727,6 @@ def test_a_timer_whose_callback_fails_is_dropped_not_retried():
     alice.send("arm")
     test.advance(1)
     assert test.state(room) in (None, {})  # the failed turn was rolled back
-    assert settle(test.store.get_timer(room, "boom")) is None
-    assert settle(test.server.turns.fire_due()) == 0  # nobody fires it again
+    assert "boom" not in test.timers(room)  # dropped: nobody fires it again
+    test.advance(10)
+    assert test.state(room) in (None, {})

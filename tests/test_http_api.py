@@ -385,7 +385,7 @@ async def test_logins_past_the_hashing_queue_get_503(make_server, monkeypatch):
 
     from twisted.internet.defer import DeferredList
 
-    from gameserver import passwords
+    from gameserver._accounts import passwords
     from tests.conftest import make_settings
 
     server = await make_server(

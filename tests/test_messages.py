@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from gameserver import messages
-from gameserver.errors import BadMessage
-from gameserver.messages import Envelope, Frame, decode, dumps
+from gameserver._wire import messages
+from gameserver._errors import BadMessage
+from gameserver._wire.messages import Envelope, Frame, decode, dumps
 
 
 def _refused(payload: str | bytes) -> BadMessage:
@@ -284,9 +284,34 @@ def test_error_message_shape():
     assert messages.message("X", {}) == {"type": "X", "data": {}}
 
 
-def test_frame_keeps_payload():
-    payload = dumps({"type": "X", "data": {"text": "\u00e9"}})
+def _parse_frame(wire: bytes) -> tuple[int, bytes]:
+    """(first byte, payload) of a server frame, read by the RFC 6455 rules."""
+    assert wire[1] & 0x80 == 0, "a server's frames are not masked"
+    length, offset = wire[1] & 0x7F, 2
+    if length == 126:
+        length, offset = int.from_bytes(wire[2:4], "big"), 4
+    elif length == 127:
+        length, offset = int.from_bytes(wire[2:10], "big"), 10
+    assert len(wire) == offset + length
+    return wire[0], wire[offset:]
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70000])
+def test_frame_keeps_payload_and_frames_it_once(size):
+    payload = dumps({"type": "X", "data": {"text": "\u00e9" + "x" * size}})
     frame = Frame.of(payload)
     assert frame.payload == payload
-    assert frame.prepared is not None
-    assert Frame.of(payload) == frame
+    first, framed = _parse_frame(frame.wire)
+    assert first == 0x81  # FIN, text
+    assert framed == payload
+    assert frame.wire is frame.wire  # built once, whoever asks
+
+
+def test_built_frame_is_the_envelope_with_its_data_encoded_once():
+    data = {"user": {"id": 1, "username": "a"}, "text": "h\u00e9", "ts": 1.5}
+    frame = Frame.build("CHAT_MESSAGE", data, 7)
+    assert json.loads(frame.payload) == messages.message("CHAT_MESSAGE", data, 7)
+    assert frame.data == dumps(data)
+    assert json.loads(Frame.build("X", {}).payload) == {"type": "X", "data": {}}
+    with pytest.raises(TypeError, match="data of X must be JSON"):
+        Frame.build("X", {"bad": {1, 2}})

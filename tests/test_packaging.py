@@ -49,8 +49,8 @@ import twisted.plugins
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 import gameserver
-from gameserver.games import installed_games
-from gameserver.interfaces import IGame
+from gameserver import installed_games
+from gameserver._interfaces import IGame
 
 makers = list(getPlugins(IServiceMaker))
 games = list(getPlugins(IGame))

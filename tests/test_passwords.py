@@ -11,8 +11,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 
-from gameserver import passwords
-from gameserver.passwords import PasswordHasher
+from gameserver._accounts import passwords
+from gameserver._accounts.passwords import PasswordHasher
 
 COST = 10
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from gameserver.ratelimit import TokenBucket
+from gameserver._wire.limits import TokenBucket
 
 RATE = 4.0  # tokens per second
 BURST = 5

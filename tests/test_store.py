@@ -10,10 +10,10 @@ import pytest
 import pytest_twisted
 from zope.interface.verify import verifyObject
 
-from gameserver.errors import GameStarted, RoomFull, RoomNotFound, UsernameTaken
-from gameserver.interfaces import IStore
-from gameserver.models import Page, Room, RoomState, UserRecord, UserRef
-from gameserver.store import MemoryStore
+from gameserver._errors import GameStarted, RoomFull, RoomNotFound, UsernameTaken
+from gameserver._interfaces import IStore
+from gameserver._models import Page, Room, RoomState, UserRecord, UserRef
+from gameserver import MemoryStore
 
 ALICE = UserRef(1, "alice")
 BOB = UserRef(2, "bob")
@@ -370,7 +370,7 @@ async def test_set_state_of_unknown_room(store):
 
 @pytest_twisted.ensureDeferred
 async def test_commit_writes_state_entries_chat_status_and_timers(store):
-    from gameserver.models import Commit, TimerSpec
+    from gameserver._models import Commit, TimerSpec
 
     room = await _room(store)
     assert await store.load_state(room.id) is None
@@ -404,7 +404,7 @@ async def test_commit_writes_state_entries_chat_status_and_timers(store):
 
 @pytest_twisted.ensureDeferred
 async def test_commit_can_clear_timers_then_set_new_ones(store):
-    from gameserver.models import Commit, TimerSpec
+    from gameserver._models import Commit, TimerSpec
 
     room = await _room(store)
     old = TimerSpec("a", "old", 5, "", "tick")
@@ -418,7 +418,7 @@ async def test_commit_can_clear_timers_then_set_new_ones(store):
 
 @pytest_twisted.ensureDeferred
 async def test_commit_to_a_deleted_room_is_ignored(store):
-    from gameserver.models import Commit, TimerSpec
+    from gameserver._models import Commit, TimerSpec
 
     room = await _room(store)
     await store.delete_room(room.id)

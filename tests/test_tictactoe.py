@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from games.tictactoe import TicTacToe
+from gameserver_games.tictactoe import TicTacToe
 from gameserver import RoomState, installed_games
 from gameserver.testing import GameTest, Player
 

@@ -10,7 +10,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
 
-from games.trivia import QUESTIONS, Trivia, load_questions
+from gameserver_games.trivia import QUESTIONS, Trivia, load_questions
 from gameserver import installed_games
 from gameserver.client import Connection
 from gameserver.testing import GameTest, Player
@@ -82,7 +82,7 @@ def test_question_carries_its_deadline_and_never_the_answer() -> None:
     assert len(question["choices"]) == 4
     assert set(question) == {"index", "total", "question", "choices", "deadline"}
     assert bob.last("QUESTION")["data"] == question
-    assert test.server.turns.timers(room)["question"].deadline == 110
+    assert test.timers(room)["question"].deadline == 110
 
 
 def test_invalid_options_are_refused_to_the_owner() -> None:
@@ -151,7 +151,7 @@ def test_timeouts_move_the_game_on() -> None:
     assert alice.received("SCOREBOARD")
     assert alice.received("GAME_FINISHED")
     assert test.room(room).state.value == "finished"
-    assert test.server.turns.timers(room) == {}
+    assert test.timers(room) == {}
 
 
 def test_faster_correct_answers_score_more() -> None:
@@ -190,7 +190,7 @@ def test_question_ends_early_when_everyone_answered() -> None:
     answer(bob, 0, WRONG)
     assert bob.messages[-2]["type"] == "ANSWERED"  # before the result
     assert alice.last("RESULT")["data"]["scores"] == {uid(alice): 1000, uid(bob): 0}
-    timers = test.server.turns.timers(room)
+    timers = test.timers(room)
     assert "question" not in timers
     assert timers["next"].deadline == 4
     test.advance(3)
@@ -412,11 +412,11 @@ def test_leaving_mid_game_stops_the_wait_for_that_player() -> None:
     carol.leave()
     result = alice.last("RESULT")["data"]
     assert result["scores"][uid(carol)] == 0  # still on the board
-    assert "question" not in test.server.turns.timers(room)
+    assert "question" not in test.timers(room)
     bob.leave()
     alice.leave()
     assert test.room(room).state.value == "finished"
-    assert test.server.turns.timers(room) == {}
+    assert test.timers(room) == {}
 
 
 # The bank and the plugin

@@ -13,7 +13,7 @@ from twisted.web.server import Site
 
 from gameserver import GameServer
 from gameserver.client import GameClient
-from gameserver.web import STATIC_DIR
+from gameserver._http.lobby import STATIC_DIR
 from tests.conftest import make_settings
 
 

@@ -11,6 +11,7 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock, deferLater
 from txaio.testutil import replace_loop
 
+from gameserver import BaseRouter, Game
 from tests.conftest import make_settings
 
 
@@ -461,27 +462,36 @@ async def test_dead_peer_dropped_by_heartbeat(make_server):
         code, _ = await connection.closed
     assert code != 1000
     await _eventually(
-        lambda: server.server.groups.connection_count(client.user_id) == 0
+        lambda: server.server.sockets.count(client.user_id) == 0
     )
+
+
+class Blobs(BaseRouter):
+    def blobs(self, room, user, helper, data):
+        for _ in range(data["n"]):
+            helper.send_to(data["to"], "STATE", {"blob": "x" * 60_000})
 
 
 @pytest_twisted.ensureDeferred
 async def test_client_that_never_reads_is_dropped(make_server):
-    server = await make_server(make_settings(max_outbound_buffer=256 * 1024))
+    games = {"blobs": Game(name="blobs", max_players=5, routers=[Blobs])}
+    server = await make_server(
+        make_settings(max_outbound_buffer=256 * 1024), games=games
+    )
     owner, reader = await server.socket()
     sleeper_client, sleeper = await server.socket()
-    room = await server.room(owner)
+    room = await server.room(owner, game="blobs")
     await _ok(await reader.join(room["id"]))
     await _ok(await sleeper.join(room["id"]))
     sleeper.protocol.transport.pauseProducing()
-    groups = server.server.groups
-    big = {"type": "STATE", "room_id": room["id"], "data": {"blob": "x" * 60_000}}
-    for _ in range(300):  # ~18 MB: past the kernel's and Twisted's buffers
-        await groups.send_to_user(sleeper_client.user_id, big)
-        if groups.connection_count(sleeper_client.user_id) == 0:
+    sockets = server.server.sockets
+    to = {"to": sleeper_client.user_id, "n": 10}
+    for _ in range(30):  # ~18 MB: past the kernel's and Twisted's buffers
+        reader.send("blobs", room["id"], to)
+        await deferLater(reactor, 0.05, lambda: None)
+        if sockets.count(sleeper_client.user_id) == 0:
             break
-        await deferLater(reactor, 0.001, lambda: None)
-    assert groups.connection_count(sleeper_client.user_id) == 0
+    assert sockets.count(sleeper_client.user_id) == 0
     left = await reader.receive("USER_LEFT")
     assert left["data"]["user"]["id"] == sleeper_client.user_id
     sleeper.protocol.transport.resumeProducing()
@@ -492,42 +502,43 @@ async def test_client_that_never_reads_is_dropped(make_server):
 # Encoding once per send
 
 
-def test_group_send_frames_once(monkeypatch):
-    from gameserver import groups as groups_module
-    from gameserver.models import UserRef
+class Shout(BaseRouter):
+    def shout(self, room, user, helper, data):
+        helper.broadcast("SHOUT", {"text": data["text"]})
 
-    encoded = []
-    real_dumps = groups_module.dumps
+
+def test_a_broadcast_is_encoded_and_framed_once(monkeypatch):
+    from gameserver._wire import messages
+    from gameserver.testing import GameTest
+
+    test = GameTest(Game(name="loud", max_players=50, routers=[Shout]))
+    players = [test.player(f"p{n}") for n in range(50)]
+    room = test.create_room("loud", owner=players[0])
+    for player in players:
+        player.join(room)
+    frames: list[bytes] = []
+    for player in players:
+        recorder = player.session._transport
+        real_write = recorder.write
+        monkeypatch.setattr(
+            recorder,
+            "write",
+            lambda data, real=real_write: (frames.append(data), real(data)),
+        )
+    encoded, framed = [], []
+    real_dumps, real_frame = messages.dumps, messages.text_frame
+    messages._type_prefix("SHOUT")  # cached after its first use
+    monkeypatch.setattr(messages, "dumps", lambda v: encoded.append(v) or real_dumps(v))
     monkeypatch.setattr(
-        groups_module, "dumps", lambda value: encoded.append(value) or real_dumps(value)
+        messages, "text_frame", lambda p: framed.append(p) or real_frame(p)
     )
-    layer = groups_module.LocalGroups()
-
-    class FakeConnection:
-        def __init__(self, user_id: int) -> None:
-            self.user = UserRef(user_id, f"u{user_id}")
-            self.frames = []
-
-        def send_frame(self, frame) -> None:
-            self.frames.append(frame)
-
-    fakes = [FakeConnection(i) for i in range(50)]
-    for fake in fakes:
-        _run(layer.connect(fake))
-        _run(layer.add("g", fake.user.id))
-    _run(layer.send("g", {"type": "T", "data": {}}))
-    assert len(encoded) == 1
-    assert len({id(fake.frames[0]) for fake in fakes}) == 1
-    assert json.loads(fakes[0].frames[0].payload) == {"type": "T", "data": {}}
-
-
-def _run(coroutine):
-    """Run a coroutine that never waits (the local group layer's)."""
-    try:
-        coroutine.send(None)
-    except StopIteration as stop:
-        return stop.value
-    raise AssertionError("coroutine did not finish synchronously")
+    players[0].send("shout", {"text": "hello all"})
+    assert encoded == [{"text": "hello all"}]
+    assert len(framed) == 1
+    assert len(frames) == 50
+    assert len({id(frame) for frame in frames}) == 1  # the same bytes, to all
+    for player in players:
+        assert player.last("SHOUT")["data"] == {"text": "hello all"}
 
 
 @pytest_twisted.ensureDeferred

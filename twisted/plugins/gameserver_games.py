@@ -1,5 +1,5 @@
 """The games bundled with gameserver, as ``IGame`` plugins."""
 
-from games.chat import chat
+from gameserver_games.chat import chat
 
 __all__ = ["chat"]

@@ -2,7 +2,7 @@ from twisted.application.service import ServiceMaker
 
 gameserver = ServiceMaker(
     "gameserver",
-    "gameserver.tap",
+    "gameserver._tap",
     "Serve multiplayer games over HTTP and WebSocket",
     "gameserver",
 )

@@ -4,6 +4,6 @@ A dropin of its own, so a broken trivia module hides only trivia. Do not also
 import ``trivia`` in another dropin: Twisted would find the game twice.
 """
 
-from games.trivia import trivia
+from gameserver_games.trivia import trivia
 
 __all__ = ["trivia"]

@@ -1,0 +1,1 @@
+"""The engine: the dispatcher, rooms held by their owner, turns and timers."""

@@ -1,0 +1,170 @@
+"""A room as its owning process holds it: everything in memory, between turns.
+
+The owner runs the room's turns against this object and never reads the
+store for it; a store only sees what a turn changed, in its commit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from typing import Any
+
+import attrs
+from twisted.internet.interfaces import IDelayedCall
+
+from gameserver._interfaces import IGame
+from gameserver._models import Room, RoomData, RoomState, TimerSpec, UserRef
+from gameserver._routers import Handler
+
+
+@attrs.define(slots=True, eq=False)
+class Reply:
+    """Where a reply goes: one socket (``connection``) in one process."""
+
+    process: str
+    connection: int
+
+
+@attrs.define(slots=True, eq=False)
+class Work:
+    """Something a room's owner must do as a turn, wherever it came from.
+
+    ``origin`` and ``seq`` number the requests each process sends a room,
+    so that one sent again after a failover is recognised; ``done`` fires,
+    in the process that made the work, once it is saved (or refused).
+    """
+
+    kind: str
+    room_id: int
+    user: UserRef | None = None
+    reply: Reply | None = None
+    type: str = ""
+    data: dict[str, Any] = attrs.Factory(dict)
+    #: join: the processes holding the user's sockets; here/gone: the process.
+    processes: tuple[str, ...] = ()
+    #: join: the password was checked (or not needed) where the user is.
+    password_ok: bool = False
+    #: timer: (name, id).
+    timer: tuple[str, str] | None = None
+    origin: str = ""
+    seq: int = 0
+    #: hook: the body to run, ``(room, helper)``.
+    hook: Any = None
+    done: Any = None
+
+
+# The kinds of work.
+MESSAGE = "message"
+JOIN = "join"
+LEAVE = "leave"
+#: The user's last socket in ``processes[0]`` closed.
+GONE = "gone"
+#: The user has sockets in ``processes[0]`` now.
+HERE = "here"
+TIMER = "timer"
+DELETE = "delete"
+#: A lifecycle hook the engine queued after a turn (not sent between processes).
+HOOK = "hook"
+
+
+class ChatEntry:
+    """A kept chat message: its data, and that data's JSON."""
+
+    __slots__ = ("data", "encoded")
+
+    def __init__(self, data: dict[str, Any], encoded: bytes) -> None:
+        self.data = data
+        self.encoded = encoded
+
+
+class LiveRoom:
+    """One room's record, seats, presence, groups, state, entries, chat and timers."""
+
+    __slots__ = (
+        "admitted",
+        "armed",
+        "chat",
+        "entries",
+        "game",
+        "groups",
+        "id",
+        "idle_since",
+        "present",
+        "queue",
+        "record",
+        "routes",
+        "running",
+        "saved",
+        "seen",
+        "state",
+        "timers",
+        "token",
+        "unsaved",
+        "version",
+    )
+
+    def __init__(self, data: RoomData, game: IGame, routes: dict[str, Handler]) -> None:
+        self.id = data.record.id
+        self.record: Room = data.record
+        self.game = game
+        #: The game's routes with the built-in ones: looked up once per room.
+        self.routes = routes
+        if data.state is None:
+            self.state: Any = game.initial_state()
+            self.saved = json.dumps(self.state, separators=(",", ":"))
+        else:
+            self.state = json.loads(data.state)
+            self.saved = data.state
+        self.entries: dict[str, str] = dict(data.entries)
+        self.chat: deque[ChatEntry] = deque(
+            (ChatEntry(json.loads(raw), raw.encode("utf-8")) for raw in data.chat),
+            maxlen=max(game.chat_backlog, 0),
+        )
+        self.timers: dict[str, TimerSpec] = dict(data.timers)
+        self.armed: dict[str, IDelayedCall] = {}
+        self.present: dict[int, frozenset[str]] = {
+            user: frozenset(processes) for user, processes in data.present.items()
+        }
+        self.groups: dict[str, frozenset[int]] = {
+            name: frozenset(members) for name, members in data.groups.items()
+        }
+        self.seen: dict[str, int] = dict(data.seen)
+        #: Highest request number taken into the queue, per process.
+        self.admitted: dict[str, int] = dict(data.seen)
+        self.version = data.version
+        self.token = data.token
+        self.queue: deque[Work] = deque()
+        self.running = False
+        #: Turns done here whose commit is not acknowledged yet.
+        self.unsaved = 0
+        self.idle_since: float | None = None
+
+    @property
+    def status(self) -> RoomState:
+        return self.record.state
+
+    def pending(self) -> int:
+        """Turns waiting, running or not yet saved: what the busy cap counts."""
+        return len(self.queue) + self.unsaved + (1 if self.running else 0)
+
+    def player(self, user_id: int) -> UserRef | None:
+        for player in self.record.players:
+            if player.id == user_id:
+                return player
+        return None
+
+    def data(self) -> RoomData:
+        """The room as a store saves it (for tests and for a full save)."""
+        return RoomData(
+            record=self.record,
+            state=self.saved,
+            entries=dict(self.entries),
+            chat=[entry.encoded.decode("utf-8") for entry in self.chat],
+            timers=dict(self.timers),
+            present={u: sorted(p) for u, p in self.present.items()},
+            groups={g: sorted(m) for g, m in self.groups.items()},
+            seen=dict(self.seen),
+            version=self.version,
+            token=self.token,
+        )

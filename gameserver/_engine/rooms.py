@@ -1,0 +1,267 @@
+"""Rooms: creating, listing and deleting them, and what joining, leaving and
+a disconnect mean, as turns of the room.
+
+A room has *seats* (``players``) and *present* users (those who receive its
+messages, with the processes that hold their sockets). Joining takes a
+seat and makes the user present; a disconnect outside a game gives the
+seat up, while in a game it keeps the seat so the player can come back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from gameserver._engine.room import DELETE, HOOK, Work
+from gameserver._errors import (
+    Forbidden,
+    GameStarted,
+    InvalidInput,
+    NotFound,
+    NotInRoom,
+    RoomFull,
+    RoomNotFound,
+    WrongPassword,
+)
+from gameserver._interfaces import IGame, IHosting, IStore
+from gameserver._models import Page, Room, RoomState, UserRef
+from gameserver._wire import messages
+from gameserver._wire.messages import Frame
+
+if TYPE_CHECKING:
+    from gameserver._accounts.passwords import PasswordHasher
+    from gameserver._engine.turns import Turn
+    from gameserver._gameroom import GameRoom
+    from gameserver._helper import Helper
+
+MAX_NAME = 64
+MIN_ROOM_PASSWORD = 4
+MAX_ROOM_PASSWORD = 128
+
+
+def _optional(body: dict[str, Any], key: str, kind: type) -> Any:
+    value = body.get(key)
+    if value is not None and (type(value) is not kind):
+        raise InvalidInput(f"'{key}' must be a {kind.__name__}")
+    return value
+
+
+class Rooms:
+    """The rooms as the HTTP API and a join see them: records in the store."""
+
+    def __init__(
+        self,
+        store: IStore,
+        hasher: PasswordHasher,
+        games: Mapping[str, IGame],
+        hosting: IHosting,
+    ) -> None:
+        self._store = store
+        self._hasher = hasher
+        self._games = games
+        self._hosting = hosting
+
+    async def create(self, owner: UserRef, body: Any) -> Room:
+        if not isinstance(body, dict):
+            raise InvalidInput("expected a JSON object")
+        name = _optional(body, "name", str)
+        if not name or not name.strip() or len(name) > MAX_NAME:
+            raise InvalidInput(f"'name' must be 1 to {MAX_NAME} characters")
+        game_name = _optional(body, "game", str)
+        game = self._games.get(game_name) if game_name else None
+        if game is None:
+            raise InvalidInput(
+                f"'game' must be one of: {', '.join(sorted(self._games)) or '(none)'}"
+            )
+        max_players = _optional(body, "max_players", int)
+        if max_players is None:
+            max_players = game.max_players
+        elif not game.min_players <= max_players <= game.max_players:
+            raise InvalidInput(
+                f"'max_players' for {game.name} must be between"
+                f" {game.min_players} and {game.max_players}"
+            )
+        password = _optional(body, "password", str)
+        if password is not None and not (
+            MIN_ROOM_PASSWORD <= len(password) <= MAX_ROOM_PASSWORD
+        ):
+            raise InvalidInput(
+                f"'password' must be {MIN_ROOM_PASSWORD} to {MAX_ROOM_PASSWORD} characters"
+            )
+        password_hash = None if password is None else await self._hasher.hash(password)
+        return await self._store.create_room(
+            name.strip(), game.name, owner, max_players, password_hash
+        )
+
+    async def page(self, number: int, size: int, game: str | None) -> Page:
+        if number < 1:
+            raise InvalidInput("'page' must be a positive integer")
+        page = await self._store.list_rooms(game, (number - 1) * size, size)
+        if number > 1 and not page.items:
+            raise NotFound("invalid page")
+        return page
+
+    async def get(self, room_id: int) -> Room:
+        room = await self._store.get_room(room_id)
+        if room is None:
+            raise RoomNotFound(f"there is no room {room_id}")
+        return room
+
+    async def delete(self, room_id: int, user: UserRef) -> None:
+        room = await self.get(room_id)
+        if room.owner.id != user.id:
+            raise Forbidden("only the room's owner can delete it")
+        await self._hosting.request(Work(DELETE, room_id, user=user))
+
+    async def check_join(self, room_id: int, user: UserRef, password: object) -> bool:
+        """Refuse a join that cannot succeed; whether a password was checked.
+
+        The room's owner decides for good, in the join's turn; this runs
+        where the user is, so that a password is hashed here and never
+        holds up the room's turns.
+        """
+        room = await self.get(room_id)
+        if room.has_player(user.id):
+            return True
+        if room.state is RoomState.IN_GAME:
+            raise GameStarted("the game in this room has already started")
+        if len(room.players) >= room.max_players:
+            raise RoomFull(f"the room is full ({room.max_players} players)")
+        if room.has_password and room.owner.id != user.id:
+            if password is None:
+                raise WrongPassword("this room needs a password")
+            assert room.password_hash is not None
+            if not isinstance(password, str) or not await self._hasher.verify(
+                password, room.password_hash
+            ):
+                raise WrongPassword("wrong password")
+        return True
+
+
+# The built-in turns
+
+
+def join(turn: Turn, view: GameRoom, helper: Helper) -> Any:
+    work, room = turn.work, turn.room
+    user = work.user
+    assert user is not None
+    seated = turn.has_player(user.id)
+    if not seated:
+        record = room.record
+        if turn.status_now() is RoomState.IN_GAME:
+            raise GameStarted("the game in this room has already started")
+        if len(turn.players_now()) >= record.max_players:
+            raise RoomFull(f"the room is full ({record.max_players} players)")
+        if record.has_password and record.owner.id != user.id and not work.password_ok:
+            raise WrongPassword("this room needs a password")
+        turn.set_players((*turn.players_now(), user))
+    processes = frozenset(work.processes)
+    present = turn.present_now().get(user.id)
+    if present is None:
+        joined = {"user": user.to_json(), "reconnected": seated}
+        turn.broadcast(Frame.build(messages.USER_JOINED, joined, room.id), user.id)
+        turn.set_present(user.id, processes)
+    elif not processes <= present:
+        turn.set_present(user.id, present | processes)
+    reply = attrs.evolve(
+        room.record, players=turn.players_now(), state=turn.status_now()
+    ).to_json()
+    turn.reply(
+        Frame.build(
+            messages.JOIN_ROOM, {"is_successful": True, "room": reply}, room.id
+        )
+    )
+    history = {"messages": _history(turn, user.id)}
+    turn.send(Frame.build(messages.CHAT_HISTORY, history, room.id), (user.id,))
+    if seated:
+        return room.game.on_reconnect(view, user, helper)
+    return room.game.on_join(view, user, helper)
+
+
+def _history(turn: Turn, user_id: int) -> list[dict[str, Any]]:
+    """The chat backlog, less team messages of teams the user is not in."""
+    teams = {name for name in turn.group_names() if user_id in turn.members(name)}
+    return [
+        entry.data
+        for entry in turn.room.chat
+        if entry.data.get("team") is None or entry.data["team"] in teams
+    ]
+
+
+def leave(turn: Turn, view: GameRoom, helper: Helper) -> None:
+    user = turn.work.user
+    assert user is not None
+    if user.id not in turn.present_now() and not turn.has_player(user.id):
+        raise NotInRoom(f"you are not in room {turn.room.id}")
+    _release_seat(turn, user)
+    turn.reply(
+        Frame.build(messages.LEAVE_ROOM, {"is_successful": True}, turn.room.id)
+    )
+
+
+def gone(turn: Turn, view: GameRoom, helper: Helper) -> None:
+    """The user's sockets in one process have all closed."""
+    user = turn.work.user
+    assert user is not None
+    present = turn.present_now().get(user.id)
+    if present is None:
+        return
+    left = present - set(turn.work.processes)
+    if left:
+        turn.set_present(user.id, left)
+        return
+    if turn.status_now() is RoomState.IN_GAME:
+        _depart(turn, user, messages.USER_DISCONNECTED, keep_teams=True)
+        game = turn.room.game
+        turn.follow_up(
+            Work(
+                HOOK,
+                turn.room.id,
+                user=user,
+                hook=lambda r, h: game.on_disconnect(r, user, h),
+            )
+        )
+    else:
+        _release_seat(turn, user)
+
+
+def here(turn: Turn) -> None:
+    """The user has sockets in another process now: reach them there too."""
+    user = turn.work.user
+    assert user is not None
+    present = turn.present_now().get(user.id)
+    processes = frozenset(turn.work.processes)
+    if present is not None and not processes <= present:
+        turn.set_present(user.id, present | processes)
+
+
+def delete(turn: Turn) -> None:
+    turn.broadcast(Frame.build(messages.ROOM_DELETED, {}, turn.room.id))
+    turn.clear_timers = True
+    turn.drop = True
+
+
+def _release_seat(turn: Turn, user: UserRef) -> None:
+    turn.set_players(tuple(p for p in turn.players_now() if p.id != user.id))
+    _depart(turn, user, messages.USER_LEFT, keep_teams=False)
+    game = turn.room.game
+    turn.follow_up(
+        Work(
+            HOOK,
+            turn.room.id,
+            user=user,
+            hook=lambda r, h: game.on_leave(r, user, h),
+        )
+    )
+
+
+def _depart(turn: Turn, user: UserRef, type_: str, *, keep_teams: bool) -> None:
+    turn.set_present(user.id, None)
+    if not keep_teams:
+        for name in turn.group_names():
+            members = turn.members(name)
+            if user.id in members:
+                turn.set_members(name, members - {user.id})
+    turn.broadcast(Frame.build(type_, {"user": user.to_json()}, turn.room.id))

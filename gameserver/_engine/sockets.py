@@ -1,0 +1,70 @@
+"""This process's sockets, by user and by id: what every message is delivered to.
+
+A delivery hands one ``Frame`` (encoded and framed once) to each socket of
+each recipient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from zope.interface import implementer
+
+from gameserver._interfaces import IConnection, IGroupLayer
+from gameserver._wire.messages import Frame
+
+
+@implementer(IGroupLayer)
+class LocalSockets:
+    def __init__(self) -> None:
+        self._by_user: dict[int, list[IConnection]] = {}
+        self._by_id: dict[int, IConnection] = {}
+
+    def add(self, connection: IConnection) -> bool:
+        """Register a validated socket; whether it is its user's first here."""
+        user_id = connection.user.id
+        self._by_id[connection.id] = connection
+        connections = self._by_user.get(user_id)
+        if connections is None:
+            self._by_user[user_id] = [connection]
+            return True
+        self._by_user[user_id] = [*connections, connection]
+        return False
+
+    def remove(self, connection: IConnection) -> bool:
+        """Forget a socket; whether it was its user's last here."""
+        if self._by_id.pop(connection.id, None) is None:
+            return False
+        user_id = connection.user.id
+        left = [c for c in self._by_user.get(user_id, ()) if c is not connection]
+        if left:
+            self._by_user[user_id] = left
+            return False
+        self._by_user.pop(user_id, None)
+        return True
+
+    def count(self, user_id: int) -> int:
+        return len(self._by_user.get(user_id, ()))
+
+    def users(self) -> list[int]:
+        return list(self._by_user)
+
+    def connection(self, connection_id: int) -> IConnection | None:
+        return self._by_id.get(connection_id)
+
+    def deliver(self, user_ids: Iterable[int], frame: Frame) -> None:
+        by_user = self._by_user
+        for user_id in user_ids:
+            connections = by_user.get(user_id)
+            if connections is not None:
+                for connection in connections:
+                    connection.send_frame(frame)
+
+    def deliver_to(self, connection_id: int, frame: Frame) -> None:
+        connection = self._by_id.get(connection_id)
+        if connection is not None:
+            connection.send_frame(frame)
+
+    def close_all(self, code: int, reason: str) -> None:
+        for connection in list(self._by_id.values()):
+            connection.close(code, reason)

@@ -1,0 +1,628 @@
+"""One turn at a time per room: messages, timers and hooks, in order.
+
+A room's owner queues every piece of work for the room and runs it as a
+turn against the room it holds in memory. A turn's changes and messages
+are kept in its ``Turn`` until it has succeeded; then they are applied to
+the room, and the turn's ``Changes`` go to the committer, which saves them
+and only then delivers the messages. A turn that fails leaves the room as
+it was. A room with ``max_pending_turns`` turns waiting or unsaved refuses
+new messages with ``busy`` instead of queueing them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from gameserver._chat import ChatRouter
+from gameserver._engine import timers
+from gameserver._engine.drive import Pending, settle
+from gameserver._engine.room import (
+    DELETE,
+    GONE,
+    HERE,
+    HOOK,
+    JOIN,
+    LEAVE,
+    MESSAGE,
+    TIMER,
+    ChatEntry,
+    LiveRoom,
+    Reply,
+    Work,
+)
+from gameserver._errors import (
+    Busy,
+    Forbidden,
+    GameServerError,
+    NotInRoom,
+    UnknownType,
+)
+from gameserver._gameroom import GameRoom, StateTooLarge, encode_json
+from gameserver._helper import Helper
+from gameserver._interfaces import ICommitter, IGame
+from gameserver._models import RoomData, RoomState, TimerSpec, UserRef
+from gameserver._routers import Handler
+from gameserver._settings import Settings
+from gameserver._wire import messages
+from gameserver._wire.messages import Frame
+
+log = Logger()
+
+#: A message's recipients: user ids, or the one socket a reply is for.
+Target = tuple[int, ...] | Reply
+Out = tuple[Frame, Target]
+
+
+class HandlerError(GameServerError):
+    code = "handler_error"
+
+
+@attrs.define(slots=True, eq=False)
+class Changes:
+    """What one turn changed, for the committer: names, not values.
+
+    The values are the room's own after the turn; a committer that saves
+    several turns at once reads them from the room when it saves.
+    """
+
+    out: list[Out]
+    work: Work
+    state: bool = False
+    record: bool = False
+    entries: tuple[str, ...] = ()
+    chat: list[ChatEntry] = attrs.Factory(list)
+    timers: tuple[str, ...] = ()
+    clear_timers: bool = False
+    groups: tuple[str, ...] = ()
+    present: tuple[int, ...] = ()
+    #: The room is deleted: drop everything it has.
+    drop: bool = False
+
+
+class Turn:
+    """The bookkeeping of one turn, kept apart until the turn succeeds.
+
+    Overlays (``players``, ``present``, ``groups``, ``entries``) hold what
+    the turn changed; reads go through them, so the turn sees its own
+    changes while the room itself stays as it was.
+    """
+
+    __slots__ = (
+        "chat",
+        "clear_timers",
+        "entries",
+        "follow_ups",
+        "groups",
+        "out",
+        "players",
+        "present",
+        "room",
+        "start_options",
+        "status",
+        "timer_ops",
+        "touched",
+        "transition",
+        "work",
+        "drop",
+    )
+
+    def __init__(self, room: LiveRoom, work: Work) -> None:
+        self.room = room
+        self.work = work
+        self.out: list[Out] = []
+        self.chat: list[ChatEntry] = []
+        self.players: tuple[UserRef, ...] | None = None
+        self.status: RoomState | None = None
+        self.transition: RoomState | None = None
+        self.start_options: dict[str, Any] = {}
+        self.present: dict[int, frozenset[str]] | None = None
+        self.groups: dict[str, frozenset[int]] | None = None
+        self.entries: dict[str, str | None] | None = None
+        self.timer_ops: list[tuple[str, Any]] | None = None
+        self.clear_timers = False
+        self.follow_ups: list[Work] | None = None
+        #: Whether the game could have changed ``room.state`` in this turn.
+        self.touched = False
+        self.drop = False
+
+    @property
+    def user(self) -> UserRef | None:
+        return self.work.user
+
+    # Reading through the overlays
+
+    def players_now(self) -> tuple[UserRef, ...]:
+        players = self.players
+        return self.room.record.players if players is None else players
+
+    def has_player(self, user_id: int) -> bool:
+        return any(p.id == user_id for p in self.players_now())
+
+    def status_now(self) -> RoomState:
+        status = self.status
+        return self.room.record.state if status is None else status
+
+    def present_now(self) -> dict[int, frozenset[str]]:
+        present = self.present
+        return self.room.present if present is None else present
+
+    def members(self, group: str) -> frozenset[int]:
+        groups = self.groups
+        if groups is not None and group in groups:
+            return groups[group]
+        return self.room.groups.get(group, frozenset())
+
+    def group_names(self) -> set[str]:
+        names = set(self.room.groups)
+        if self.groups is not None:
+            names.update(self.groups)
+        return names
+
+    def entry(self, key: str) -> str | None:
+        entries = self.entries
+        if entries is not None and key in entries:
+            return entries[key]
+        return self.room.entries.get(key)
+
+    # Changing
+
+    def set_players(self, players: tuple[UserRef, ...]) -> None:
+        self.players = players
+
+    def set_present(self, user_id: int, processes: frozenset[str] | None) -> None:
+        if self.present is None:
+            self.present = dict(self.room.present)
+        if processes:
+            self.present[user_id] = processes
+        else:
+            self.present.pop(user_id, None)
+
+    def set_members(self, group: str, members: frozenset[int]) -> None:
+        if self.groups is None:
+            self.groups = {}
+        self.groups[group] = members
+
+    def set_entry(self, key: str, value: str | None) -> None:
+        if self.entries is None:
+            self.entries = {}
+        self.entries[key] = value
+
+    def timer_op(self, op: str, value: Any) -> None:
+        if self.timer_ops is None:
+            self.timer_ops = []
+        self.timer_ops.append((op, value))
+
+    def follow_up(self, work: Work) -> None:
+        if self.follow_ups is None:
+            self.follow_ups = []
+        self.follow_ups.append(work)
+
+    # Sending
+
+    def send(self, frame: Frame, users: tuple[int, ...]) -> None:
+        """To these users, if they are present when the turn ends its call."""
+        if users:
+            self.out.append((frame, users))
+
+    def broadcast(self, frame: Frame, exclude: int | None = None) -> None:
+        present = self.present_now()
+        if exclude is None:
+            users = tuple(present)
+        else:
+            users = tuple(u for u in present if u != exclude)
+        self.send(frame, users)
+
+    def to_present(self, frame: Frame, users: Any) -> None:
+        """To those of ``users`` who are present."""
+        present = self.present_now()
+        self.send(frame, tuple(u for u in users if u in present))
+
+    def reply(self, frame: Frame) -> None:
+        """To the socket the work came from, if it came from one."""
+        reply = self.work.reply
+        if reply is not None:
+            self.out.append((frame, reply))
+
+
+Body = Callable[[Turn, GameRoom, Helper], Any]
+
+
+@attrs.define
+class EngineStats:
+    """Counts of what the engine did, for tests, benchmarks and metrics."""
+
+    turns: int = 0
+    refused_busy: int = 0
+    timers_fired: int = 0
+    failed_turns: int = 0
+
+
+class Engine:
+    """Every room this process owns, and their turns.
+
+    It knows nothing of sockets or stores: work comes in with ``submit``,
+    changes go out to the committer, and a room comes and goes with
+    ``adopt`` and ``drop``.
+    """
+
+    def __init__(
+        self,
+        *,
+        games: Mapping[str, IGame],
+        clock: IReactorTime,
+        settings: Settings,
+        process_id: str,
+    ) -> None:
+        self.games = games
+        self.clock = clock
+        self.settings = settings
+        self.process_id = process_id
+        self.rooms: dict[int, LiveRoom] = {}
+        self.stats = EngineStats()
+        self.committer: ICommitter | None = None
+        self._limit = settings.max_state_size
+        self._cap = settings.max_pending_turns
+        chat = ChatRouter(max_length=settings.chat_max_length).get_routes()
+        self._builtin: dict[str, Handler] = {**chat, messages.START_GAME: _start_game}
+        self._routes: dict[str, dict[str, Handler]] = {}
+
+    # Rooms
+
+    def game_of(self, name: str) -> IGame:
+        game = self.games.get(name)
+        if game is None:
+            raise GameServerError(
+                f"the game {name!r} is not served here", code="game_unavailable"
+            )
+        return game
+
+    def routes(self, game: IGame) -> dict[str, Handler]:
+        routes = self._routes.get(game.name)
+        if routes is None:
+            routes = self._routes[game.name] = {**game.routes, **self._builtin}
+        return routes
+
+    def is_known(self, type_: str) -> bool:
+        """Whether any game served here (or the server) handles ``type_``."""
+        return type_ in self._builtin or any(
+            type_ in g.routes for g in self.games.values()
+        )
+
+    def adopt(self, data: RoomData) -> LiveRoom:
+        """Hold a room from now on, as loaded; its timers are armed."""
+        game = self.game_of(data.record.game)
+        room = LiveRoom(data, game, self.routes(game))
+        self.rooms[room.id] = room
+        for spec in room.timers.values():
+            self._arm(room, spec)
+        room.idle_since = self.clock.seconds()
+        return room
+
+    def drop(self, room: LiveRoom) -> list[Work]:
+        """Stop holding ``room`` at once; the work it had not done yet."""
+        if self.rooms.get(room.id) is room:
+            del self.rooms[room.id]
+        for call in room.armed.values():
+            if call.active():
+                call.cancel()
+        room.armed.clear()
+        left = [w for w in room.queue if w.kind != HOOK]
+        room.queue.clear()
+        return left
+
+    def idle(self, room: LiveRoom) -> bool:
+        """Nobody in it, nothing to do, nothing unsaved and no timer."""
+        return not (room.present or room.pending() or room.timers)
+
+    # Work
+
+    def submit(self, room: LiveRoom, work: Work) -> None:
+        """Queue ``work``; a client's message past the cap is refused ``busy``."""
+        origin = work.origin
+        if origin:
+            if work.seq <= room.admitted.get(origin, 0):
+                if work.seq <= room.seen.get(origin, 0) and self.committer is not None:
+                    self.committer.duplicate(room, work)
+                return
+            room.admitted[origin] = work.seq
+        if work.kind in (MESSAGE, JOIN, LEAVE) and room.pending() >= self._cap:
+            self.stats.refused_busy += 1
+            error = Busy(
+                f"room {room.id} has {self._cap} messages waiting: try again shortly"
+            )
+            assert self.committer is not None
+            self.committer.refuse(room, work, _refusal_frame(work, error))
+            return
+        room.queue.append(work)
+        if not room.running:
+            self._pump(room)
+
+    def _pump(self, room: LiveRoom) -> None:
+        room.running = True
+        queue = room.queue
+        while queue:
+            if self.rooms.get(room.id) is not room:
+                queue.clear()
+                break
+            pending = self._turn(room, queue.popleft())
+            if pending is not None:
+                pending.deferred.addBoth(self._resumed, room)
+                return
+        room.running = False
+        room.idle_since = self.clock.seconds()
+
+    def _resumed(self, _: object, room: LiveRoom) -> None:
+        room.running = False
+        if self.rooms.get(room.id) is room and room.queue:
+            self._pump(room)
+
+    def _turn(self, room: LiveRoom, work: Work) -> Pending | None:
+        """Run one turn; a ``Pending`` if it waits on something."""
+        self.stats.turns += 1
+        turn = Turn(room, work)
+        view = GameRoom(turn, self._limit)
+        helper = Helper(self, turn, view)
+        try:
+            outcome = settle(self._body(turn, view, helper))
+        except Exception:
+            self._failed(turn, Failure())
+            return None
+        if isinstance(outcome, Pending):
+            outcome.deferred.addCallbacks(
+                lambda _: self._finish(turn), lambda f: self._failed(turn, f)
+            )
+            return outcome
+        self._finish(turn)
+        return None
+
+    def _body(self, turn: Turn, view: GameRoom, helper: Helper) -> Any:
+        from gameserver._engine import rooms
+
+        work = turn.work
+        kind = work.kind
+        if kind == MESSAGE:
+            user = work.user
+            assert user is not None
+            if user.id not in turn.room.present:
+                raise NotInRoom(
+                    f"you are not in room {work.room_id}; send JOIN_ROOM first"
+                )
+            handler = turn.room.routes.get(work.type)
+            if handler is None:
+                raise UnknownType(f"unknown message type {work.type!r}")
+            return handler(view, user, helper, work.data)
+        if kind == TIMER:
+            self.stats.timers_fired += 1
+            return timers.fire(turn, view, helper)
+        if kind == HOOK:
+            return work.hook(view, helper)
+        if kind == JOIN:
+            return rooms.join(turn, view, helper)
+        if kind == LEAVE:
+            return rooms.leave(turn, view, helper)
+        if kind == GONE:
+            return rooms.gone(turn, view, helper)
+        if kind == HERE:
+            return rooms.here(turn)
+        if kind == DELETE:
+            return rooms.delete(turn)
+        raise UnknownType(f"unknown kind of work {kind!r}")
+
+    def _finish(self, turn: Turn) -> None:
+        """The turn succeeded: apply it to the room and hand it to the committer."""
+        room = turn.room
+        if self.rooms.get(room.id) is not room:
+            return
+        changes = Changes(turn.out, turn.work)
+        try:
+            if turn.touched:
+                text = encode_json(room.state, "the room's state", self._limit)
+                if text != room.saved:
+                    room.saved = text
+                    changes.state = True
+        except (TypeError, StateTooLarge):
+            self._failed(turn, Failure())
+            return
+        if turn.players is not None or turn.status is not None:
+            room.record = attrs.evolve(
+                room.record, players=turn.players_now(), state=turn.status_now()
+            )
+            changes.record = True
+        if turn.entries:
+            for key, value in turn.entries.items():
+                if value is None:
+                    room.entries.pop(key, None)
+                else:
+                    room.entries[key] = value
+            changes.entries = tuple(turn.entries)
+        if turn.chat:
+            room.chat.extend(turn.chat)
+            changes.chat = turn.chat
+        if turn.timer_ops is not None or turn.clear_timers:
+            changes.timers, changes.clear_timers = self._apply_timers(room, turn)
+        if turn.groups:
+            for name, members in turn.groups.items():
+                if members:
+                    room.groups[name] = members
+                else:
+                    room.groups.pop(name, None)
+            changes.groups = tuple(turn.groups)
+        if turn.present is not None:
+            before = room.present
+            after = turn.present
+            changes.present = tuple(
+                u for u in before.keys() | after.keys() if before.get(u) != after.get(u)
+            )
+            room.present = after
+        if turn.drop:
+            changes.drop = True
+        self._seen(room, turn.work)
+        if turn.transition is not None:
+            self._transition(turn)
+        if turn.follow_ups:
+            room.queue.extendleft(reversed(turn.follow_ups))
+        room.unsaved += 1
+        assert self.committer is not None
+        self.committer.commit(room, changes)
+
+    def _transition(self, turn: Turn) -> None:
+        room, transition = turn.room, turn.transition
+        assert transition is not None
+        if transition is RoomState.IN_GAME:
+            kind = messages.GAME_STARTED
+            options = turn.start_options
+            game = room.game
+
+            def hook(view: GameRoom, helper: Helper) -> Any:
+                return game.on_start(view, helper, options)
+
+        else:
+            kind = messages.GAME_FINISHED
+            hook = room.game.on_finish
+        frame = Frame.build(kind, {"status": transition.value}, room.id)
+        turn.broadcast(frame)
+        turn.follow_up(Work(HOOK, room.id, hook=hook))
+        if turn.follow_ups is not None and len(turn.follow_ups) > 1:
+            # The transition's hook runs before the others the turn queued.
+            turn.follow_ups.insert(0, turn.follow_ups.pop())
+
+    def _apply_timers(
+        self, room: LiveRoom, turn: Turn
+    ) -> tuple[tuple[str, ...], bool]:
+        names: dict[str, None] = {}
+        if turn.clear_timers:
+            for name in list(room.timers):
+                self._disarm(room, name)
+                names[name] = None
+            room.timers.clear()
+        for op, value in turn.timer_ops or ():
+            if op == "set":
+                spec: TimerSpec = value
+                room.timers[spec.name] = spec
+                self._arm(room, spec)
+                names[spec.name] = None
+            elif room.timers.pop(value, None) is not None:
+                self._disarm(room, value)
+                names[value] = None
+        return tuple(names), turn.clear_timers
+
+    def _seen(self, room: LiveRoom, work: Work) -> None:
+        if work.origin and work.seq > room.seen.get(work.origin, 0):
+            room.seen[work.origin] = work.seq
+
+    def _failed(self, turn: Turn, failure: Failure) -> None:
+        """Leave the room as it was; tell the sender why."""
+        room, work = turn.room, turn.work
+        if self.rooms.get(room.id) is not room:
+            return
+        self.stats.failed_turns += 1
+        if turn.touched:
+            room.state = json.loads(room.saved)
+        error = failure.value
+        if not isinstance(error, GameServerError):
+            log.failure(
+                "a handler of {game} failed in room {room}",
+                failure,
+                game=room.record.game,
+                room=room.id,
+            )
+            error = HandlerError(
+                f"the game failed to handle this: {type(error).__name__}"
+            )
+        changes = Changes([], work)
+        if work.kind == HOOK:
+            log.warn(
+                "a hook in room {room} refused: {detail}",
+                room=room.id,
+                detail=error.detail,
+            )
+        elif work.kind == TIMER:
+            # Dropped, not fired again and again by whoever holds the room.
+            assert work.timer is not None
+            name, timer_id = work.timer
+            spec = room.timers.get(name)
+            if spec is not None and spec.id == timer_id:
+                del room.timers[name]
+                self._disarm(room, name)
+                changes.timers = (name,)
+        elif work.kind in (MESSAGE, JOIN, LEAVE):
+            changes.out.append((_refusal_frame(work, error), work.reply))
+        self._seen(room, work)
+        room.unsaved += 1
+        assert self.committer is not None
+        self.committer.commit(room, changes)
+
+    def saved(self, room: LiveRoom, turns: int) -> None:
+        """The committer saved ``turns`` of the room's turns."""
+        room.unsaved -= turns
+        if not room.running and not room.queue:
+            room.idle_since = self.clock.seconds()
+
+    # Timers
+
+    def _arm(self, room: LiveRoom, spec: TimerSpec) -> None:
+        self._disarm(room, spec.name)
+        delay = max(0.0, spec.deadline - self.clock.seconds())
+        room.armed[spec.name] = self.clock.callLater(
+            delay, self._due, room, spec.name, spec.id
+        )
+
+    def _disarm(self, room: LiveRoom, name: str) -> None:
+        call = room.armed.pop(name, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def _due(self, room: LiveRoom, name: str, timer_id: str) -> None:
+        room.armed.pop(name, None)
+        if self.rooms.get(room.id) is room:
+            self.submit(room, Work(TIMER, room.id, timer=(name, timer_id)))
+
+    def timers(self, room_id: int) -> dict[str, Any]:
+        """The room's timers, by name, as ``TimerHandle``s."""
+        from gameserver._helper import TimerHandle
+
+        room = self.rooms.get(room_id)
+        if room is None:
+            return {}
+        return {
+            name: TimerHandle(room_id, name, spec.deadline)
+            for name, spec in room.timers.items()
+        }
+
+
+def _refusal_frame(work: Work, error: GameServerError) -> Frame:
+    if work.kind in (JOIN, LEAVE):
+        type_ = messages.JOIN_ROOM if work.kind == JOIN else messages.LEAVE_ROOM
+        data = {"is_successful": False, "error": error.code, "detail": error.detail}
+        return Frame.build(type_, data, work.room_id)
+    return Frame.build(
+        messages.ERROR,
+        {"code": error.code, "detail": error.detail, "request_type": work.type},
+        work.room_id,
+    )
+
+
+def _start_game(
+    room: GameRoom, user: UserRef, helper: Helper, data: dict[str, Any]
+) -> Any:
+    """The built-in ``START_GAME``: the owner starts once enough are seated."""
+    if user.id != room.owner.id:
+        raise Forbidden("only the room's owner can start the game", code="not_owner")
+    game = helper.game
+    if len(room.players) < game.min_players:
+        raise GameServerError(
+            f"{game.name} needs at least {game.min_players} players",
+            code="not_enough_players",
+        )
+    refused = settle(game.can_start(room, user, helper, data))
+    if isinstance(refused, Pending):
+        return refused.deferred.addCallback(lambda _: helper.start_game(data))
+    helper.start_game(data)
+    return None

@@ -1,0 +1,94 @@
+"""Errors a client can cause.
+
+Each carries a stable ``code`` for the wire (``ERROR`` messages, refusals) and
+an HTTP ``status``, so the WebSocket and HTTP layers report the same failure
+the same way.
+"""
+
+from __future__ import annotations
+
+
+class GameServerError(Exception):
+    code = "error"
+    status = 400
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+
+
+class BadMessage(GameServerError):
+    code = "bad_message"
+
+
+class InvalidInput(GameServerError):
+    code = "invalid"
+
+
+class NotAuthenticated(GameServerError):
+    code = "not_authenticated"
+    status = 401
+
+
+class InvalidToken(NotAuthenticated):
+    code = "invalid_token"
+
+
+class Forbidden(GameServerError):
+    code = "forbidden"
+    status = 403
+
+
+class NotFound(GameServerError):
+    code = "not_found"
+    status = 404
+
+
+class RoomNotFound(NotFound):
+    code = "room_not_found"
+
+
+class UsernameTaken(GameServerError):
+    code = "username_taken"
+    status = 409
+
+
+class WrongPassword(Forbidden):
+    code = "wrong_password"
+
+
+class RoomFull(GameServerError):
+    code = "room_full"
+    status = 409
+
+
+class GameStarted(GameServerError):
+    code = "game_started"
+    status = 409
+
+
+class NotInRoom(GameServerError):
+    code = "not_in_room"
+    status = 403
+
+
+class UnknownType(GameServerError):
+    code = "unknown_type"
+
+
+class Unavailable(GameServerError):
+    code = "unavailable"
+    status = 503
+
+
+class Busy(GameServerError):
+    """A room has as many turns waiting as it may: refused now, not queued."""
+
+    code = "busy"
+    status = 503
+
+
+class NotOwner(Exception):
+    """This process does not own the room (any more): route the work again."""

@@ -1,0 +1,274 @@
+"""The HTTP API under ``/api/``: accounts, tokens, games and rooms, as JSON.
+
+Every failure is ``{"detail": ..., "code": ...}`` with its status; a
+handler never lets a traceback reach the client.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from twisted.internet.defer import ensureDeferred
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from gameserver._wire import messages
+from gameserver._accounts.accounts import Accounts
+from gameserver._errors import GameServerError, InvalidInput, NotAuthenticated, NotFound
+from gameserver._interfaces import IGame
+from gameserver._models import UserRef
+from gameserver._wire.origins import OriginPolicy
+from gameserver._engine.rooms import Rooms
+from gameserver._settings import Settings
+
+log = Logger()
+
+Result = tuple[int, Any]
+_ID = object()
+_BEARER = re.compile(rb"Bearer\s+(\S+)", re.IGNORECASE)
+
+
+class PayloadTooLarge(GameServerError):
+    code = "too_large"
+    status = 413
+
+
+class MethodNotAllowed(GameServerError):
+    code = "method_not_allowed"
+    status = 405
+
+
+class LimitedRequest(Request):
+    """Refuses a body over ``max_body`` bytes as it arrives, not once buffered.
+
+    twisted.web would otherwise spool any body to disk before a resource
+    could look at its size.
+    """
+
+    max_body = 64 * 1024
+    _received = 0
+    _refused = False
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self.max_body:
+            self._refuse()
+        super().gotLength(None if self._refused else length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._received += len(data)
+        if self._received > self.max_body:
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def _refuse(self) -> None:
+        self._refused = True
+        body = messages.dumps(
+            {"detail": f"the body is over {self.max_body} bytes", "code": "too_large"}
+        )
+        transport = self.channel.transport
+        transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        transport.loseConnection()
+
+
+def request_factory(max_body: int) -> type[LimitedRequest]:
+    return type("Request", (LimitedRequest,), {"max_body": max_body})
+
+
+class ApiResource(Resource):
+    isLeaf = True
+
+    def __init__(
+        self,
+        settings: Settings,
+        accounts: Accounts,
+        rooms: Rooms,
+        games: Mapping[str, IGame],
+    ) -> None:
+        super().__init__()
+        self._settings = settings
+        self._accounts = accounts
+        self._rooms = rooms
+        self._games = games
+        self._origins = OriginPolicy(settings.allowed_origins)
+        self._routes: list[
+            tuple[tuple[object, ...], dict[bytes, Callable[..., Awaitable[Result]]]]
+        ] = [
+            (("users",), {b"POST": self._create_user}),
+            (("token",), {b"POST": self._token}),
+            (("token", "refresh"), {b"POST": self._refresh}),
+            (("games",), {b"GET": self._list_games}),
+            (("rooms",), {b"GET": self._list_rooms, b"POST": self._create_room}),
+            (("rooms", _ID), {b"GET": self._get_room, b"DELETE": self._delete_room}),
+        ]
+
+    def render(self, request: Request) -> int:
+        ensureDeferred(self._respond(request))
+        return NOT_DONE_YET
+
+    async def _respond(self, request: Request) -> None:
+        finished = [False]
+        request.notifyFinish().addBoth(lambda _: finished.__setitem__(0, True))
+        self._cors(request)
+        try:
+            status, body = await self._route(request)
+        except GameServerError as e:
+            status, body = e.status, {"detail": e.detail, "code": e.code}
+            if e.status == 401:
+                request.setHeader(b"WWW-Authenticate", b"Bearer")
+        except Exception:
+            log.failure("{method} {uri} failed", method=request.method, uri=request.uri)
+            status, body = (
+                500,
+                {"detail": "internal server error", "code": "internal_error"},
+            )
+        if finished[0]:
+            return
+        request.setResponseCode(status)
+        if body is not None:
+            request.setHeader(b"Content-Type", b"application/json")
+            request.write(messages.dumps(body))
+        request.finish()
+
+    def _cors(self, request: Request) -> None:
+        origin = request.getHeader(b"Origin")
+        if origin is None:
+            return
+        if self._origins.allow_all:
+            request.setHeader(b"Access-Control-Allow-Origin", b"*")
+        elif self._origins.allows(origin.decode("latin-1")):
+            request.setHeader(b"Access-Control-Allow-Origin", origin)
+            request.setHeader(b"Vary", b"Origin")
+        else:
+            return
+        request.setHeader(
+            b"Access-Control-Allow-Headers", b"Authorization, Content-Type"
+        )
+        request.setHeader(
+            b"Access-Control-Allow-Methods", b"GET, POST, DELETE, OPTIONS"
+        )
+        request.setHeader(b"Access-Control-Max-Age", b"600")
+
+    async def _route(self, request: Request) -> Result:
+        segments = [s.decode("utf-8", "replace") for s in request.postpath]
+        if segments and segments[-1] == "":
+            segments.pop()
+        for pattern, methods in self._routes:
+            args = _match(pattern, segments)
+            if args is None:
+                continue
+            if request.method == b"OPTIONS":
+                return 204, None
+            handler = methods.get(request.method)
+            if handler is None:
+                allowed = ", ".join(m.decode() for m in methods)
+                request.setHeader(b"Allow", allowed.encode())
+                raise MethodNotAllowed(f"use {allowed}")
+            return await handler(request, *args)
+        raise NotFound("no such endpoint")
+
+    def _body(self, request: Request) -> Any:
+        limit = self._settings.max_request_body
+        raw = request.content.read(limit + 1)
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"the body is over {limit} bytes")
+        try:
+            return messages.loads(raw)
+        except GameServerError as e:
+            raise InvalidInput(f"the body is not valid JSON ({e.detail})") from None
+
+    async def _user(self, request: Request) -> UserRef:
+        header = request.getHeader(b"Authorization")
+        found = _BEARER.fullmatch(header.strip()) if header else None
+        if found is None:
+            raise NotAuthenticated("send 'Authorization: Bearer <access token>'")
+        return await self._accounts.authenticate(
+            found.group(1).decode("ascii", "replace")
+        )
+
+    async def _create_user(self, request: Request) -> Result:
+        user = await self._accounts.register(self._body(request))
+        return 201, user.to_json()
+
+    async def _token(self, request: Request) -> Result:
+        return 200, await self._accounts.login(self._body(request))
+
+    async def _refresh(self, request: Request) -> Result:
+        return 200, await self._accounts.refresh(self._body(request))
+
+    async def _list_games(self, request: Request) -> Result:
+        return 200, [
+            {
+                "name": g.name,
+                "description": g.description,
+                "min_players": g.min_players,
+                "max_players": g.max_players,
+            }
+            for g in sorted(self._games.values(), key=lambda g: g.name)
+        ]
+
+    async def _list_rooms(self, request: Request) -> Result:
+        await self._user(request)
+        game = _query(request, "game")
+        raw_page = _query(request, "page") or "1"
+        if not (raw_page.isascii() and raw_page.isdigit() and len(raw_page) <= 9):
+            raise InvalidInput("'page' must be a positive integer")
+        number, size = int(raw_page), self._settings.page_size
+        page = await self._rooms.page(number, size, game)
+
+        def link(n: int) -> str:
+            """Relative to the host, so a forged Host header cannot leak in."""
+            query = {"page": n} if game is None else {"page": n, "game": game}
+            base = "/".join(
+                quote(seg.decode("utf-8", "replace")) for seg in request.prepath
+            )
+            return f"/{base}/rooms/?{urlencode(query)}"
+
+        return 200, {
+            "count": page.count,
+            "next": link(number + 1) if number * size < page.count else None,
+            "previous": link(number - 1) if number > 1 else None,
+            "results": [room.to_json() for room in page.items],
+        }
+
+    async def _create_room(self, request: Request) -> Result:
+        user = await self._user(request)
+        room = await self._rooms.create(user, self._body(request))
+        return 201, room.to_json()
+
+    async def _get_room(self, request: Request, room_id: int) -> Result:
+        await self._user(request)
+        return 200, (await self._rooms.get(room_id)).to_json()
+
+    async def _delete_room(self, request: Request, room_id: int) -> Result:
+        user = await self._user(request)
+        await self._rooms.delete(room_id, user)
+        return 204, None
+
+
+def _match(pattern: tuple[object, ...], segments: list[str]) -> list[int] | None:
+    if len(pattern) != len(segments):
+        return None
+    args = []
+    for expected, actual in zip(pattern, segments, strict=True):
+        if expected is _ID:
+            if not actual.isascii() or not actual.isdigit() or len(actual) > 18:
+                return None
+            args.append(int(actual))
+        elif expected != actual:
+            return None
+    return args
+
+
+def _query(request: Request, name: str) -> str | None:
+    values = request.args.get(name.encode())
+    return values[0].decode("utf-8", "replace") if values else None

@@ -1,0 +1,164 @@
+"""The contracts between layers.
+
+Stores and hostings are asynchronous where Redis makes them so (their
+methods return awaitables); the in-memory implementations answer at once
+through the same contracts.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IStore(Interface):
+    """Accounts and room records: what the HTTP API lists and a join checks.
+
+    A room's game data (state, entries, chat, timers, presence) belongs to
+    the process that owns the room, and is saved by its committer.
+    """
+
+    def create_user(username, password_hash):
+        """Store a new user; raise ``UsernameTaken`` (case-insensitive)."""
+
+    def get_user(user_id):
+        """The ``UserRecord`` with this id, or ``None``."""
+
+    def get_user_by_name(username):
+        """The ``UserRecord`` with this username (any case), or ``None``."""
+
+    def create_room(name, game, owner, max_players, password_hash):
+        """Store a new ``Room`` in the ``waiting`` state and return it."""
+
+    def get_room(room_id):
+        """The ``Room`` with this id, or ``None``."""
+
+    def list_rooms(game, offset, limit):
+        """A ``Page`` of rooms, newest first, optionally of one game only."""
+
+
+class IConnection(Interface):
+    """One client socket, as the dispatcher, the engine and the tests see it."""
+
+    id = Attribute("A number unique among this process's sockets.")
+    user = Attribute("The validated ``UserRef``, or ``None`` before that.")
+    open = Attribute("Whether the socket can still be sent to.")
+
+    def send(message):
+        """Encode a message (a dict) and queue it for this client."""
+
+    def send_frame(frame):
+        """Queue a ``Frame`` (encoded and framed once) for this client."""
+
+    def authenticated(user):
+        """The socket was validated as ``user``."""
+
+    def close(code, reason):
+        """Start the closing handshake."""
+
+
+class IGroupLayer(Interface):
+    """This process's validated sockets, by user, and delivery to them.
+
+    Membership is per user, not per socket: a message to a user reaches
+    each of their sockets.
+    """
+
+    def add(connection):
+        """Register a socket; whether it is its user's first in this process."""
+
+    def remove(connection):
+        """Forget a socket; whether it was its user's last in this process."""
+
+    def count(user_id):
+        """How many sockets this user has in this process."""
+
+    def users():
+        """The users with a socket in this process."""
+
+    def connection(connection_id):
+        """The socket with this id, or ``None``."""
+
+    def deliver(user_ids, frame):
+        """Hand ``frame`` to every socket of each of these users."""
+
+    def deliver_to(connection_id, frame):
+        """Hand ``frame`` to one socket, if it is still here."""
+
+
+class IHosting(Interface):
+    """Where a room's work is done: its owner, here or in another process.
+
+    In memory every room is owned here. With Redis a room has one owner at a
+    time, and work for it is forwarded there and acknowledged once saved.
+    """
+
+    def submit(work):
+        """Send ``work`` to its room's owner; refusals go to ``work.reply``."""
+
+    def request(work):
+        """``submit``, and return a ``Deferred`` that fires once it is saved."""
+
+    def user_connected(user):
+        """The user has a socket in this process now (awaitable)."""
+
+    def user_disconnected(user):
+        """The user's last socket in this process closed."""
+
+
+class ICommitter(Interface):
+    """Saves what turns changed, then delivers what they sent."""
+
+    def commit(room, changes):
+        """Save ``changes`` (perhaps with others'), then deliver its messages.
+
+        When saved, call ``Engine.saved``; when the room cannot be saved
+        (its lease was lost, the store failed), give it up with the
+        hosting's ``lost``.
+        """
+
+    def refuse(room, work, frame):
+        """Send a refusal of ``work`` now, outside the turn order (``busy``)."""
+
+    def duplicate(room, work):
+        """``work`` was done and saved already: acknowledge it again."""
+
+
+class IGame(Interface):
+    """A game that rooms can be created for, found as a Twisted plugin.
+
+    ``gameserver.Game`` implements all of it; subclass that.
+    """
+
+    name = Attribute("Unique short name, used in rooms and URLs.")
+    description = Attribute("One line for the lobby.")
+    min_players = Attribute("Fewest players needed to start.")
+    max_players = Attribute("Most players a room of this game can seat.")
+    routes = Attribute("Message type to handler ``(room, user, helper, data)``.")
+    chat_backlog = Attribute("How many chat messages a room keeps.")
+
+    def initial_state():
+        """The JSON state document of a new room."""
+
+    def can_start(room, user, helper, options):
+        """Raise a ``GameServerError`` to refuse the owner's ``START_GAME``."""
+
+    def on_join(room, user, helper):
+        """A user took a seat; raise a ``GameServerError`` to refuse them."""
+
+    def on_reconnect(room, user, helper):
+        """A seated user came back."""
+
+    def on_leave(room, user, helper):
+        """A user gave up their seat."""
+
+    def on_disconnect(room, user, helper):
+        """A seated user's last socket closed during a game."""
+
+    def on_start(room, helper, options):
+        """The game started."""
+
+    def on_finish(room, helper):
+        """The game finished."""
+
+    def on_chat(room, user, helper, message):
+        """Return the ``ChatMessage`` to send (changed or not), or ``None``."""

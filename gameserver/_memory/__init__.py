@@ -1,0 +1,1 @@
+"""One process, everything in memory: the store and the local hosting."""

@@ -1,0 +1,82 @@
+"""The zero-set-up store for one process. Nothing survives a restart.
+
+It keeps accounts and room records. A room's game data lives only in the
+engine's ``LiveRoom``, which is the only copy there is: in one process
+there is nothing to save it to.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from zope.interface import implementer
+
+from gameserver._errors import UsernameTaken
+from gameserver._interfaces import IStore
+from gameserver._models import Page, Room, UserRecord, UserRef
+
+
+@implementer(IStore)
+class MemoryStore:
+    def __init__(self) -> None:
+        self._users: dict[int, UserRecord] = {}
+        self._user_ids_by_name: dict[str, int] = {}
+        self._rooms: dict[int, Room] = {}
+        self._user_ids = itertools.count(1)
+        self._room_ids = itertools.count(1)
+
+    async def create_user(self, username: str, password_hash: str) -> UserRecord:
+        key = username.casefold()
+        if key in self._user_ids_by_name:
+            raise UsernameTaken(f"the username {username!r} is taken")
+        record = UserRecord(next(self._user_ids), username, password_hash)
+        self._users[record.id] = record
+        self._user_ids_by_name[key] = record.id
+        return record
+
+    async def get_user(self, user_id: int) -> UserRecord | None:
+        return self._users.get(user_id)
+
+    async def get_user_by_name(self, username: str) -> UserRecord | None:
+        user_id = self._user_ids_by_name.get(username.casefold())
+        return None if user_id is None else self._users[user_id]
+
+    async def create_room(
+        self,
+        name: str,
+        game: str,
+        owner: UserRef,
+        max_players: int,
+        password_hash: str | None,
+    ) -> Room:
+        room = Room(
+            id=next(self._room_ids),
+            name=name,
+            game=game,
+            owner=owner,
+            max_players=max_players,
+            password_hash=password_hash,
+        )
+        self._rooms[room.id] = room
+        return room
+
+    async def get_room(self, room_id: int) -> Room | None:
+        return self._rooms.get(room_id)
+
+    async def list_rooms(self, game: str | None, offset: int, limit: int) -> Page:
+        rooms = [
+            r for r in reversed(self._rooms.values()) if game is None or r.game == game
+        ]
+        return Page(len(rooms), tuple(rooms[offset : offset + limit]))
+
+    # For the in-memory committer: a room's record as its turns change it.
+
+    def record(self, room_id: int) -> Room | None:
+        return self._rooms.get(room_id)
+
+    def update_record(self, room: Room) -> None:
+        if room.id in self._rooms:
+            self._rooms[room.id] = room
+
+    def remove_record(self, room_id: int) -> None:
+        self._rooms.pop(room_id, None)

@@ -1,0 +1,139 @@
+"""Plain data shared by the stores, the engine and the wire."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import attrs
+
+
+class RoomState(enum.StrEnum):
+    WAITING = "waiting"
+    IN_GAME = "in_game"
+    FINISHED = "finished"
+
+
+@attrs.frozen
+class UserRef:
+    """A user as others see them: what rooms and messages carry."""
+
+    id: int
+    username: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "username": self.username}
+
+
+@attrs.frozen
+class UserRecord:
+    """A stored account; ``password_hash`` never leaves the server."""
+
+    id: int
+    username: str
+    password_hash: str = attrs.field(repr=False)
+
+    @property
+    def ref(self) -> UserRef:
+        return UserRef(self.id, self.username)
+
+
+@attrs.frozen
+class Room:
+    """A room's record: what the HTTP API lists and a join checks first."""
+
+    id: int
+    name: str
+    game: str
+    owner: UserRef
+    max_players: int
+    password_hash: str | None = attrs.field(default=None, repr=False)
+    players: tuple[UserRef, ...] = ()
+    state: RoomState = RoomState.WAITING
+
+    @property
+    def has_password(self) -> bool:
+        return self.password_hash is not None
+
+    def has_player(self, user_id: int) -> bool:
+        return any(p.id == user_id for p in self.players)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "game": self.game,
+            "owner": self.owner.to_json(),
+            "has_password": self.has_password,
+            "players": [p.to_json() for p in self.players],
+            "max_players": self.max_players,
+            "state": self.state.value,
+        }
+
+
+@attrs.frozen
+class Page:
+    """One page of a listing, with the total so clients can page."""
+
+    count: int
+    items: tuple[Any, ...]
+
+
+@attrs.frozen
+class TimerSpec:
+    """A stored timed event: which method of the game to call, when, with what.
+
+    It names the method rather than holding it, so that any process can
+    fire it after the one that set it is gone.
+    """
+
+    id: str
+    name: str
+    deadline: float
+    router: str
+    method: str
+    args: tuple[Any, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "deadline": self.deadline,
+            "router": self.router,
+            "method": self.method,
+            "args": list(self.args),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TimerSpec:
+        return cls(
+            data["id"],
+            data["name"],
+            data["deadline"],
+            data["router"],
+            data["method"],
+            tuple(data["args"]),
+        )
+
+
+@attrs.define
+class RoomData:
+    """Everything a room's owner holds, as a store saves and loads it.
+
+    Texts are JSON. ``present`` maps each present user to the processes
+    holding their sockets; ``seen`` maps each process that forwarded work
+    here to the last of its requests that was committed, so that work
+    sent again after a failover is not done twice.
+    """
+
+    record: Room
+    state: str | None = None
+    entries: dict[str, str] = attrs.Factory(dict)
+    chat: list[str] = attrs.Factory(list)
+    timers: dict[str, TimerSpec] = attrs.Factory(dict)
+    present: dict[int, list[str]] = attrs.Factory(dict)
+    groups: dict[str, list[int]] = attrs.Factory(dict)
+    seen: dict[str, int] = attrs.Factory(dict)
+    version: int = 0
+    #: The fencing token of the lease this data was loaded under.
+    token: int = 0

@@ -1,0 +1,1 @@
+"""Several processes on one Redis: connection, store, leases, channels, service."""

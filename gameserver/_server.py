@@ -1,0 +1,138 @@
+"""One gameserver, wired together: mount its resource, or run its service."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.application import strports
+from twisted.application.service import IService
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from gameserver._accounts.accounts import Accounts
+from gameserver._accounts.passwords import PasswordHasher
+from gameserver._accounts.tokens import Tokens
+from gameserver._engine.dispatcher import Dispatcher
+from gameserver._engine.rooms import Rooms
+from gameserver._engine.sockets import LocalSockets
+from gameserver._engine.turns import Engine
+from gameserver._game import installed_games
+from gameserver._http.api import ApiResource, request_factory
+from gameserver._http.lobby import lobby_root
+from gameserver._interfaces import IGame, IHosting, IStore
+from gameserver._memory.hosting import MemoryCommitter, MemoryHosting
+from gameserver._memory.store import MemoryStore
+from gameserver._settings import Settings
+from gameserver._wire.protocol import GameServerFactory
+
+if TYPE_CHECKING:
+    from gameserver._redis.service import RedisBackend
+
+
+class GameServer:
+    """Everything one process serves, built from ``Settings``.
+
+    ``resource`` holds the lobby, ``/api/`` and ``/ws``: put it in any
+    ``twisted.web`` tree, or take ``site()``, ``service(endpoint)`` or
+    ``websocket_factory``. In memory by default; ``with_redis`` makes one
+    that shares its users and rooms with every process on a Redis.
+    """
+
+    #: The Redis service of a server made by ``with_redis`` (start it before
+    #: serving); ``None`` in memory.
+    backend: RedisBackend | None = None
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: MemoryStore | None = None,
+        games: Mapping[str, IGame] | None = None,
+        reactor: Any = None,
+        clock: IReactorTime | None = None,
+        backend: RedisBackend | None = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        clock = reactor if clock is None else clock
+        self.settings = settings
+        self.games = installed_games() if games is None else dict(games)
+        self.sockets = LocalSockets()
+        self.engine = Engine(
+            games=self.games,
+            clock=clock,
+            settings=settings,
+            process_id=uuid.uuid4().hex if backend is None else backend.process_id,
+        )
+        self.hosting: IHosting
+        self.store: IStore
+        if backend is None:
+            memory = MemoryStore() if store is None else store
+            hosting = MemoryHosting(self.engine, memory, self.sockets)
+            self.engine.committer = MemoryCommitter(
+                self.engine, memory, self.sockets, hosting
+            )
+            self.store, self.hosting = memory, hosting
+        else:
+            self.backend = backend
+            self.store = backend.store
+            self.hosting = backend.bind(self.engine, self.sockets)
+        hasher = PasswordHasher(
+            reactor,
+            cost=settings.password_cost,
+            max_concurrent=settings.max_concurrent_hashes,
+            max_queued=settings.max_queued_hashes,
+        )
+        self.tokens = Tokens(
+            settings.secret,
+            access_lifetime=settings.access_lifetime,
+            refresh_lifetime=settings.refresh_lifetime,
+            clock=clock,
+        )
+        self.accounts = Accounts(self.store, hasher, self.tokens)
+        self.rooms = Rooms(self.store, hasher, self.games, self.hosting)
+        self.dispatcher = Dispatcher(
+            settings, self.accounts, self.rooms, self.hosting, self.sockets, self.engine
+        )
+        self.websocket_factory = GameServerFactory(
+            self.dispatcher, settings, clock=clock, reactor=reactor
+        )
+        self.resource: Resource = lobby_root()
+        self.resource.putChild(
+            b"api", ApiResource(settings, self.accounts, self.rooms, self.games)
+        )
+        self.resource.putChild(b"ws", WebSocketResource(self.websocket_factory))
+
+    @classmethod
+    def with_redis(cls, settings: Settings, url: str, **kwargs: Any) -> GameServer:
+        """A server sharing users, rooms and games with every other one on ``url``.
+
+        Start ``server.backend`` (a service) before serving.
+        """
+        from gameserver._redis.service import RedisBackend
+
+        backend = RedisBackend(url, settings, kwargs.get("reactor"))
+        return cls(settings, backend=backend, **kwargs)
+
+    def site(self) -> Site:
+        site = Site(
+            self.resource,
+            requestFactory=request_factory(self.settings.max_request_body),
+        )
+        site.displayTracebacks = False
+        return site
+
+    def service(self, endpoint: str) -> IService:
+        """A service listening on a Twisted endpoint string, e.g. ``tcp:8000``."""
+        return strports.service(endpoint, self.site(), reactor=self._reactor)
+
+    def listen(self, endpoint: str) -> Deferred[IListeningPort]:
+        """Listen now, without a service: ``tcp:0`` picks a free port."""
+        return serverFromString(self._reactor, endpoint).listen(self.site())

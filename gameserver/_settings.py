@@ -1,0 +1,84 @@
+"""Every knob of a server in one place, with safe defaults for a public one."""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+MIN_SECRET_BYTES = 32
+
+
+def _check_secret(instance: object, attribute: attrs.Attribute, value: bytes) -> None:
+    if len(value) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"the token secret must be at least {MIN_SECRET_BYTES} bytes long"
+            f" (got {len(value)})"
+        )
+
+
+def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{attribute.name} must be positive (got {value!r})")
+
+
+def _to_bytes(value: str | bytes) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    secret: bytes = attrs.field(
+        converter=_to_bytes, validator=_check_secret, repr=False
+    )
+    #: Token lifetimes, in seconds.
+    access_lifetime: float = attrs.field(default=5 * 60, validator=_positive)
+    refresh_lifetime: float = attrs.field(default=24 * 60 * 60, validator=_positive)
+    #: Origins allowed for WebSocket upgrades and CORS; Autobahn-style
+    #: wildcards (``https://*.example.com``). ``*`` allows all.
+    allowed_origins: tuple[str, ...] = attrs.field(default=("*",), converter=tuple)
+    #: Seconds a socket may stay open without a ``VALIDATE_CONNECTION``.
+    validate_timeout: float = attrs.field(default=10.0, validator=_positive)
+    max_message_size: int = attrs.field(default=64 * 1024, validator=_positive)
+    #: Heartbeat: ping every ``ping_interval`` s, drop after ``ping_timeout`` s.
+    ping_interval: float = attrs.field(default=20.0, validator=_positive)
+    ping_timeout: float = attrs.field(default=10.0, validator=_positive)
+    max_connections: int = attrs.field(default=10_000, validator=_positive)
+    max_connections_per_user: int = attrs.field(default=5, validator=_positive)
+    #: Token bucket per connection: sustained messages per second, and burst.
+    message_rate: float = attrs.field(default=20.0, validator=_positive)
+    message_burst: int = attrs.field(default=40, validator=_positive)
+    #: Messages refused in a row before a flooding socket is closed (1008).
+    flood_limit: int = attrs.field(default=100, validator=_positive)
+    #: Bytes queued for a client that does not read before it is dropped.
+    max_outbound_buffer: int = attrs.field(default=1024 * 1024, validator=_positive)
+    max_request_body: int = attrs.field(default=64 * 1024, validator=_positive)
+    page_size: int = attrs.field(default=10, validator=_positive)
+    chat_max_length: int = attrs.field(default=500, validator=_positive)
+    #: Largest state document or named entry of a room, as JSON bytes.
+    max_state_size: int = attrs.field(default=256 * 1024, validator=_positive)
+    #: scrypt cost as log2(N); each step doubles the time of a hash.
+    password_cost: int = attrs.field(default=15, validator=_positive)
+    max_concurrent_hashes: int = attrs.field(default=2, validator=_positive)
+    #: Hashes that may wait for a thread; past that, logins get 503.
+    max_queued_hashes: int = attrs.field(default=64, validator=_positive)
+    #: Turns one room may have waiting or not yet saved; past that a new
+    #: message is refused at once with ``busy``, so a flooded room's
+    #: latency stays within this many turns.
+    max_pending_turns: int = attrs.field(default=64, validator=_positive)
+    #: With Redis: seconds a room's lease lasts unless its owner renews it,
+    #: which is how long a room waits before another process takes over
+    #: from a dead owner.
+    lease_ttl: float = attrs.field(default=5.0, validator=_positive)
+    #: With Redis: a process that has not said it is alive for this long is
+    #: taken for dead; it says so every ``heartbeat_interval`` seconds.
+    process_ttl: float = attrs.field(default=6.0, validator=_positive)
+    heartbeat_interval: float = attrs.field(default=2.0, validator=_positive)
+    #: With Redis: how often stored timers of rooms nobody owns are looked for.
+    timer_poll: float = attrs.field(default=0.25, validator=_positive)
+    #: With Redis: seconds before work forwarded to a room's owner and not
+    #: yet acknowledged is sent again (the owner may have changed).
+    forward_retry: float = attrs.field(default=0.5, validator=_positive)
+    #: With Redis: seconds an owner keeps a room nobody is in, with no
+    #: timers, before giving it back.
+    idle_release: float = attrs.field(default=60.0, validator=_positive)

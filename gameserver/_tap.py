@@ -1,0 +1,117 @@
+"""``twistd gameserver``: options and the service they make."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+from twisted.application.service import IService, MultiService
+from twisted.logger import Logger
+from twisted.python import usage
+
+from gameserver._game import GameLoadError, installed_games
+from gameserver._redis.probe import probe
+from gameserver._server import GameServer
+from gameserver._settings import MIN_SECRET_BYTES, Settings
+
+log = Logger()
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = "Serve the gameserver HTTP API and WebSocket endpoint on one port."
+
+    optParameters = [
+        [
+            "port",
+            "p",
+            None,
+            "TCP port to listen on (shorthand for --listen tcp:PORT).",
+            int,
+        ],
+        [
+            "listen",
+            "l",
+            None,
+            "A Twisted endpoint string, e.g. tcp:8000 or ssl:8443:...",
+        ],
+        [
+            "secret",
+            None,
+            None,
+            f"Token signing secret, at least {MIN_SECRET_BYTES} bytes"
+            " (default: $GAMESERVER_SECRET, else a random one per start).",
+        ],
+        ["redis", None, None, "Redis URL, e.g. redis://127.0.0.1:6379/0."],
+        ["access-lifetime", None, 300, "Access token lifetime in seconds.", float],
+        ["refresh-lifetime", None, 86400, "Refresh token lifetime in seconds.", float],
+        ["origins", None, "*", "Comma-separated allowed origins (WebSocket and CORS)."],
+        ["max-connections", None, 10000, "Most WebSocket connections served.", int],
+        ["max-connections-per-user", None, 5, "Most sockets one user may hold.", int],
+        ["max-message-size", None, 65536, "Largest message accepted, in bytes.", int],
+        [
+            "games",
+            None,
+            None,
+            "Comma-separated names of the games to serve (default: all).",
+        ],
+    ]
+
+    def postOptions(self) -> None:
+        if self["port"] is not None and self["listen"] is not None:
+            raise usage.UsageError("give --port or --listen, not both")
+        if self["listen"] is None:
+            self["listen"] = f"tcp:{8000 if self['port'] is None else self['port']}"
+        if self["redis"] is not None:
+            try:
+                self["redis"] = probe(self["redis"])
+            except ValueError as e:
+                raise usage.UsageError(f"--redis: {e}") from None
+        secret = self["secret"] or os.environ.get("GAMESERVER_SECRET")
+        self["random_secret"] = not secret
+        if self["redis"] is not None and not secret:
+            raise usage.UsageError(
+                "--redis needs --secret (or GAMESERVER_SECRET), the same for every"
+                " process: a random one per process would make each refuse the"
+                " others' tokens"
+            )
+        try:
+            self["settings"] = Settings(
+                secret=secret or secrets.token_urlsafe(48),
+                access_lifetime=self["access-lifetime"],
+                refresh_lifetime=self["refresh-lifetime"],
+                allowed_origins=_csv(self["origins"]) or ("*",),
+                max_connections=self["max-connections"],
+                max_connections_per_user=self["max-connections-per-user"],
+                max_message_size=self["max-message-size"],
+            )
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        try:
+            self["game_plugins"] = installed_games(
+                None if self["games"] is None else _csv(self["games"])
+            )
+        except GameLoadError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+def makeService(options: Options) -> IService:
+    if options["random_secret"]:
+        log.warn(
+            "no --secret or GAMESERVER_SECRET given: using a random secret, so"
+            " tokens will not survive a restart or work across processes"
+        )
+    if options["redis"] is None:
+        server = GameServer(options["settings"], games=options["game_plugins"])
+        return server.service(options["listen"])
+    server = GameServer.with_redis(
+        options["settings"], options["redis"], games=options["game_plugins"]
+    )
+    service = MultiService()
+    server.backend.setServiceParent(service)
+    server.service(options["listen"]).setServiceParent(service)
+    return service

@@ -1,0 +1,1 @@
+"""The wire: messages, limits, the session core and its Autobahn adapter."""

@@ -1,0 +1,176 @@
+"""One client's connection, whatever carries it: the protocol with no I/O.
+
+A ``Session`` takes whole messages (``received``) and writes whole frames
+to its ``SessionTransport``; the Autobahn protocol is a thin adapter around
+it, and ``gameserver.testing`` drives it with no socket at all. It keeps
+the per-socket rules: the rate limit and flood close, the validation
+deadline, and the order of the socket's messages (one that needs I/O
+before it reaches its room, such as a join with a password, holds the
+socket's later messages until it has).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from gameserver._errors import BadMessage
+from gameserver._interfaces import IConnection
+from gameserver._models import UserRef
+from gameserver._settings import Settings
+from gameserver._wire import messages
+from gameserver._wire.limits import TokenBucket
+from gameserver._wire.messages import Frame
+
+#: Close code for a socket that failed or skipped authentication.
+CLOSE_UNAUTHORIZED = 4001
+#: Close code for a socket that keeps sending past its rate limit.
+CLOSE_POLICY_VIOLATION = 1008
+#: Seconds over which ``flood_limit`` refused messages close a socket.
+FLOOD_WINDOW = 10.0
+
+log = Logger()
+
+
+class Dispatch(Protocol):
+    """What a session hands its messages to (the engine's dispatcher)."""
+
+    def dispatch(
+        self, session: Session, envelope: messages.Envelope
+    ) -> Deferred[Any] | None:
+        """Act on one message; a ``Deferred`` if the socket must wait for it."""
+
+    def connection_closed(self, session: Session) -> None:
+        """The socket is gone."""
+
+
+class SessionTransport(Protocol):
+    """What a session needs of whatever carries it."""
+
+    def write(self, data: bytes) -> None:
+        """Send one whole WebSocket frame, as built."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake with this code."""
+
+
+@implementer(IConnection)
+class Session:
+    def __init__(
+        self,
+        transport: SessionTransport,
+        dispatcher: Dispatch,
+        settings: Settings,
+        clock: IReactorTime,
+        connection_id: int,
+        peer: str = "",
+    ) -> None:
+        self.id = connection_id
+        self.peer = peer
+        self.user: UserRef | None = None
+        self.open = True
+        self._transport = transport
+        self._dispatcher = dispatcher
+        self._bucket = TokenBucket(settings.message_rate, settings.message_burst, clock)
+        # Refusals a socket may collect in a burst before it is closed; they
+        # drain slowly, so a sustained flood is closed even between tokens.
+        self._strikes = TokenBucket(
+            settings.flood_limit / FLOOD_WINDOW, settings.flood_limit, clock
+        )
+        self._refused_in_a_row = 0
+        #: The message being handled that waits on I/O, and those after it.
+        self._waiting: Deferred[Any] | None = None
+        self._held: deque[bytes] = deque()
+        self._deadline: IDelayedCall | None = clock.callLater(
+            settings.validate_timeout, self._validation_timed_out
+        )
+
+    # From the transport
+
+    def received(self, payload: bytes, is_binary: bool) -> None:
+        """One whole message from the client."""
+        if not self.open or not self._admit():
+            return
+        if is_binary:
+            self.send(messages.error("bad_message", "binary frames are not supported"))
+            return
+        if self._waiting is not None:
+            self._held.append(payload)
+            return
+        self._handle(payload)
+
+    def ping_admitted(self) -> bool:
+        """Each ping costs a pong: pings count against the same budget."""
+        return self.open and self._admit()
+
+    def lost(self) -> None:
+        """The connection is closed, whoever closed it."""
+        if not self.open:
+            return
+        self.open = False
+        self._held.clear()
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._dispatcher.connection_closed(self)
+
+    # IConnection
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.send_frame(Frame.of(messages.dumps(message)))
+
+    def send_frame(self, frame: Frame) -> None:
+        if self.open:
+            self._transport.write(frame.wire)
+
+    def authenticated(self, user: UserRef) -> None:
+        self.user = user
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def close(self, code: int, reason: str) -> None:
+        if self.open:
+            self._transport.close(code, reason)
+
+    # Handling
+
+    def _admit(self) -> bool:
+        """Spend a token, or count a refusal; close a socket that keeps flooding."""
+        if self._bucket.take():
+            self._refused_in_a_row = 0
+            return True
+        self._refused_in_a_row += 1
+        if not self._strikes.take():
+            self.close(CLOSE_POLICY_VIOLATION, "message flood")
+        elif self._refused_in_a_row == 1:
+            self.send(messages.error("rate_limited", "too many messages: slow down"))
+        return False
+
+    def _handle(self, payload: bytes) -> None:
+        try:
+            envelope = messages.decode(payload)
+        except BadMessage as e:
+            self.send(messages.error(e.code, e.detail))
+            return
+        waiting = self._dispatcher.dispatch(self, envelope)
+        if waiting is not None:
+            self._waiting = waiting
+            waiting.addErrback(
+                lambda f: log.failure("handling a message of {peer} failed", f, peer=self.peer)
+            ).addBoth(self._handled)
+
+    def _handled(self, _: object) -> None:
+        self._waiting = None
+        held = self._held
+        while held and self._waiting is None and self.open:
+            self._handle(held.popleft())
+
+    def _validation_timed_out(self) -> None:
+        self._deadline = None
+        self.close(CLOSE_UNAUTHORIZED, "not validated in time")
