@@ -59,6 +59,37 @@ class Options(usage.Options):
             None,
             "Comma-separated names of the games to serve (default: all).",
         ],
+        [
+            "max-pending-turns",
+            None,
+            64,
+            "Turns a room may have waiting before new messages are refused (busy).",
+            int,
+        ],
+        [
+            "lease-ttl",
+            None,
+            5.0,
+            "With --redis: seconds a room waits for a dead owner before another"
+            " process takes it over.",
+            float,
+        ],
+        [
+            "process-ttl",
+            None,
+            6.0,
+            "With --redis: seconds of silence after which a process is taken"
+            " for dead and its users let go.",
+            float,
+        ],
+        [
+            "password-cost",
+            None,
+            15,
+            "scrypt cost (log2 N) of password hashes. Lower it for benchmarks"
+            " and tests only.",
+            int,
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -88,6 +119,11 @@ class Options(usage.Options):
                 max_connections=self["max-connections"],
                 max_connections_per_user=self["max-connections-per-user"],
                 max_message_size=self["max-message-size"],
+                max_pending_turns=self["max-pending-turns"],
+                lease_ttl=self["lease-ttl"],
+                process_ttl=self["process-ttl"],
+                heartbeat_interval=min(2.0, self["process-ttl"] / 3),
+                password_cost=self["password-cost"],
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
@@ -112,6 +148,7 @@ def makeService(options: Options) -> IService:
         options["settings"], options["redis"], games=options["game_plugins"]
     )
     service = MultiService()
+    assert server.backend is not None
     server.backend.setServiceParent(service)
     server.service(options["listen"]).setServiceParent(service)
     return service

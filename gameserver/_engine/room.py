@@ -52,6 +52,8 @@ class Work:
     #: hook: the body to run, ``(room, helper)``.
     hook: Any = None
     done: Any = None
+    #: When the process that made it first sent it (to give up some day).
+    since: float = 0.0
 
 
 # The kinds of work.

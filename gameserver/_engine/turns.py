@@ -82,6 +82,8 @@ class Changes:
     clear_timers: bool = False
     groups: tuple[str, ...] = ()
     present: tuple[int, ...] = ()
+    #: The room's present users before the turn, when it changed them.
+    present_before: dict[int, frozenset[str]] | None = None
     #: The room is deleted: drop everything it has.
     drop: bool = False
 
@@ -461,6 +463,7 @@ class Engine:
                 u for u in before.keys() | after.keys() if before.get(u) != after.get(u)
             )
             room.present = after
+            changes.present_before = before
         if turn.drop:
             changes.drop = True
         self._seen(room, turn.work)

@@ -1,65 +1,87 @@
-"""Running on Redis: the store, groups and locks, and their background chores.
+"""Running on Redis: the connections, and the chores of a process among others.
 
-``RedisBackend`` is a Twisted service: it keeps the process's heartbeat,
-fires stored timers that are due (whichever process set them), and cleans
-up after processes that died without saying so.
+``RedisBackend`` is a Twisted service. Every few seconds it says this
+process is alive; it renews the leases of the rooms it owns and gives back
+the ones nobody uses; it looks for due timers of rooms nobody owns (their
+owner died) and claims those rooms so that the timers fire; and it lets go
+the users of processes that died without saying so. A process that finds
+it was taken for dead (paused, cut off) asks its clients to reconnect,
+since the others have already let its users go. Stopping cleanly, it lets
+its users go, saves and hands back every room it owns, then leaves.
 """
 
 from __future__ import annotations
 
-import contextlib
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
-from gameserver.errors import GameServerError
-from gameserver.locks import RedisLocks
-from gameserver.pubsub import RedisGroups
-from gameserver.store.redis import RedisAddress, RedisConnection, RedisStore
+from gameserver._engine.room import GONE, Work
+from gameserver._errors import GameServerError
+from gameserver._redis import keys, scripts
+from gameserver._redis.connection import RedisAddress, RedisConnection, quietly
+from gameserver._redis.hosting import RedisHosting
+from gameserver._redis.store import RedisStore
+from gameserver._settings import Settings
 
 if TYPE_CHECKING:
-    from gameserver.server import GameServer
+    from gameserver._engine.sockets import LocalSockets
+    from gameserver._engine.turns import Engine
 
 log = Logger()
 
-#: A process that has not said it is alive for this long is taken for dead.
-HEARTBEAT_TTL = 6.0
+#: Close code asking clients to reconnect (RFC 6455: service restart).
+CLOSE_SERVICE_RESTART = 1012
+#: Seconds a timer may be overdue before a process other than its room's
+#: owner looks into it (the owner fires it on time when it is alive).
+TIMER_GRACE = 1.0
+#: Seconds a clean stop waits for the turns in flight before handing over.
+STOP_WAIT = 5.0
 
 
 class RedisBackend(Service):
-    def __init__(
-        self,
-        url: str,
-        reactor: Any = None,
-        *,
-        lock_ttl: float = 5.0,
-        timer_poll: float = 0.25,
-        heartbeat: float = 2.0,
-    ) -> None:
+    def __init__(self, url: str, settings: Settings, reactor: Any = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
+        self.settings = settings
         self.process_id = uuid.uuid4().hex
-        self.redis = RedisConnection(RedisAddress.parse(url))
+        self.address = RedisAddress.parse(url)
+        self.redis = RedisConnection(self.address)
         self.store = RedisStore(self.redis)
-        self.groups = RedisGroups(self.redis, self.process_id)
-        self.locks = RedisLocks(self.redis, reactor, ttl=lock_ttl)
-        self._intervals = {"timers": timer_poll, "heartbeat": heartbeat}
+        self.hosting: RedisHosting | None = None
         self._loops: list[LoopingCall] = []
-        self.server: GameServer | None = None
         self._healthy_since: float | None = None
         self._registered = False
+        self._starting: Deferred[None] | None = None
 
-    def attach(self, server: GameServer) -> None:
-        self.server = server
+    def bind(self, engine: Engine, sockets: LocalSockets) -> RedisHosting:
+        """Serve this engine's rooms and these sockets (``GameServer`` calls it)."""
+        self.hosting = RedisHosting(
+            redis=self.redis,
+            store=self.store,
+            engine=engine,
+            sockets=sockets,
+            settings=self.settings,
+            reactor=self._reactor,
+        )
+        return self.hosting
+
+    @property
+    def _host(self) -> RedisHosting:
+        assert self.hosting is not None, "bind the backend to a GameServer first"
+        return self.hosting
+
+    # Starting and stopping
 
     def startService(self) -> None:
         super().startService()
-        self.groups.start()
+        self._host.channel.start()
         self._starting = ensureDeferred(self._start_chores())
 
     async def _start_chores(self) -> None:
@@ -70,11 +92,15 @@ class RedisBackend(Service):
             await deferLater(self._reactor, 0.02, lambda: None)
         if not self.running:
             return
-        for chore, interval, now in [
-            (self._heartbeat, self._intervals["heartbeat"], True),
-            (self._fire_timers, self._intervals["timers"], False),
-            (self._bury_dead, self._intervals["heartbeat"] * 2, False),
-        ]:
+        settings = self.settings
+        chores: list[tuple[Callable[[], Awaitable[None]], float, bool]] = [
+            (self._heartbeat, settings.heartbeat_interval, True),
+            (self._fire_timers, settings.timer_poll, False),
+            (self._renew_leases, settings.lease_ttl / 3, False),
+            (self._bury_dead, settings.heartbeat_interval * 2, False),
+            (self._release_idle, max(1.0, settings.idle_release / 4), False),
+        ]
+        for chore, interval, now in chores:
             loop = LoopingCall(lambda chore=chore: ensureDeferred(self._quietly(chore)))
             loop.clock = self._reactor
             loop.start(interval, now=now).addErrback(
@@ -93,71 +119,156 @@ class RedisBackend(Service):
         return ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
-        """A clean stop: this process's users leave as on a disconnect."""
-        if self.server is not None:
-            for user_id in self.groups.sockets.users():
-                record = await self._quiet_user(user_id)
-                if record is not None and not await self.groups.user_online_elsewhere(
-                    user_id
-                ):
-                    with contextlib.suppress(GameServerError):
-                        await self.server.rooms.user_gone(record.ref)
-        with contextlib.suppress(GameServerError):
-            await self.groups.leave()
-        await self.groups.stop()
+        """A clean stop: users here leave as on a disconnect, rooms are handed over."""
+        host = self._host
+        try:
+            for user_id in host.sockets.users():
+                record = await self.store.get_user(user_id)
+                if record is not None:
+                    await host.let_go(record.ref, stopping=True)
+            await self._until(lambda: not host.pending() and self._quiet(), STOP_WAIT)
+            releases = [host.release(room) for room in list(host.engine.rooms.values())]
+            await DeferredList(releases, consumeErrors=True)
+            await self.redis("SREM", keys.PROCESSES, self.process_id)
+            await self.redis("DEL", keys.alive(self.process_id))
+            for user_id in host.sockets.users():
+                self.redis("HDEL", keys.online(user_id), self.process_id).addErrback(
+                    quietly
+                )
+            await self.redis("DEL", keys.process_users(self.process_id))
+        except GameServerError as e:
+            log.warn("stopping without Redis: {detail}", detail=e.detail)
+        await host.channel.stop()
         await self.redis.disconnect()
 
-    async def _quietly(self, chore: Any) -> None:
+    def _quiet(self) -> bool:
+        host = self._host
+        return not any(
+            room.queue or room.running or host.committer.busy(room)
+            for room in host.engine.rooms.values()
+        )
+
+    async def _until(self, done: Callable[[], bool], timeout: float) -> None:
+        waited = 0.0
+        while not done() and waited < timeout:
+            await deferLater(self._reactor, 0.02, lambda: None)
+            waited += 0.02
+
+    async def _quietly(self, chore: Callable[[], Awaitable[None]]) -> None:
         """Run a chore; a failure is logged and the next run tries again."""
         try:
             await chore()
         except GameServerError as e:
             self._healthy_since = None
-            log.warn(
-                "Redis chore {c} failed: {detail}", c=chore.__name__, detail=e.detail
-            )
+            log.warn("Redis chore {c} failed: {detail}", c=chore.__name__, detail=e.detail)
         except Exception:
             self._healthy_since = None
             log.failure("Redis chore {c} failed", c=chore.__name__)
 
+    # Chores
+
     async def _heartbeat(self) -> None:
-        missing = await self.groups.heartbeat(HEARTBEAT_TTL)
-        if missing and self._registered:
-            # Taken for dead (a pause, an outage): the others have already
-            # let this process's users go. Say who is here again, and have
-            # the clients reconnect and rejoin, so that rooms are right.
-            await self.groups.announce()
-            self.groups.sockets.close_all(
-                1012, "the server lost track of you: reconnect"
-            )
+        ttl_ms = int(self.settings.process_ttl * 1000)
+        added = await self.redis.run(
+            scripts.HEARTBEAT,
+            [keys.PROCESSES, keys.alive(self.process_id)],
+            [self.process_id, ttl_ms],
+        )
+        if int(added) and self._registered:
+            self._taken_for_dead()
         self._registered = True
         if self._healthy_since is None:
             self._healthy_since = self._reactor.seconds()
 
-    async def _quiet_user(self, user_id: int) -> Any:
-        with contextlib.suppress(GameServerError):
-            return await self.store.get_user(user_id)
-        return None
+    def _taken_for_dead(self) -> None:
+        """Another process let this one's users go: have the clients come back.
+
+        Rooms held here may have passed to others too; they are given up, so
+        that nothing is done for them on stale state, and the clients'
+        reconnections (to any process) rejoin them as they are now.
+        """
+        host = self._host
+        log.warn("this process was taken for dead: asking its clients to reconnect")
+        for room in list(host.engine.rooms.values()):
+            host.lost(room, "this process was taken for dead")
+        host.fail_all("unavailable", "the server lost track of you: reconnect")
+        host.sockets.close_all(
+            CLOSE_SERVICE_RESTART, "the server lost track of you: reconnect"
+        )
 
     async def _fire_timers(self) -> None:
-        if self.server is not None:
-            due = await self.server.turns.fire_due()
-            if due:
-                log.debug("{due} stored timers due", due=due)
+        """Claim rooms nobody owns whose timers are due, so that they fire."""
+        host = self._host
+        now = self._reactor.seconds()
+        due = await self.redis(
+            "ZRANGEBYSCORE", keys.TIMERS, "-inf", repr(now - TIMER_GRACE), "LIMIT", 0, 100
+        )
+        for member in due:
+            room_id_text, _, name = member.partition("|")
+            room_id = int(room_id_text)
+            if room_id in host.engine.rooms:
+                continue
+            outcome = await host.claim(room_id)
+            if outcome is None or (not isinstance(outcome, str) and name not in outcome.timers):
+                await self.redis("ZREM", keys.TIMERS, member)
+
+    async def _renew_leases(self) -> None:
+        host = self._host
+        committer = host.committer
+        now = self._reactor.seconds()
+        period = self.settings.lease_ttl / 3
+        ttl_ms = int(self.settings.lease_ttl * 1000)
+        for room in list(host.engine.rooms.values()):
+            if now - committer.renewed.get(room.id, 0.0) < period:
+                continue
+            committer.renewed[room.id] = now
+            host.redis.run(
+                scripts.RENEW, [keys.room(room.id, "lease")], [committer.holder(room), ttl_ms]
+            ).addCallbacks(self._renewed, lambda f: None, (room,))
+
+    def _renewed(self, reply: Any, room: Any) -> None:
+        if not int(reply):
+            self._host.lost(room, "its lease passed to another process")
+
+    async def _release_idle(self) -> None:
+        host = self._host
+        now = self._reactor.seconds()
+        for room in list(host.engine.rooms.values()):
+            idle_since = room.idle_since
+            if (
+                host.engine.idle(room)
+                and not host.committer.busy(room)
+                and idle_since is not None
+                and now - idle_since >= self.settings.idle_release
+            ):
+                await host.release(room)
 
     async def _bury_dead(self) -> None:
         """Users whose sockets were on a dead process leave as on a disconnect."""
-        if self.server is None or self._healthy_since is None:
+        if self._healthy_since is None:
             return
         # After an outage every live process needs a heartbeat or two to say
         # so again: until then, nobody is taken for dead.
-        if self._reactor.seconds() - self._healthy_since < 2 * HEARTBEAT_TTL:
+        if self._reactor.seconds() - self._healthy_since < 2 * self.settings.process_ttl:
             return
-        for process in await self.groups.dead_processes():
-            for user_id in await self.groups.forget_process(process):
-                if await self.groups.user_online(user_id):
-                    continue
+        host = self._host
+        for process in await self.redis("SMEMBERS", keys.PROCESSES):
+            if process == self.process_id:
+                continue
+            if int(await self.redis("EXISTS", keys.alive(process))):
+                continue
+            if not int(await self.redis("SREM", keys.PROCESSES, process)):
+                continue  # another process buries it
+            log.info("process {p} is dead: letting its users go", p=process)
+            users = await self.redis("SMEMBERS", keys.process_users(process))
+            for raw in users:
+                user_id = int(raw)
+                await self.redis("HDEL", keys.online(user_id), process)
                 record = await self.store.get_user(user_id)
-                if record is not None:
-                    log.info("user {user} was on a dead process", user=record.username)
-                    await self.server.rooms.user_gone(record.ref)
+                rooms = await self.redis("SMEMBERS", keys.user_rooms(user_id))
+                if record is None:
+                    continue
+                for room_id in sorted(int(r) for r in rooms):
+                    host.submit(Work(GONE, room_id, record.ref, processes=(process,)))
+            await self.redis("DEL", keys.process_users(process))
+

@@ -1,0 +1,62 @@
+"""Every Redis key gameserver uses, in one place.
+
+A room's keys share the hash tag ``{room:N}``, a user's ``{user:N}``, and
+the processes' ``{processes}``, so that every script touches one hash
+slot only, as Redis Cluster requires. The rest (id counters, the username
+index, the room listings, the index of due timers) are updated by
+commands of their own.
+"""
+
+from __future__ import annotations
+
+PREFIX = "gs"
+
+USER_IDS = f"{PREFIX}:users:next"
+USER_NAMES = f"{PREFIX}:users:names"
+ROOM_IDS = f"{PREFIX}:rooms:next"
+ROOMS = f"{PREFIX}:rooms"
+#: Due timers of every room: ``room_id|name`` scored by deadline.
+TIMERS = f"{PREFIX}:timers"
+PROCESSES = f"{PREFIX}:{{processes}}"
+
+#: The parts of a room, in the order the room scripts take them as KEYS.
+ROOM_PARTS = ("meta", "state", "entries", "chat", "timers", "present", "groups", "seen", "lease")
+
+
+def user(user_id: int) -> str:
+    return f"{PREFIX}:user:{user_id}"
+
+
+def rooms_of_game(game: str) -> str:
+    return f"{PREFIX}:rooms:game:{game}"
+
+
+def room(room_id: int, part: str) -> str:
+    return f"{PREFIX}:{{room:{room_id}}}:{part}"
+
+
+def room_keys(room_id: int) -> list[str]:
+    return [room(room_id, part) for part in ROOM_PARTS]
+
+
+def online(user_id: int) -> str:
+    """Hash: the processes holding the user's sockets."""
+    return f"{PREFIX}:{{user:{user_id}}}:online"
+
+
+def user_rooms(user_id: int) -> str:
+    """Set: the rooms the user is present in (a hint, kept by the rooms' owners)."""
+    return f"{PREFIX}:{{user:{user_id}}}:rooms"
+
+
+def alive(process_id: str) -> str:
+    return f"{PREFIX}:{{processes}}:alive:{process_id}"
+
+
+def process_users(process_id: str) -> str:
+    return f"{PREFIX}:{{processes}}:users:{process_id}"
+
+
+def channel(process_id: str) -> str:
+    """The pub/sub channel a process reads: only what is for its sockets."""
+    return f"{PREFIX}:proc:{process_id}"

@@ -1,0 +1,101 @@
+"""The Lua scripts: each runs atomically in Redis, on one room's keys only.
+
+A room's scripts take its keys in ``keys.ROOM_PARTS`` order:
+``meta state entries chat timers present groups seen lease``.
+
+The lease holds ``"<process id>:<token>"``: the token grows by one at every
+claim (``meta.fence``), so a process that lost the room and claims it again
+holds a different lease than before. ``meta.version`` counts the commits:
+a commit names the version it follows, so that once one commit of a room
+fails, none sent after it can apply.
+"""
+
+from __future__ import annotations
+
+from gameserver._redis.connection import Script
+
+#: Take the room if nobody holds it (or this process does), and load it all.
+#: ARGV: process id, lease milliseconds.
+#: Returns {0} (no such room), {1, holder} (held by another process), or
+#: {2, token, meta, state, entries, chat, timers, present, groups, seen}.
+CLAIM = Script("""
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+local holder = redis.call('GET', KEYS[9])
+if holder and string.match(holder, '^([^:]*)') ~= ARGV[1] then return {1, holder} end
+local token = redis.call('HINCRBY', KEYS[1], 'fence', 1)
+redis.call('SET', KEYS[9], ARGV[1] .. ':' .. token, 'PX', ARGV[2])
+return {2, token,
+  redis.call('HGETALL', KEYS[1]),
+  redis.call('GET', KEYS[2]),
+  redis.call('HGETALL', KEYS[3]),
+  redis.call('LRANGE', KEYS[4], 0, -1),
+  redis.call('HGETALL', KEYS[5]),
+  redis.call('HGETALL', KEYS[6]),
+  redis.call('HGETALL', KEYS[7]),
+  redis.call('HGETALL', KEYS[8])}
+""")
+
+#: Save what some turns changed, fenced by the lease and the version, then
+#: publish their messages to the processes of their recipients.
+#: ARGV: lease, version this follows, lease milliseconds, index of the last
+#: op, the ops (see ``RedisCommitter``), then channel, message pairs.
+#: Returns 1, -1 (the lease is not this holder's) or -2 (another version).
+COMMIT = Script("""
+if redis.call('GET', KEYS[9]) ~= ARGV[1] then return -1 end
+local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if version ~= tonumber(ARGV[2]) then return -2 end
+local last = tonumber(ARGV[4])
+local i = 5
+local dropped = false
+while i <= last do
+  local op = ARGV[i]
+  if op == 'S' then redis.call('SET', KEYS[2], ARGV[i + 1]); i = i + 2
+  elseif op == 'E' then redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[i + 2]); i = i + 3
+  elseif op == 'e' then redis.call('HDEL', KEYS[3], ARGV[i + 1]); i = i + 2
+  elseif op == 'C' then redis.call('RPUSH', KEYS[4], ARGV[i + 1]); i = i + 2
+  elseif op == 'K' then redis.call('LTRIM', KEYS[4], -tonumber(ARGV[i + 1]), -1); i = i + 2
+  elseif op == 'R' then
+    redis.call('HSET', KEYS[1], 'players', ARGV[i + 1], 'state', ARGV[i + 2]); i = i + 3
+  elseif op == 'X' then redis.call('DEL', KEYS[5]); i = i + 1
+  elseif op == 'T' then redis.call('HSET', KEYS[5], ARGV[i + 1], ARGV[i + 2]); i = i + 3
+  elseif op == 't' then redis.call('HDEL', KEYS[5], ARGV[i + 1]); i = i + 2
+  elseif op == 'P' then redis.call('HSET', KEYS[6], ARGV[i + 1], ARGV[i + 2]); i = i + 3
+  elseif op == 'p' then redis.call('HDEL', KEYS[6], ARGV[i + 1]); i = i + 2
+  elseif op == 'G' then redis.call('HSET', KEYS[7], ARGV[i + 1], ARGV[i + 2]); i = i + 3
+  elseif op == 'g' then redis.call('HDEL', KEYS[7], ARGV[i + 1]); i = i + 2
+  elseif op == 'Q' then redis.call('HSET', KEYS[8], ARGV[i + 1], ARGV[i + 2]); i = i + 3
+  elseif op == 'D' then
+    redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
+    dropped = true; i = i + 1
+  else return redis.error_reply('unknown commit op ' .. tostring(op)) end
+end
+if not dropped then
+  redis.call('HSET', KEYS[1], 'version', version + 1)
+  redis.call('PEXPIRE', KEYS[9], ARGV[3])
+end
+for j = last + 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[j], ARGV[j + 1]) end
+return 1
+""")
+
+#: Extend the lease if this holder still has it. ARGV: lease, milliseconds.
+RENEW = Script("""
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+""")
+
+#: Give the room back, if this holder still has it. ARGV: lease.
+RELEASE = Script("""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+""")
+
+#: Say this process is alive. KEYS: the process set, this process's alive
+#: key. ARGV: process id, milliseconds. Returns 1 if the process was not in
+#: the set: new, or taken for dead (and forgotten) by another process.
+HEARTBEAT = Script("""
+local added = redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], 1, 'PX', ARGV[2])
+return added
+""")
