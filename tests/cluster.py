@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,11 +23,19 @@ SECRET = "cluster test secret, long enough for HS256"
 class ServerProcess:
     """``twistd -n gameserver --redis URL`` on a port of its own."""
 
-    def __init__(self, redis_url: str, log_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        log_dir: Path,
+        port: int | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.redis_url = redis_url
+        self.extra = extra
         self.port = port or free_port()
         self.log_path = log_dir / f"gameserver-{self.port}.log"
         self.process: subprocess.Popen | None = None
+        self.paused = False
 
     @property
     def url(self) -> str:
@@ -53,6 +62,7 @@ class ServerProcess:
                     SECRET,
                     "--games",
                     "chat,tictactoe,counter",
+                    *self.extra,
                 ],
                 cwd=self.log_path.parent,
                 env=env,
@@ -79,6 +89,33 @@ class ServerProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+    def pause(self) -> None:
+        """SIGSTOP: the process hangs, as in a long GC pause or a cut network."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def resume_if_paused(self) -> None:
+        if self.paused and self.process is not None and self.process.poll() is None:
+            self.resume()
+
+    @property
+    def process_id(self) -> str:
+        """The id the process goes by in Redis, from its log."""
+        match = re.search(r"gameserver process ([0-9a-f]{32})", self.output())
+        assert match, self.output()
+        return match.group(1)
+
+    def terminate(self) -> None:
+        """SIGTERM, without waiting: a clean stop, as in a rolling restart."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

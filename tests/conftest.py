@@ -75,11 +75,35 @@ async def start(settings: Settings | None = None, *, clock: Any = None, **kw: An
     return Running(server, url, clock, port)
 
 
+async def start_on_redis(
+    url: str, settings: Settings | None = None, **kw: Any
+) -> Running:
+    """A server in this process on the Redis at ``url``, its service started."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    kw.setdefault("games", GAMES)
+    server = GameServer.with_redis(settings or make_settings(), url, **kw)
+    assert server.backend is not None and server.backend.hosting is not None
+    server.backend.startService()
+    for _ in range(250):
+        if server.backend.redis.connected and server.backend.hosting.channel.ready:
+            break
+        await deferLater(reactor, 0.02, lambda: None)
+    else:
+        raise AssertionError("the server did not connect to Redis")
+    port = await server.listen("tcp:0:interface=127.0.0.1")
+    url = f"http://127.0.0.1:{port.getHost().port}"
+    return Running(server, url, None, port)
+
+
 async def stop(running: Running) -> None:
     for connection in running.connections:
         if connection.protocol.transport is not None:
             connection.abort()
     await running.port.stopListening()
+    if running.server.backend is not None and running.server.backend.running:
+        await running.server.backend.stopService()
 
 
 @pytest_twisted.async_yield_fixture
@@ -115,6 +139,28 @@ async def make_server():
         await stop(server)
 
 
+@pytest_twisted.async_yield_fixture(params=["memory", "redis"])
+async def start_any(request):
+    """Start servers in memory, or in this process on Redis: the test runs once
+    with each, for the same engine behind two hostings."""
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    servers: list[Running] = []
+
+    async def make(settings: Settings | None = None, **kw: Any) -> Running:
+        if url is None:
+            server = await start(settings, **kw)
+        else:
+            server = await start_on_redis(url, settings, **kw)
+        servers.append(server)
+        return server
+
+    make.mode = request.param
+    make.redis_url = url
+    yield make
+    for server in servers:
+        await stop(server)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """One redis-server for the session; each test that uses it starts empty."""
@@ -132,3 +178,23 @@ def redis_url(redis_server):
         redis_server.start()
     redis_server.flush()
     return redis_server.url
+
+
+@pytest_twisted.async_yield_fixture
+async def cluster(redis_url, tmp_path):
+    """``await cluster()`` starts one more server process on the shared Redis."""
+    from tests.cluster import ServerProcess
+
+    servers: list[ServerProcess] = []
+
+    async def start(
+        url: str = redis_url, port: int | None = None, extra: tuple[str, ...] = ()
+    ) -> ServerProcess:
+        server = await ServerProcess(url, tmp_path, port, extra).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.resume_if_paused()
+        server.stop()

@@ -20,21 +20,6 @@ from tests.conftest import PASSWORD
 from tests.redis_server import RedisServer
 
 
-@pytest_twisted.async_yield_fixture
-async def cluster(redis_url, tmp_path):
-    """``await cluster()`` starts one more server process on the shared Redis."""
-    servers: list[ServerProcess] = []
-
-    async def start(url: str = redis_url, port: int | None = None) -> ServerProcess:
-        server = await ServerProcess(url, tmp_path, port).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
 async def _user(
     server: ServerProcess, name: str, *, register: bool = True
 ) -> GameClient:
@@ -325,41 +310,6 @@ def test_bad_redis_configuration_is_a_clear_message_at_start(
     assert result.returncode != 0
     assert message in output, output
     assert "Traceback" not in output, output
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_turn_that_outlives_its_lock_is_not_saved(redis_url):
-    from twisted.internet.defer import Deferred
-
-    from gameserver import GameServer
-    from gameserver.store.redis import room_key
-    from tests.conftest import GAMES, make_settings
-
-    server = GameServer.with_redis(make_settings(), redis_url, games=GAMES)
-    server.backend.startService()
-    try:
-        for _ in range(250):
-            if server.backend.redis.connected:
-                break
-            await _pause(0.02)
-        owner = await server.store.create_user("owner", "!")
-        room = await server.rooms.create(owner.ref, {"name": "r", "game": "chat"})
-        gate: Deferred[None] = Deferred()
-
-        async def slow(game_room, helper):
-            game_room.state["written"] = True
-            await gate
-
-        turn = server.turns.run(room.id, slow)
-        await _pause(0.05)
-        # The lease runs out (a paused process, say) and someone else takes it.
-        await server.backend.redis("SET", room_key(room.id, "lock"), "someone else")
-        gate.callback(None)
-        with pytest.raises(Exception, match="outlived its lock"):
-            await turn
-        assert await server.store.load_state(room.id) is None
-    finally:
-        await server.backend.stopService()
 
 
 pytestmark = pytest.mark.cluster

@@ -123,7 +123,7 @@ def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 
 #: What this project installs at the top of site-packages.
-OURS = ("gameserver", "games")
+OURS = ("gameserver", "gameserver_games")
 
 
 def _ours(name: str) -> bool:
@@ -262,7 +262,7 @@ def test_wheel_holds_the_dropins_and_packages(installed: Installed) -> None:
     assert {n for n in names if n.startswith("twisted/")} == dropins
 
     # Every module of both packages, subpackages included.
-    for package in ("gameserver", "games"):
+    for package in ("gameserver", "gameserver_games"):
         assert f"{package}/__init__.py" in names
         modules = {
             p.relative_to(installed.source).as_posix()
@@ -270,10 +270,15 @@ def test_wheel_holds_the_dropins_and_packages(installed: Installed) -> None:
         }
         assert modules, package
         assert modules <= names, f"missing from the wheel: {sorted(modules - names)}"
-    assert "gameserver/store/__init__.py" in names
+    for package in ("_wire", "_engine", "_accounts", "_http", "_memory", "_redis"):
+        assert f"gameserver/{package}/__init__.py" in names, package
+    assert "gameserver/py.typed" in names  # the type hints are for users too
+    assert "gameserver_games/trivia.json" in names
+    # No top-level name another distribution might also install.
+    assert not [n for n in names if n.startswith("games/")]
     # The lobby and the JavaScript client are package data.
     for name in ("index.html", "gameserver.js", "lobby.js", "lobby.css"):
-        assert f"gameserver/web/static/{name}" in names, name
+        assert f"gameserver/_http/static/{name}" in names, name
     assert not [n for n in names if n.startswith("tests/")]
 
 
@@ -286,7 +291,7 @@ def test_wheel_metadata_declares_the_dependencies(installed: Installed) -> None:
         for line in text.splitlines()
         if line.startswith("Requires-Dist:") and "extra ==" not in line
     }
-    assert {"twisted", "autobahn", "pyjwt", "attrs"} <= requires
+    assert {"twisted", "autobahn", "pyjwt", "attrs", "msgpack"} <= requires
 
 
 # -- the installed package -------------------------------------------------

@@ -1,7 +1,10 @@
-"""Contract tests for ``IStore``: every implementation must pass them all.
+"""Contract tests for ``IStore`` (accounts and room records): every
+implementation must pass them all.
 
 They use only the interface (no private attributes), so that another store
-is tested by adding it to the ``store`` fixture's params.
+is tested by adding it to the ``store`` fixture's params. What a room's
+owner saves as its turns go is tested through servers, in
+``test_saving.py``.
 """
 
 from __future__ import annotations
@@ -10,14 +13,12 @@ import pytest
 import pytest_twisted
 from zope.interface.verify import verifyObject
 
-from gameserver._errors import GameStarted, RoomFull, RoomNotFound, UsernameTaken
+from gameserver._errors import UsernameTaken
 from gameserver._interfaces import IStore
 from gameserver._models import Page, Room, RoomState, UserRecord, UserRef
 from gameserver import MemoryStore
 
 ALICE = UserRef(1, "alice")
-BOB = UserRef(2, "bob")
-CAROL = UserRef(3, "carol")
 MISSING = 999_999
 
 
@@ -26,7 +27,8 @@ async def store(request):
     if request.param == "memory":
         yield MemoryStore()
         return
-    from gameserver.store.redis import RedisAddress, RedisConnection, RedisStore
+    from gameserver._redis.connection import RedisAddress, RedisConnection
+    from gameserver._redis.store import RedisStore
 
     url = request.getfixturevalue("redis_url")
     connection = RedisConnection(RedisAddress.parse(url))
@@ -200,231 +202,3 @@ async def test_list_rooms_game_filter(store):
     assert tuple(page.items) == ()
 
     assert (await store.list_rooms(None, 0, 10)).count == 5
-
-
-@pytest_twisted.ensureDeferred
-async def test_list_rooms_reflects_current_state(store):
-    room = await _room(store)
-    await store.seat_player(room.id, BOB)
-    await store.set_room_state(room.id, RoomState.IN_GAME)
-    (listed,) = (await store.list_rooms(None, 0, 10)).items
-    assert listed.players == (BOB,)
-    assert listed.state == RoomState.IN_GAME
-
-
-@pytest_twisted.ensureDeferred
-async def test_delete_room(store):
-    keep = await _room(store)
-    room = await _room(store)
-    assert await store.delete_room(room.id) is True
-    assert await store.get_room(room.id) is None
-    assert await store.delete_room(room.id) is False
-    assert await store.delete_room(MISSING) is False
-    page = await store.list_rooms(None, 0, 10)
-    assert page.count == 1
-    assert [r.id for r in page.items] == [keep.id]
-
-
-@pytest_twisted.ensureDeferred
-async def test_deleted_room_ids_are_not_reused(store):
-    first = await _room(store)
-    await store.delete_room(first.id)
-    second = await _room(store)
-    assert second.id > first.id
-
-
-# -- seats ----------------------------------------------------------------------
-
-
-@pytest_twisted.ensureDeferred
-async def test_seat_new_player(store):
-    room = await _room(store, max_players=3)
-    seated, new = await store.seat_player(room.id, BOB)
-    assert new is True
-    assert seated.players == (BOB,)
-    assert seated.has_player(BOB.id)
-    seated, new = await store.seat_player(room.id, CAROL)
-    assert new is True
-    assert seated.players == (BOB, CAROL)
-    assert (await store.get_room(room.id)).players == (BOB, CAROL)
-
-
-@pytest_twisted.ensureDeferred
-async def test_seat_already_seated_player(store):
-    room = await _room(store, max_players=3)
-    await store.seat_player(room.id, BOB)
-    seated, new = await store.seat_player(room.id, BOB)
-    assert new is False
-    assert seated.players == (BOB,)
-    assert (await store.get_room(room.id)).players == (BOB,)
-
-
-@pytest_twisted.ensureDeferred
-async def test_seat_in_full_room(store):
-    room = await _room(store, max_players=2)
-    await store.seat_player(room.id, ALICE)
-    await store.seat_player(room.id, BOB)
-    with pytest.raises(RoomFull):
-        await store.seat_player(room.id, CAROL)
-    assert (await store.get_room(room.id)).players == (ALICE, BOB)
-
-
-@pytest_twisted.ensureDeferred
-async def test_seat_after_game_started(store):
-    room = await _room(store, max_players=3)
-    await store.seat_player(room.id, ALICE)
-    await store.set_room_state(room.id, RoomState.IN_GAME)
-    with pytest.raises(GameStarted):
-        await store.seat_player(room.id, BOB)
-    assert (await store.get_room(room.id)).players == (ALICE,)
-
-
-@pytest_twisted.ensureDeferred
-async def test_seated_player_keeps_seat_in_full_started_room(store):
-    room = await _room(store, max_players=2)
-    await store.seat_player(room.id, ALICE)
-    await store.seat_player(room.id, BOB)
-    await store.set_room_state(room.id, RoomState.IN_GAME)
-    seated, new = await store.seat_player(room.id, BOB)
-    assert new is False
-    assert seated.players == (ALICE, BOB)
-    assert seated.state == RoomState.IN_GAME
-
-
-@pytest_twisted.ensureDeferred
-async def test_seat_in_unknown_room(store):
-    with pytest.raises(RoomNotFound):
-        await store.seat_player(MISSING, BOB)
-    room = await _room(store)
-    await store.delete_room(room.id)
-    with pytest.raises(RoomNotFound):
-        await store.seat_player(room.id, BOB)
-
-
-@pytest_twisted.ensureDeferred
-async def test_unseat_player(store):
-    room = await _room(store, max_players=3)
-    await store.seat_player(room.id, ALICE)
-    await store.seat_player(room.id, BOB)
-    await store.seat_player(room.id, CAROL)
-    after = await store.unseat_player(room.id, BOB.id)
-    assert isinstance(after, Room)
-    assert after.id == room.id
-    assert after.players == (ALICE, CAROL)
-    assert (await store.get_room(room.id)).players == (ALICE, CAROL)
-
-
-@pytest_twisted.ensureDeferred
-async def test_unseat_player_not_seated(store):
-    room = await _room(store)
-    await store.seat_player(room.id, ALICE)
-    after = await store.unseat_player(room.id, BOB.id)
-    assert after.players == (ALICE,)
-
-
-@pytest_twisted.ensureDeferred
-async def test_unseat_frees_the_seat(store):
-    room = await _room(store, max_players=1)
-    await store.seat_player(room.id, ALICE)
-    await store.unseat_player(room.id, ALICE.id)
-    seated, new = await store.seat_player(room.id, BOB)
-    assert new is True
-    assert seated.players == (BOB,)
-
-
-@pytest_twisted.ensureDeferred
-async def test_unseat_in_unknown_room_is_none(store):
-    assert await store.unseat_player(MISSING, BOB.id) is None
-
-
-# -- state ----------------------------------------------------------------------
-
-
-@pytest_twisted.ensureDeferred
-async def test_set_room_state(store):
-    room = await _room(store)
-    await store.seat_player(room.id, BOB)
-    for state in (RoomState.IN_GAME, RoomState.FINISHED, RoomState.WAITING):
-        after = await store.set_room_state(room.id, state)
-        assert after.state == state
-        assert after.players == (BOB,)
-        assert (await store.get_room(room.id)).state == state
-
-
-@pytest_twisted.ensureDeferred
-async def test_set_room_state_accepts_the_value(store):
-    room = await _room(store)
-    after = await store.set_room_state(room.id, "in_game")
-    assert after.state == RoomState.IN_GAME
-    assert (await store.get_room(room.id)).state is RoomState.IN_GAME
-
-
-@pytest_twisted.ensureDeferred
-async def test_set_state_of_unknown_room(store):
-    with pytest.raises(RoomNotFound):
-        await store.set_room_state(MISSING, RoomState.IN_GAME)
-
-
-# -- a turn's commit ------------------------------------------------------------
-
-
-@pytest_twisted.ensureDeferred
-async def test_commit_writes_state_entries_chat_status_and_timers(store):
-    from gameserver._models import Commit, TimerSpec
-
-    room = await _room(store)
-    assert await store.load_state(room.id) is None
-    timer = TimerSpec("t1", "q", 100.5, "Router", "tick", (1, "a"))
-    await store.commit(
-        room.id,
-        Commit(
-            state='{"n": 1}',
-            entries={"deck": "[1, 2]", "gone": None},
-            chat=['{"text": "a"}', '{"text": "b"}', '{"text": "c"}'],
-            chat_keep=2,
-            status=RoomState.IN_GAME,
-            timers={"q": timer},
-        ),
-    )
-    assert await store.load_state(room.id) == '{"n": 1}'
-    assert await store.get_entry(room.id, "deck") == "[1, 2]"
-    assert await store.get_entry(room.id, "gone") is None
-    assert await store.chat_backlog(room.id) == ['{"text": "b"}', '{"text": "c"}']
-    assert (await store.get_room(room.id)).state is RoomState.IN_GAME
-    assert await store.get_timer(room.id, "q") == timer
-    assert await store.due_timers(100.0, 10) == []
-    assert await store.due_timers(100.5, 10) == [(room.id, "q", "t1")]
-
-    await store.commit(room.id, Commit(entries={"deck": None}, timers={"q": None}))
-    assert await store.get_entry(room.id, "deck") is None
-    assert await store.get_timer(room.id, "q") is None
-    assert await store.due_timers(1000, 10) == []
-    assert await store.load_state(room.id) == '{"n": 1}'  # None keeps it
-
-
-@pytest_twisted.ensureDeferred
-async def test_commit_can_clear_timers_then_set_new_ones(store):
-    from gameserver._models import Commit, TimerSpec
-
-    room = await _room(store)
-    old = TimerSpec("a", "old", 5, "", "tick")
-    await store.commit(room.id, Commit(timers={"old": old}))
-    new = TimerSpec("b", "new", 6, "", "tick")
-    await store.commit(room.id, Commit(clear_timers=True, timers={"new": new}))
-    assert await store.get_timer(room.id, "old") is None
-    assert await store.get_timer(room.id, "new") == new
-    assert await store.due_timers(10, 10) == [(room.id, "new", "b")]
-
-
-@pytest_twisted.ensureDeferred
-async def test_commit_to_a_deleted_room_is_ignored(store):
-    from gameserver._models import Commit, TimerSpec
-
-    room = await _room(store)
-    await store.delete_room(room.id)
-    await store.commit(
-        room.id, Commit(state="{}", timers={"t": TimerSpec("x", "t", 1, "", "m")})
-    )
-    assert await store.load_state(room.id) is None
-    assert await store.get_room(room.id) is None
-    assert await store.due_timers(10, 10) == []

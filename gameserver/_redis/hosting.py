@@ -115,7 +115,13 @@ class RedisHosting:
         if work.kind in (MESSAGE, JOIN, LEAVE) and (
             len(link.pending) >= self.settings.max_pending_turns
         ):
-            self._refuse_here(work, "busy", f"room {work.room_id} is busy: try again")
+            self.engine.stats.refused_busy += 1
+            self._refuse_here(
+                work,
+                "busy",
+                f"room {work.room_id} has {len(link.pending)} messages waiting:"
+                " try again shortly",
+            )
             return
         work.since = self.reactor.seconds()
         link.pending[work.seq] = work

@@ -81,6 +81,7 @@ class RedisBackend(Service):
 
     def startService(self) -> None:
         super().startService()
+        log.info("gameserver process {pid} on Redis", pid=self.process_id)
         self._host.channel.start()
         self._starting = ensureDeferred(self._start_chores())
 

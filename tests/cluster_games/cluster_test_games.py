@@ -14,6 +14,12 @@ class CounterRouter(BaseRouter):
         room.state["n"] = n + 1
         helper.self_send("BUMPED", {"n": room.state["n"]})
 
+    async def hold(self, room, user, helper, data):
+        """Hold the room for a while: a turn in progress when a process dies."""
+        room.state["held"] = room.state.get("held", 0) + 1
+        await deferLater(reactor, data["seconds"], lambda: None)
+        helper.self_send("HELD", {"held": room.state["held"]})
+
     def count(self, room, user, helper, data):
         helper.self_send(
             "COUNT", {"n": room.state.get("n", 0), "rings": room.state.get("rings", 0)}
