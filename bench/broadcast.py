@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import time
 
+from gameserver.games import Game
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from gameserver import GameServer, Settings
 from gameserver.client import GameClient
-from gameserver.games import Game
 
 PASSWORD = "benchmark password"
 

@@ -83,7 +83,9 @@ class Game:
     # return an awaitable (``await super().on_join(...)`` works), which is
     # already done when no router's hook waited on anything.
 
-    def can_start(self, room: Any, user: Any, helper: Any, options: dict[str, Any]) -> Any:
+    def can_start(
+        self, room: Any, user: Any, helper: Any, options: dict[str, Any]
+    ) -> Any:
         """Raise a ``GameServerError`` to refuse the owner's ``START_GAME``."""
         return READY
 
@@ -107,7 +109,7 @@ class Game:
 
     def on_chat(
         self, room: Any, user: Any, helper: Any, message: ChatMessage
-    ) -> ChatMessage | None | Awaitable[ChatMessage | None]:
+    ) -> ChatMessage | Awaitable[ChatMessage | None] | None:
         """Change, redirect (``team``) or refuse (return ``None``) a chat message."""
         return message
 
@@ -115,9 +117,8 @@ class Game:
         routers = self.router_instances
         for index, router in enumerate(routers):
             result = getattr(router, hook)(*args)
-            if result is not None and result is not READY:
-                if inspect.isawaitable(result):
-                    return _rest(result, routers[index + 1 :], hook, args)
+            if result is not READY and inspect.isawaitable(result):
+                return _rest(result, routers[index + 1 :], hook, args)
         return READY
 
 

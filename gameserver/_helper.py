@@ -188,4 +188,3 @@ class Helper:
         turn.transition = turn.status = RoomState.FINISHED
         # The timers set before this turn end; those this turn sets stay.
         turn.clear_timers = True
-

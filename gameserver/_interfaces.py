@@ -7,7 +7,21 @@ through the same contracts.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Iterable
+from typing import TYPE_CHECKING, Any
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from gameserver._chat import ChatMessage
+    from gameserver._engine.room import LiveRoom, Work
+    from gameserver._engine.turns import Changes
+    from gameserver._gameroom import GameRoom
+    from gameserver._helper import Helper
+    from gameserver._models import Page, Room, UserRecord, UserRef
+    from gameserver._wire.messages import Frame
 
 
 class IStore(Interface):
@@ -17,22 +31,28 @@ class IStore(Interface):
     the process that owns the room, and is saved by its committer.
     """
 
-    def create_user(username, password_hash):
+    def create_user(username: str, password_hash: str) -> Awaitable[UserRecord]:
         """Store a new user; raise ``UsernameTaken`` (case-insensitive)."""
 
-    def get_user(user_id):
+    def get_user(user_id: int) -> Awaitable[UserRecord | None]:
         """The ``UserRecord`` with this id, or ``None``."""
 
-    def get_user_by_name(username):
+    def get_user_by_name(username: str) -> Awaitable[UserRecord | None]:
         """The ``UserRecord`` with this username (any case), or ``None``."""
 
-    def create_room(name, game, owner, max_players, password_hash):
+    def create_room(
+        name: str,
+        game: str,
+        owner: UserRef,
+        max_players: int,
+        password_hash: str | None,
+    ) -> Awaitable[Room]:
         """Store a new ``Room`` in the ``waiting`` state and return it."""
 
-    def get_room(room_id):
+    def get_room(room_id: int) -> Awaitable[Room | None]:
         """The ``Room`` with this id, or ``None``."""
 
-    def list_rooms(game, offset, limit):
+    def list_rooms(game: str | None, offset: int, limit: int) -> Awaitable[Page]:
         """A ``Page`` of rooms, newest first, optionally of one game only."""
 
 
@@ -43,16 +63,16 @@ class IConnection(Interface):
     user = Attribute("The validated ``UserRef``, or ``None`` before that.")
     open = Attribute("Whether the socket can still be sent to.")
 
-    def send(message):
+    def send(message: dict[str, Any]) -> None:
         """Encode a message (a dict) and queue it for this client."""
 
-    def send_frame(frame):
+    def send_frame(frame: Frame) -> None:
         """Queue a ``Frame`` (encoded and framed once) for this client."""
 
-    def authenticated(user):
+    def authenticated(user: UserRef) -> None:
         """The socket was validated as ``user``."""
 
-    def close(code, reason):
+    def close(code: int, reason: str) -> None:
         """Start the closing handshake."""
 
 
@@ -63,25 +83,25 @@ class IGroupLayer(Interface):
     each of their sockets.
     """
 
-    def add(connection):
+    def add(connection: IConnection) -> bool:
         """Register a socket; whether it is its user's first in this process."""
 
-    def remove(connection):
+    def remove(connection: IConnection) -> bool:
         """Forget a socket; whether it was its user's last in this process."""
 
-    def count(user_id):
+    def count(user_id: int) -> int:
         """How many sockets this user has in this process."""
 
-    def users():
+    def users() -> list[int]:
         """The users with a socket in this process."""
 
-    def connection(connection_id):
+    def connection(connection_id: int) -> IConnection | None:
         """The socket with this id, or ``None``."""
 
-    def deliver(user_ids, frame):
+    def deliver(user_ids: Iterable[int], frame: Frame) -> None:
         """Hand ``frame`` to every socket of each of these users."""
 
-    def deliver_to(connection_id, frame):
+    def deliver_to(connection_id: int, frame: Frame) -> None:
         """Hand ``frame`` to one socket, if it is still here."""
 
 
@@ -92,23 +112,23 @@ class IHosting(Interface):
     time, and work for it is forwarded there and acknowledged once saved.
     """
 
-    def submit(work):
+    def submit(work: Work) -> None:
         """Send ``work`` to its room's owner; refusals go to ``work.reply``."""
 
-    def request(work):
+    def request(work: Work) -> Deferred[None]:
         """``submit``, and return a ``Deferred`` that fires once it is saved."""
 
-    def user_connected(user):
+    def user_connected(user: UserRef) -> Awaitable[None]:
         """The user has a socket in this process now (awaitable)."""
 
-    def user_disconnected(user):
+    def user_disconnected(user: UserRef) -> None:
         """The user's last socket in this process closed."""
 
 
 class ICommitter(Interface):
     """Saves what turns changed, then delivers what they sent."""
 
-    def commit(room, changes):
+    def commit(room: LiveRoom, changes: Changes) -> None:
         """Save ``changes`` (perhaps with others'), then deliver its messages.
 
         When saved, call ``Engine.saved``; when the room cannot be saved
@@ -116,10 +136,10 @@ class ICommitter(Interface):
         hosting's ``lost``.
         """
 
-    def refuse(room, work, frame):
+    def refuse(room: LiveRoom, work: Work, frame: Frame) -> None:
         """Send a refusal of ``work`` now, outside the turn order (``busy``)."""
 
-    def duplicate(room, work):
+    def duplicate(room: LiveRoom, work: Work) -> None:
         """``work`` was done and saved already: acknowledge it again."""
 
 
@@ -136,29 +156,33 @@ class IGame(Interface):
     routes = Attribute("Message type to handler ``(room, user, helper, data)``.")
     chat_backlog = Attribute("How many chat messages a room keeps.")
 
-    def initial_state():
+    def initial_state() -> Any:
         """The JSON state document of a new room."""
 
-    def can_start(room, user, helper, options):
+    def can_start(
+        room: GameRoom, user: UserRef, helper: Helper, options: dict[str, Any]
+    ) -> Any:
         """Raise a ``GameServerError`` to refuse the owner's ``START_GAME``."""
 
-    def on_join(room, user, helper):
+    def on_join(room: GameRoom, user: UserRef, helper: Helper) -> Any:
         """A user took a seat; raise a ``GameServerError`` to refuse them."""
 
-    def on_reconnect(room, user, helper):
+    def on_reconnect(room: GameRoom, user: UserRef, helper: Helper) -> Any:
         """A seated user came back."""
 
-    def on_leave(room, user, helper):
+    def on_leave(room: GameRoom, user: UserRef, helper: Helper) -> Any:
         """A user gave up their seat."""
 
-    def on_disconnect(room, user, helper):
+    def on_disconnect(room: GameRoom, user: UserRef, helper: Helper) -> Any:
         """A seated user's last socket closed during a game."""
 
-    def on_start(room, helper, options):
+    def on_start(room: GameRoom, helper: Helper, options: dict[str, Any]) -> Any:
         """The game started."""
 
-    def on_finish(room, helper):
+    def on_finish(room: GameRoom, helper: Helper) -> Any:
         """The game finished."""
 
-    def on_chat(room, user, helper, message):
+    def on_chat(
+        room: GameRoom, user: UserRef, helper: Helper, message: ChatMessage
+    ) -> Any:
         """Return the ``ChatMessage`` to send (changed or not), or ``None``."""

@@ -80,7 +80,7 @@ class BaseRouter:
         for type_, handler in (routes or {}).items():
             own_name = getattr(handler, "__name__", None)
             if getattr(handler, "__self__", None) is self and own_name != type_:
-                handlers.pop(own_name, None)
+                handlers.pop(str(own_name), None)
         handlers.update(routes or {})
         return handlers
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import attrs
 
@@ -22,6 +23,10 @@ def _positive(instance: object, attribute: attrs.Attribute, value: float) -> Non
         raise ValueError(f"{attribute.name} must be positive (got {value!r})")
 
 
+def _to_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 def _to_bytes(value: str | bytes) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
 
@@ -36,7 +41,7 @@ class Settings:
     refresh_lifetime: float = attrs.field(default=24 * 60 * 60, validator=_positive)
     #: Origins allowed for WebSocket upgrades and CORS; Autobahn-style
     #: wildcards (``https://*.example.com``). ``*`` allows all.
-    allowed_origins: tuple[str, ...] = attrs.field(default=("*",), converter=tuple)
+    allowed_origins: tuple[str, ...] = attrs.field(default=("*",), converter=_to_tuple)
     #: Seconds a socket may stay open without a ``VALIDATE_CONNECTION``.
     validate_timeout: float = attrs.field(default=10.0, validator=_positive)
     max_message_size: int = attrs.field(default=64 * 1024, validator=_positive)

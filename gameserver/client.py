@@ -61,6 +61,15 @@ class ClientProtocol(WebSocketClientProtocol):
         self.closed.callback((code, reason))
 
 
+class _ClientFactory(WebSocketClientFactory):
+    protocol = ClientProtocol
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Fires with the protocol once the handshake is done.
+        self.opened: Deferred[ClientProtocol] = Deferred()
+
+
 class Connection:
     """One WebSocket to a gameserver."""
 
@@ -147,7 +156,8 @@ class Connection:
 
     def abort(self) -> None:
         """Drop the TCP connection without a closing handshake."""
-        self.protocol.transport.abortConnection()
+        transport: Any = self.protocol.transport
+        transport.abortConnection()
 
 
 class GameClient:
@@ -209,13 +219,11 @@ class GameClient:
         """Open ``/ws``; with ``validate``, send ``VALIDATE_CONNECTION`` first."""
         url = urlsplit(self.base_url)
         scheme = "wss" if url.scheme == "https" else "ws"
-        factory = WebSocketClientFactory(
+        factory = _ClientFactory(
             f"{scheme}://{url.netloc}{url.path}/ws",
             origin=origin,
             reactor=self._reactor,
         )
-        factory.protocol = ClientProtocol
-        factory.opened = Deferred()
         kind = "tls" if scheme == "wss" else "tcp"
         endpoint = clientFromString(
             self._reactor, f"{kind}:host={url.hostname}:port={url.port or 80}"
@@ -224,6 +232,8 @@ class GameClient:
         protocol = await factory.opened
         connection = Connection(protocol, self._reactor)
         if validate:
+            if self.access is None:
+                raise ConnectionError("log in first: there is no access token")
             reply = await connection.validate(self.access)
             if not reply["data"].get("is_successful"):
                 raise ConnectionError(f"validation refused: {reply['data']}")

@@ -10,9 +10,8 @@ import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
 
-from gameserver import GameServer, Settings
+from gameserver import Game, GameServer, Settings
 from gameserver.client import Connection, GameClient
-from gameserver import Game
 
 SECRET = "test secret that is long enough for HS256!"
 PASSWORD = "correct horse battery"

@@ -8,8 +8,13 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
 
-from gameserver import BaseRouter, Game, GameServerError, game_from_module
-from gameserver import GameLoadError
+from gameserver import (
+    BaseRouter,
+    Game,
+    GameLoadError,
+    GameServerError,
+    game_from_module,
+)
 from gameserver._routers import RouteConflict
 from gameserver.testing import GameTest, settle
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from gameserver._wire import messages
 from gameserver._errors import BadMessage
+from gameserver._wire import messages
 from gameserver._wire.messages import Envelope, Frame, decode, dumps
 
 

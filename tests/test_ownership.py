@@ -179,7 +179,11 @@ async def test_a_process_reads_only_the_messages_for_its_own_sockets(
     cluster, redis_url
 ):
     a, b, c = await cluster(), await cluster(), await cluster()
-    alice, bob, carol = await _user(a, "alice"), await _user(b, "bob"), await _user(c, "carol")
+    alice, bob, carol = (
+        await _user(a, "alice"),
+        await _user(b, "bob"),
+        await _user(c, "carol"),
+    )
     shared = (await alice.create_room("shared", "chat")).body
     alone = (await carol.create_room("alone", "chat")).body
     sa, sb, sc = await alice.connect(), await bob.connect(), await carol.connect()

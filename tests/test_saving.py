@@ -246,10 +246,10 @@ async def test_a_holder_whose_lease_passed_on_is_fenced_off(redis_url):
 
 @pytest_twisted.ensureDeferred
 async def test_a_commit_that_does_not_follow_the_last_one_is_refused(redis_url):
+    from gameserver._models import UserRef
     from gameserver._redis import keys, scripts
     from gameserver._redis.connection import RedisAddress, RedisConnection
     from gameserver._redis.store import RedisStore
-    from gameserver._models import UserRef
 
     redis = RedisConnection(RedisAddress.parse(redis_url))
     for _ in range(250):
@@ -257,15 +257,33 @@ async def test_a_commit_that_does_not_follow_the_last_one_is_refused(redis_url):
             break
         await _pause(0.02)
     try:
-        room = await RedisStore(redis).create_room("r", "chat", UserRef(1, "a"), 2, None)
+        room = await RedisStore(redis).create_room(
+            "r", "chat", UserRef(1, "a"), 2, None
+        )
         room_keys = keys.room_keys(room.id)
         claimed = await redis.run(scripts.CLAIM, room_keys, ["me", 5000])
         assert int(claimed[0]) == 2
         lease = f"me:{int(claimed[1])}"
-        assert int(await redis.run(scripts.COMMIT, room_keys, [lease, 0, 5000, 6, "S", "{}"])) == 1
+        assert (
+            int(
+                await redis.run(
+                    scripts.COMMIT, room_keys, [lease, 0, 5000, 6, "S", "{}"]
+                )
+            )
+            == 1
+        )
         # Version 0 again: a commit sent after one that failed, say.
-        assert int(await redis.run(scripts.COMMIT, room_keys, [lease, 0, 5000, 6, "S", "{}"])) == -2
-        assert int(await redis.run(scripts.COMMIT, room_keys, ["me:0", 1, 5000, 4])) == -1
+        assert (
+            int(
+                await redis.run(
+                    scripts.COMMIT, room_keys, [lease, 0, 5000, 6, "S", "{}"]
+                )
+            )
+            == -2
+        )
+        assert (
+            int(await redis.run(scripts.COMMIT, room_keys, ["me:0", 1, 5000, 4])) == -1
+        )
         other = await redis.run(scripts.CLAIM, room_keys, ["other", 5000])
         assert [int(other[0]), other[1]] == [1, lease]
         assert int(await redis.run(scripts.RELEASE, [room_keys[-1]], [lease])) == 1

@@ -13,10 +13,10 @@ import pytest
 import pytest_twisted
 from zope.interface.verify import verifyObject
 
+from gameserver import MemoryStore
 from gameserver._errors import UsernameTaken
 from gameserver._interfaces import IStore
 from gameserver._models import Page, Room, RoomState, UserRecord, UserRef
-from gameserver import MemoryStore
 
 ALICE = UserRef(1, "alice")
 MISSING = 999_999

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from gameserver_games.tictactoe import TicTacToe
 from gameserver import RoomState, installed_games
 from gameserver.testing import GameTest, Player
+from gameserver_games.tictactoe import TicTacToe
 
 # With GameTest: no sockets, no real time
 

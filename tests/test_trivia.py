@@ -10,10 +10,10 @@ import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
 
-from gameserver_games.trivia import QUESTIONS, Trivia, load_questions
 from gameserver import installed_games
 from gameserver.client import Connection
 from gameserver.testing import GameTest, Player
+from gameserver_games.trivia import QUESTIONS, Trivia, load_questions
 
 #: Every answer is choice 0, so a test knows it whatever the RNG picks.
 BANK = [

@@ -12,8 +12,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from gameserver import GameServer
-from gameserver.client import GameClient
 from gameserver._http.lobby import STATIC_DIR
+from gameserver.client import GameClient
 from tests.conftest import make_settings
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -461,9 +460,7 @@ async def test_dead_peer_dropped_by_heartbeat(make_server):
         connection.protocol.transport.resumeProducing()
         code, _ = await connection.closed
     assert code != 1000
-    await _eventually(
-        lambda: server.server.sockets.count(client.user_id) == 0
-    )
+    await _eventually(lambda: server.server.sockets.count(client.user_id) == 0)
 
 
 class Blobs(BaseRouter):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from gameserver._accounts.passwords import PasswordHasher
 from gameserver._accounts.tokens import ACCESS, REFRESH, Tokens
 from gameserver._errors import InvalidInput, InvalidToken, NotAuthenticated
 from gameserver._interfaces import IStore
 from gameserver._models import UserRef
-from gameserver._accounts.passwords import PasswordHasher
 
 USERNAME = re.compile(r"[A-Za-z0-9_.-]{3,32}")
 MIN_PASSWORD = 8

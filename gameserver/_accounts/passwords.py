@@ -11,8 +11,10 @@ import base64
 import hashlib
 import hmac
 import os
+from collections.abc import Callable
+from typing import Any
 
-from twisted.internet.defer import DeferredSemaphore
+from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 
@@ -80,7 +82,7 @@ class PasswordHasher:
         self._max_queued = max_queued
         self._decoy: str | None = None
 
-    def _in_thread(self, fn, *args):
+    def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
         if len(self._semaphore.waiting) >= self._max_queued:
             raise Unavailable("the server is busy checking passwords: try again soon")
         pool = self._reactor.getThreadPool()

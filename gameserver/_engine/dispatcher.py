@@ -94,9 +94,7 @@ class Dispatcher:
             else:
                 kind = MESSAGE
             reply = Reply(self._process, session.id)
-            self._hosting.submit(
-                Work(kind, room_id, user, reply, type_, envelope.data)
-            )
+            self._hosting.submit(Work(kind, room_id, user, reply, type_, envelope.data))
         except GameServerError as e:
             session.send(_error(e, envelope))
         return None
@@ -141,11 +139,11 @@ class Dispatcher:
             return
         limit = self._settings.max_connections_per_user
         if self._sockets.count(user.id) >= limit:
-            e = GameServerError(
+            over = GameServerError(
                 f"at most {limit} connections per user", code="too_many_connections"
             )
-            session.send(_refusal(messages.VALIDATE_CONNECTION, None, e))
-            session.close(CLOSE_TOO_MANY_CONNECTIONS, e.code)
+            session.send(_refusal(messages.VALIDATE_CONNECTION, None, over))
+            session.close(CLOSE_TOO_MANY_CONNECTIONS, over.code)
             return
         session.authenticated(user)
         if self._sockets.add(session):

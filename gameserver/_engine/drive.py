@@ -8,10 +8,10 @@ builds a ``Deferred`` only for one that really waits on something.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Coroutine, Generator
-from typing import Any
+from collections.abc import Awaitable, Coroutine, Generator
+from typing import Any, cast
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 
@@ -26,7 +26,8 @@ class Ready:
     __slots__ = ()
 
     def __await__(self) -> Generator[Any, None, None]:
-        return iter(())
+        return
+        yield  # a generator that ends at once
 
 
 READY = Ready()
@@ -61,8 +62,12 @@ def settle(result: Any) -> Any:
     if inspect.iscoroutine(result):
         return _step(result, None, None)
     if inspect.isawaitable(result):
-        return Pending(ensureDeferred(result))
+        return _step(_awaiting(result), None, None)
     return result
+
+
+async def _awaiting(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 def _step(
@@ -89,7 +94,7 @@ def _wait(coro: Coroutine[Any, Any, Any], waited: Any, done: Deferred[Any]) -> N
         # Deferred.__await__ reads its own result when resumed, so a value
         # stays in place; a failure is thrown in, and consumed here.
         if isinstance(result, Failure):
-            error = result.value
+            error = cast(BaseException, result.value)
             traceback = result.getTracebackObject()
             if traceback is not None:
                 error = error.with_traceback(traceback)

@@ -169,9 +169,7 @@ def join(turn: Turn, view: GameRoom, helper: Helper) -> Any:
         room.record, players=turn.players_now(), state=turn.status_now()
     ).to_json()
     turn.reply(
-        Frame.build(
-            messages.JOIN_ROOM, {"is_successful": True, "room": reply}, room.id
-        )
+        Frame.build(messages.JOIN_ROOM, {"is_successful": True, "room": reply}, room.id)
     )
     history = {"messages": _history(turn, user.id)}
     turn.send(Frame.build(messages.CHAT_HISTORY, history, room.id), (user.id,))
@@ -196,9 +194,7 @@ def leave(turn: Turn, view: GameRoom, helper: Helper) -> None:
     if user.id not in turn.present_now() and not turn.has_player(user.id):
         raise NotInRoom(f"you are not in room {turn.room.id}")
     _release_seat(turn, user)
-    turn.reply(
-        Frame.build(messages.LEAVE_ROOM, {"is_successful": True}, turn.room.id)
-    )
+    turn.reply(Frame.build(messages.LEAVE_ROOM, {"is_successful": True}, turn.room.id))
 
 
 def gone(turn: Turn, view: GameRoom, helper: Helper) -> None:

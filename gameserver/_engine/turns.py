@@ -99,6 +99,7 @@ class Turn:
     __slots__ = (
         "chat",
         "clear_timers",
+        "drop",
         "entries",
         "follow_ups",
         "groups",
@@ -112,7 +113,6 @@ class Turn:
         "touched",
         "transition",
         "work",
-        "drop",
     )
 
     def __init__(self, room: LiveRoom, work: Work) -> None:
@@ -478,6 +478,7 @@ class Engine:
     def _transition(self, turn: Turn) -> None:
         room, transition = turn.room, turn.transition
         assert transition is not None
+        hook: Callable[[GameRoom, Helper], Any]
         if transition is RoomState.IN_GAME:
             kind = messages.GAME_STARTED
             options = turn.start_options
@@ -496,9 +497,7 @@ class Engine:
             # The transition's hook runs before the others the turn queued.
             turn.follow_ups.insert(0, turn.follow_ups.pop())
 
-    def _apply_timers(
-        self, room: LiveRoom, turn: Turn
-    ) -> tuple[tuple[str, ...], bool]:
+    def _apply_timers(self, room: LiveRoom, turn: Turn) -> tuple[tuple[str, ...], bool]:
         names: dict[str, None] = {}
         if turn.clear_timers:
             for name in list(room.timers):
@@ -555,7 +554,7 @@ class Engine:
                 del room.timers[name]
                 self._disarm(room, name)
                 changes.timers = (name,)
-        elif work.kind in (MESSAGE, JOIN, LEAVE):
+        elif work.kind in (MESSAGE, JOIN, LEAVE) and work.reply is not None:
             changes.out.append((_refusal_frame(work, error), work.reply))
         self._seen(room, work)
         room.unsaved += 1

@@ -16,14 +16,14 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from gameserver._wire import messages
 from gameserver._accounts.accounts import Accounts
+from gameserver._engine.rooms import Rooms
 from gameserver._errors import GameServerError, InvalidInput, NotAuthenticated, NotFound
 from gameserver._interfaces import IGame
 from gameserver._models import UserRef
-from gameserver._wire.origins import OriginPolicy
-from gameserver._engine.rooms import Rooms
 from gameserver._settings import Settings
+from gameserver._wire import messages
+from gameserver._wire.origins import OriginPolicy
 
 log = Logger()
 
@@ -72,7 +72,7 @@ class LimitedRequest(Request):
         body = messages.dumps(
             {"detail": f"the body is over {self.max_body} bytes", "code": "too_large"}
         )
-        transport = self.channel.transport
+        transport: Any = self.channel.transport
         transport.write(
             b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
             b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
@@ -159,7 +159,7 @@ class ApiResource(Resource):
         request.setHeader(b"Access-Control-Max-Age", b"600")
 
     async def _route(self, request: Request) -> Result:
-        segments = [s.decode("utf-8", "replace") for s in request.postpath]
+        segments = [s.decode("utf-8", "replace") for s in request.postpath or ()]
         if segments and segments[-1] == "":
             segments.pop()
         for pattern, methods in self._routes:
@@ -178,7 +178,8 @@ class ApiResource(Resource):
 
     def _body(self, request: Request) -> Any:
         limit = self._settings.max_request_body
-        raw = request.content.read(limit + 1)
+        content: Any = request.content
+        raw = content.read(limit + 1)
         if len(raw) > limit:
             raise PayloadTooLarge(f"the body is over {limit} bytes")
         try:
@@ -229,7 +230,7 @@ class ApiResource(Resource):
             """Relative to the host, so a forged Host header cannot leak in."""
             query = {"page": n} if game is None else {"page": n, "game": game}
             base = "/".join(
-                quote(seg.decode("utf-8", "replace")) for seg in request.prepath
+                quote(seg.decode("utf-8", "replace")) for seg in request.prepath or ()
             )
             return f"/{base}/rooms/?{urlencode(query)}"
 

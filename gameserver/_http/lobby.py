@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 from twisted.web import pages, resource
 
@@ -60,7 +61,7 @@ class StaticFile(static.File):
     defaultType = "application/octet-stream"
     indexNames: list[str] = []
 
-    def __init__(self, path: str | Path, *args: object, **kwargs: object) -> None:
+    def __init__(self, path: str | Path, *args: Any, **kwargs: Any) -> None:
         super().__init__(str(path), *args, **kwargs)
         # File.__init__ and createSimilarFile copy these per instance.
         self.contentTypes = CONTENT_TYPES

@@ -22,7 +22,9 @@ from gameserver._wire.messages import Frame
 
 @implementer(IHosting)
 class MemoryHosting:
-    def __init__(self, engine: Engine, store: MemoryStore, sockets: LocalSockets) -> None:
+    def __init__(
+        self, engine: Engine, store: MemoryStore, sockets: LocalSockets
+    ) -> None:
         self._engine = engine
         self._store = store
         self._sockets = sockets

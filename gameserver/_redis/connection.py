@@ -85,13 +85,18 @@ class RedisConnection:
         """Send a command now (pipelined); the ``Deferred`` fires with its reply."""
         # Without a live connection txredisapi would wait for one forever.
         if not self.connected:
-            return _failed(Unavailable("the store (Redis) is unreachable: try again soon"))
+            return _failed(
+                Unavailable("the store (Redis) is unreachable: try again soon")
+            )
         try:
             d = self._handler.execute_command(*command)
         except txredisapi.ConnectionError as e:
             return _failed(Unavailable(f"the store (Redis) failed: {e}"))
         return d.addCallbacks(
-            _checked, _unavailable, callbackArgs=(command[0],), errbackArgs=(command[0],)
+            _checked,
+            _unavailable,
+            callbackArgs=(command[0],),
+            errbackArgs=(command[0],),
         )
 
     def run(self, script: Script, keys: list[str], args: list[Any]) -> Deferred[Any]:

@@ -184,7 +184,9 @@ class RedisHosting:
         if failure.check(GameServerError):
             code, detail = failure.value.code, failure.value.detail
         else:
-            log.failure("finding the owner of room {room} failed", failure, room=link.room_id)
+            log.failure(
+                "finding the owner of room {room} failed", failure, room=link.room_id
+            )
             code, detail = "unavailable", "the room cannot be reached now: try again"
         self._fail_pending(link, code, detail)
 
@@ -196,7 +198,9 @@ class RedisHosting:
 
     def _refuse_here(self, work: Work, code: str, detail: str) -> None:
         if work.kind in (MESSAGE, JOIN, LEAVE) and work.reply is not None:
-            self.sockets.deliver_to(work.reply.connection, error_frame(work, code, detail))
+            self.sockets.deliver_to(
+                work.reply.connection, error_frame(work, code, detail)
+            )
         _finish(work)
 
     def _arm_retry(self, link: Link) -> None:
@@ -314,7 +318,9 @@ class RedisHosting:
             for user_id, routes in list(room.present.items()):
                 user = room.player(user_id)
                 if process in routes and user is not None:
-                    self.engine.submit(room, Work(GONE, room.id, user, processes=(process,)))
+                    self.engine.submit(
+                        room, Work(GONE, room.id, user, processes=(process,))
+                    )
 
     def lost(self, room: LiveRoom, reason: str) -> None:
         """This process cannot save the room (any more): give it up at once.
@@ -342,7 +348,9 @@ class RedisHosting:
         self.engine.drop(room)
         self.committer.forget(room)
         return self.redis.run(
-            scripts.RELEASE, [keys.room(room.id, "lease")], [self.committer.holder(room)]
+            scripts.RELEASE,
+            [keys.room(room.id, "lease")],
+            [self.committer.holder(room)],
         )
 
     # What other processes send here
@@ -383,9 +391,11 @@ class RedisHosting:
             self.engine.submit(outcome, work)
         elif outcome is None:
             refusal = missing(work)
-            items = [] if refusal is None or work.reply is None else [
-                [refusal.payload, None, work.reply.connection]
-            ]
+            items = (
+                []
+                if refusal is None or work.reply is None
+                else [[refusal.payload, None, work.reply.connection]]
+            )
             self._publish(work.origin, pack([OUT, work.room_id, items, [work.seq]]))
         else:
             self._publish(work.origin, pack([MOVED, work.room_id]))
@@ -422,7 +432,9 @@ class RedisHosting:
                 ).addErrback(quietly)
             rooms.update(int(r) for r in await listed)
         except GameServerError as e:
-            log.warn("{user} left, and Redis is down: {e}", user=user.username, e=e.detail)
+            log.warn(
+                "{user} left, and Redis is down: {e}", user=user.username, e=e.detail
+            )
         if self.sockets.count(user.id) and not stopping:
             return  # back meanwhile
         for room_id in sorted(rooms):
@@ -597,7 +609,9 @@ class RedisCommitter:
                 self._sockets.deliver_to(work.reply.connection, frame)
             self._hosting.completed(work)
             return
-        items = [] if work.reply is None else [[frame.payload, None, work.reply.connection]]
+        items = (
+            [] if work.reply is None else [[frame.payload, None, work.reply.connection]]
+        )
         self._hosting._publish(work.origin, pack([OUT, room.id, items, [work.seq]]))
 
     def duplicate(self, room: LiveRoom, work: Work) -> None:
@@ -625,10 +639,17 @@ class RedisCommitter:
         for name in batch.timers:
             spec = room.timers.get(name)
             if spec is not None:  # indexed before it is stored: never missed
-                redis("ZADD", keys.TIMERS, spec.deadline, f"{room.id}|{name}").addErrback(
-                    quietly
-                )
-        args = [self.holder(room), expected, self._ttl_ms, 4 + len(ops), *ops, *publishes]
+                redis(
+                    "ZADD", keys.TIMERS, spec.deadline, f"{room.id}|{name}"
+                ).addErrback(quietly)
+        args = [
+            self.holder(room),
+            expected,
+            self._ttl_ms,
+            4 + len(ops),
+            *ops,
+            *publishes,
+        ]
         self.commits += 1
         self._in_flight.setdefault(room.id, []).append(batch)
         self.renewed[room.id] = self._reactor.seconds()
@@ -659,13 +680,21 @@ class RedisCommitter:
             ops.append("X")
         for name in batch.timers:
             spec = room.timers.get(name)
-            ops += ["t", name] if spec is None else ["T", name, json.dumps(spec.to_json())]
+            ops += (
+                ["t", name] if spec is None else ["T", name, json.dumps(spec.to_json())]
+            )
         for name in batch.groups:
             members = room.groups.get(name)
-            ops += ["g", name] if not members else ["G", name, json.dumps(sorted(members))]
+            ops += (
+                ["g", name] if not members else ["G", name, json.dumps(sorted(members))]
+            )
         for user_id in batch.before:
             routes = room.present.get(user_id)
-            ops += ["p", user_id] if not routes else ["P", user_id, json.dumps(sorted(routes))]
+            ops += (
+                ["p", user_id]
+                if not routes
+                else ["P", user_id, json.dumps(sorted(routes))]
+            )
         seen: dict[str, int] = {}
         for work in batch.works:
             if work.origin and work.seq > seen.get(work.origin, 0):
@@ -690,8 +719,8 @@ class RedisCommitter:
         for origin, seqs in acks.items():
             per.setdefault(origin, ([], []))[1].extend(seqs)
         publishes: list[Any] = []
-        for process, (items, acks) in per.items():
-            publishes += [keys.channel(process), pack([OUT, room.id, items, acks])]
+        for process, (items, seqs) in per.items():
+            publishes += [keys.channel(process), pack([OUT, room.id, items, seqs])]
         return local, publishes
 
     def _has_remote(self, room: LiveRoom) -> bool:
@@ -703,7 +732,9 @@ class RedisCommitter:
         self._remote[room.id] = (room.present, remote)
         return remote
 
-    def _split(self, batch: Batch) -> tuple[list[Out], dict[str, tuple[list[Any], list[int]]]]:
+    def _split(
+        self, batch: Batch
+    ) -> tuple[list[Out], dict[str, tuple[list[Any], list[int]]]]:
         me = self._process
         present, before = batch.room.present, batch.before
         local: list[Out] = []
@@ -730,7 +761,9 @@ class RedisCommitter:
             if mine:
                 local.append((frame, tuple(mine)))
             for process, users in theirs.items():
-                per.setdefault(process, ([], []))[0].append([frame.payload, users, None])
+                per.setdefault(process, ([], []))[0].append(
+                    [frame.payload, users, None]
+                )
         return local, per
 
     def _saved(self, reply: Any, batch: Batch, local: list[Out]) -> None:
@@ -742,8 +775,10 @@ class RedisCommitter:
             return
         code = int(reply)
         if code != 1:
-            reason = "its lease passed to another process" if code == -1 else (
-                "a commit before this one did not apply"
+            reason = (
+                "its lease passed to another process"
+                if code == -1
+                else ("a commit before this one did not apply")
             )
             self._hosting.lost(room, reason)
             return
@@ -785,7 +820,9 @@ class RedisCommitter:
             self._engine.drop(room)
             self.forget(room)
 
-    def _online_elsewhere(self, processes: list[str], room: LiveRoom, user_id: int) -> None:
+    def _online_elsewhere(
+        self, processes: list[str], room: LiveRoom, user_id: int
+    ) -> None:
         """A user who joined may have sockets in other processes too: reach them."""
         if self._engine.rooms.get(room.id) is not room:
             return
@@ -796,4 +833,3 @@ class RedisCommitter:
         others = tuple(sorted(set(processes) - routes))
         if others:
             self._engine.submit(room, Work(HERE, room.id, user, processes=others))
-

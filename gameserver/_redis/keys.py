@@ -20,7 +20,17 @@ TIMERS = f"{PREFIX}:timers"
 PROCESSES = f"{PREFIX}:{{processes}}"
 
 #: The parts of a room, in the order the room scripts take them as KEYS.
-ROOM_PARTS = ("meta", "state", "entries", "chat", "timers", "present", "groups", "seen", "lease")
+ROOM_PARTS = (
+    "meta",
+    "state",
+    "entries",
+    "chat",
+    "timers",
+    "present",
+    "groups",
+    "seen",
+    "lease",
+)
 
 
 def user(user_id: int) -> str:

@@ -21,7 +21,9 @@ def probe(url: str, *, timeout: float = 3.0) -> str:
         commands.append(("AUTH", address.password))
     commands += [("SELECT", str(address.db)), ("PING",)]
     try:
-        with socket.create_connection((address.host, address.port), timeout=timeout) as s:
+        with socket.create_connection(
+            (address.host, address.port), timeout=timeout
+        ) as s:
             for command in commands:
                 s.sendall(_resp(command))
                 reply = s.recv(256)

@@ -104,11 +104,7 @@ class RedisBackend(Service):
         for chore, interval, now in chores:
             loop = LoopingCall(lambda chore=chore: ensureDeferred(self._quietly(chore)))
             loop.clock = self._reactor
-            loop.start(interval, now=now).addErrback(
-                lambda f, chore=chore: log.failure(
-                    "chore {c} stopped", f, c=chore.__name__
-                )
-            )
+            loop.start(interval, now=now).addErrback(_chore_stopped, chore.__name__)
             self._loops.append(loop)
 
     def stopService(self) -> Deferred[None]:
@@ -161,7 +157,9 @@ class RedisBackend(Service):
             await chore()
         except GameServerError as e:
             self._healthy_since = None
-            log.warn("Redis chore {c} failed: {detail}", c=chore.__name__, detail=e.detail)
+            log.warn(
+                "Redis chore {c} failed: {detail}", c=chore.__name__, detail=e.detail
+            )
         except Exception:
             self._healthy_since = None
             log.failure("Redis chore {c} failed", c=chore.__name__)
@@ -202,7 +200,13 @@ class RedisBackend(Service):
         host = self._host
         now = self._reactor.seconds()
         due = await self.redis(
-            "ZRANGEBYSCORE", keys.TIMERS, "-inf", repr(now - TIMER_GRACE), "LIMIT", 0, 100
+            "ZRANGEBYSCORE",
+            keys.TIMERS,
+            "-inf",
+            repr(now - TIMER_GRACE),
+            "LIMIT",
+            0,
+            100,
         )
         for member in due:
             room_id_text, _, name = member.partition("|")
@@ -210,7 +214,9 @@ class RedisBackend(Service):
             if room_id in host.engine.rooms:
                 continue
             outcome = await host.claim(room_id)
-            if outcome is None or (not isinstance(outcome, str) and name not in outcome.timers):
+            if outcome is None or (
+                not isinstance(outcome, str) and name not in outcome.timers
+            ):
                 await self.redis("ZREM", keys.TIMERS, member)
 
     async def _renew_leases(self) -> None:
@@ -224,7 +230,9 @@ class RedisBackend(Service):
                 continue
             committer.renewed[room.id] = now
             host.redis.run(
-                scripts.RENEW, [keys.room(room.id, "lease")], [committer.holder(room), ttl_ms]
+                scripts.RENEW,
+                [keys.room(room.id, "lease")],
+                [committer.holder(room), ttl_ms],
             ).addCallbacks(self._renewed, lambda f: None, (room,))
 
     def _renewed(self, reply: Any, room: Any) -> None:
@@ -250,7 +258,10 @@ class RedisBackend(Service):
             return
         # After an outage every live process needs a heartbeat or two to say
         # so again: until then, nobody is taken for dead.
-        if self._reactor.seconds() - self._healthy_since < 2 * self.settings.process_ttl:
+        if (
+            self._reactor.seconds() - self._healthy_since
+            < 2 * self.settings.process_ttl
+        ):
             return
         host = self._host
         for process in await self.redis("SMEMBERS", keys.PROCESSES):
@@ -273,3 +284,6 @@ class RedisBackend(Service):
                     host.submit(Work(GONE, room_id, record.ref, processes=(process,)))
             await self.redis("DEL", keys.process_users(process))
 
+
+def _chore_stopped(failure: Any, name: str) -> None:
+    log.failure("chore {c} stopped", failure, c=name)

@@ -93,7 +93,9 @@ class RedisStore:
             consumeErrors=True,
         ).addErrback(_first_error)
         rooms = [
-            room_of(int(i), pairs(meta)) for i, meta in zip(ids, metas, strict=True) if meta
+            room_of(int(i), pairs(meta))
+            for i, meta in zip(ids, metas, strict=True)
+            if meta
         ]
         return Page(int(count), tuple(rooms))
 

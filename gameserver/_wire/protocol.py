@@ -13,7 +13,7 @@ Twisted's buffer, which the outbound cap watches.
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -23,9 +23,6 @@ from gameserver._settings import Settings
 from gameserver._wire.limits import OutboundWatch
 from gameserver._wire.origins import OriginPolicy
 from gameserver._wire.session import Dispatch, Session
-
-if TYPE_CHECKING:
-    pass
 
 _MAX_REASON_BYTES = 120
 _ids = itertools.count(1)
@@ -58,7 +55,7 @@ class GameServerProtocol(WebSocketServerProtocol):
             factory.settings,
             factory.clock,
             next(_ids),
-            peer=self.peer,
+            peer=self.peer or "",
         )
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
@@ -151,7 +148,7 @@ def _take_over_producer(transport: Any, producer: IPushProducer) -> None:
 
 
 class GameServerFactory(WebSocketServerFactory):
-    protocol = GameServerProtocol
+    protocol = GameServerProtocol  # type: ignore[assignment]
 
     def __init__(
         self,

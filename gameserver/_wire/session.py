@@ -162,7 +162,9 @@ class Session:
         if waiting is not None:
             self._waiting = waiting
             waiting.addErrback(
-                lambda f: log.failure("handling a message of {peer} failed", f, peer=self.peer)
+                lambda f: log.failure(
+                    "handling a message of {peer} failed", f, peer=self.peer
+                )
             ).addBoth(self._handled)
 
     def _handled(self, _: object) -> None:
