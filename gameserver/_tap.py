@@ -60,6 +60,14 @@ class Options(usage.Options):
             "Comma-separated names of the games to serve (default: all).",
         ],
         [
+            "message-rate",
+            None,
+            20.0,
+            "Messages per second a socket may send, sustained.",
+            float,
+        ],
+        ["message-burst", None, 40, "Messages a socket may send in a burst.", int],
+        [
             "max-pending-turns",
             None,
             64,
@@ -119,6 +127,8 @@ class Options(usage.Options):
                 max_connections=self["max-connections"],
                 max_connections_per_user=self["max-connections-per-user"],
                 max_message_size=self["max-message-size"],
+                message_rate=self["message-rate"],
+                message_burst=self["message-burst"],
                 max_pending_turns=self["max-pending-turns"],
                 lease_ttl=self["lease-ttl"],
                 process_ttl=self["process-ttl"],

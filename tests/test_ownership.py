@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-import txredisapi
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
@@ -152,26 +151,30 @@ async def test_an_owner_killed_mid_turn_is_taken_over_once_its_lease_runs_out(
     assert (await sb.receive("COUNT"))["data"]["n"] == 1
 
 
-class _Counting(txredisapi.SubscriberProtocol):
-    def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
-        self.factory.counts[channel] += 1
+async def _count_channels(redis_url: str, names: list[str]) -> Any:
+    """Subscribe to processes' channels, counting what is published on each.
 
+    Every publish counts, whatever its channel: each message is counted on
+    the channel given by its position in the subscription (one connection
+    per channel keeps them apart).
+    """
+    from gameserver._redis.connection import Subscriber
 
-async def _count_channels(redis_url: str, names: list[str]) -> Counter:
-    """Subscribe to processes' channels, counting what is published on each."""
-    address = RedisAddress.parse(redis_url)
-    factory = txredisapi.SubscriberFactory(isLazy=True)
-    factory.protocol = _Counting
-    factory.counts = Counter()
-    factory.dbid = None
-    factory.startConnecting(txredisapi._makeEndpoint(address.host, address.port))
-    for _ in range(100):
-        if factory.size:
+    counts: Counter = Counter()
+    subscribers = []
+    for name in names:
+
+        def count(raw: bytes, name: str = name) -> None:
+            counts[name] += 1
+
+        subscriber = Subscriber(RedisAddress.parse(redis_url), reactor, [name], count)
+        subscriber.start()
+        subscribers.append(subscriber)
+    for _ in range(200):
+        if all(s.ready for s in subscribers):
             break
         await _pause(0.02)
-    await factory.handler.subscribe(names)
-    factory.counts.stop = factory.disconnect
-    return factory.counts
+    return counts, subscribers
 
 
 @pytest_twisted.ensureDeferred
@@ -191,7 +194,7 @@ async def test_a_process_reads_only_the_messages_for_its_own_sockets(
     await _ok(await sb.join(shared["id"]))
     await _ok(await sc.join(alone["id"]))  # c owns the other
     channels = {s: keys.channel(s.process_id) for s in (a, b, c)}
-    counts = await _count_channels(redis_url, list(channels.values()))
+    counts, subscribers = await _count_channels(redis_url, list(channels.values()))
     try:
         for n in range(20):
             sa.send("CHAT_MESSAGE", shared["id"], {"text": f"m{n}"})
@@ -209,7 +212,8 @@ async def test_a_process_reads_only_the_messages_for_its_own_sockets(
         assert counts[channels[a]] == 0
         assert counts[channels[c]] == 0
     finally:
-        counts.stop()
+        for subscriber in subscribers:
+            await subscriber.stop()
 
 
 pytestmark = pytest.mark.cluster

@@ -251,7 +251,7 @@ async def test_a_commit_that_does_not_follow_the_last_one_is_refused(redis_url):
     from gameserver._redis.connection import RedisAddress, RedisConnection
     from gameserver._redis.store import RedisStore
 
-    redis = RedisConnection(RedisAddress.parse(redis_url))
+    redis = RedisConnection(RedisAddress.parse(redis_url), reactor)
     for _ in range(250):
         if redis.connected:
             break

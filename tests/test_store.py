@@ -31,7 +31,9 @@ async def store(request):
     from gameserver._redis.store import RedisStore
 
     url = request.getfixturevalue("redis_url")
-    connection = RedisConnection(RedisAddress.parse(url))
+    from twisted.internet import reactor
+
+    connection = RedisConnection(RedisAddress.parse(url), reactor)
     await _connected(connection)
     yield RedisStore(connection)
     await connection.disconnect()

@@ -11,7 +11,7 @@ Three kinds of message travel between processes, as MessagePack:
 - ``MOVED``: the process sent work to does not hold the room: ask again
   who does.
 
-txredisapi forgets subscriptions when it reconnects, so the channel
+Redis forgets a connection's subscriptions when it drops, so the channel
 subscribes again on every connection; what is published meanwhile is lost
 (pub/sub is at most once), which is why requests are numbered and sent
 again until acknowledged.
@@ -24,13 +24,13 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
-import txredisapi
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from gameserver._engine.room import Reply, Work
 from gameserver._models import UserRef
 from gameserver._redis import keys
-from gameserver._redis.connection import RedisAddress
+from gameserver._redis.connection import RedisAddress, Subscriber
 
 OUT, WORK, MOVED = 0, 1, 2
 
@@ -79,66 +79,31 @@ def work_of(message: list[Any]) -> Work:
     )
 
 
-class _Subscriber(txredisapi.SubscriberProtocol):
-    def connectionMade(self) -> Any:
-        d = super().connectionMade()
-        d.addCallback(lambda _: self.factory.channel._connected(self))
-        return d
-
-    def messageReceived(self, pattern: Any, channel: Any, message: bytes) -> None:
-        self.factory.channel._received(message)
-
-    def connectionLost(self, reason: Any) -> None:
-        self.factory.channel._lost(self)
-        super().connectionLost(reason)
-
-
 class Channel:
     """This process's channel, read over a connection of its own."""
 
     def __init__(
         self,
         address: RedisAddress,
+        reactor: Any,
         process_id: str,
         handle: Callable[[list[Any]], None],
     ) -> None:
         self.name = keys.channel(process_id)
-        self._address = address
         self._handle = handle
-        self._subscriber: _Subscriber | None = None
-        self._factory = txredisapi.SubscriberFactory(isLazy=True)
-        self._factory.protocol = _Subscriber
-        self._factory.channel = self
-        self._factory.password = address.password
-        self._factory.dbid = None
-        self._factory.charset = None  # messages are MessagePack bytes
+        self._subscriber = Subscriber(address, reactor, [self.name], self._received)
         #: Messages read, for tests and benchmarks: a process reads only its own.
         self.received = 0
 
     @property
     def ready(self) -> bool:
-        return self._subscriber is not None
+        return self._subscriber.ready
 
     def start(self) -> None:
-        self._factory.startConnecting(
-            txredisapi._makeEndpoint(
-                self._address.host, self._address.port, connectTimeout=3
-            )
-        )
+        self._subscriber.start()
 
-    def stop(self) -> Any:
-        return self._factory.disconnect()
-
-    def _connected(self, subscriber: _Subscriber) -> None:
-        d = subscriber.subscribe(self.name)
-        d.addCallback(lambda _: setattr(self, "_subscriber", subscriber))
-        d.addErrback(
-            lambda f: log.warn("subscribing failed: {f}", f=f.getErrorMessage())
-        )
-
-    def _lost(self, subscriber: _Subscriber) -> None:
-        if self._subscriber is subscriber:
-            self._subscriber = None
+    def stop(self) -> Deferred[None]:
+        return self._subscriber.stop()
 
     def _received(self, raw: bytes) -> None:
         self.received += 1

@@ -94,7 +94,7 @@ class RedisHosting:
         self.settings = settings
         self.reactor = reactor
         self.process_id = engine.process_id
-        self.channel = Channel(redis.address, self.process_id, self._message)
+        self.channel = Channel(redis.address, reactor, self.process_id, self._message)
         self.committer = RedisCommitter(self)
         engine.committer = self.committer
         self._links: dict[int, Link] = {}

@@ -52,7 +52,7 @@ class RedisBackend(Service):
         self.settings = settings
         self.process_id = uuid.uuid4().hex
         self.address = RedisAddress.parse(url)
-        self.redis = RedisConnection(self.address)
+        self.redis = RedisConnection(self.address, reactor)
         self.store = RedisStore(self.redis)
         self.hosting: RedisHosting | None = None
         self._loops: list[LoopingCall] = []

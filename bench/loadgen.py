@@ -1,0 +1,452 @@
+"""The load generator: a process of its own, on a core of its own.
+
+    python bench/loadgen.py --kind gameserver --url http://127.0.0.1:8000 \\
+        --scenario fanout --server-pids 1234
+
+It speaks just enough HTTP and WebSocket itself (asyncio, on uvloop when
+installed) to sign users up, connect, validate, join and send, and parses
+only what it must of what it receives, so that it has headroom: every
+result carries the generator's own CPU, to show it was not the bottleneck.
+``--kind bare`` drives the bare servers of ``bench/`` instead (no accounts:
+``{"type": "JOIN", "room": N}`` first, then chat).
+
+Scenarios (one JSON object on stdout):
+
+- ``fanout``: rooms x members, open-loop steps of rising rates; for each
+  step the deliveries offered and delivered per second, p50/p99 latency,
+  loss, and the server's CPU per delivery (every pid given, Redis too);
+- ``idle``: the server's RSS as validated, joined, idle connections are
+  added, 10 % at a time; the slope from 10 % to 100 % is the cost of one;
+- ``connect``: connect + validate + join per second, a number in flight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+try:
+    import uvloop
+except ImportError:  # the standard loop is fine, just slower
+    uvloop = None
+
+PASSWORD = "benchmark password"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TEXT_KEY = b'"text":"'
+
+
+# Measuring processes
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes so far."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# HTTP, just enough
+
+
+async def http(
+    host: str, port: int, method: str, path: str, body: Any = None, token: str = ""
+) -> tuple[int, Any]:
+    reader, writer = await asyncio.open_connection(host, port)
+    raw = b"" if body is None else json.dumps(body).encode()
+    head = [
+        f"{method} {path} HTTP/1.0",  # 1.0: no chunked encoding
+        f"Host: {host}:{port}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(raw)}",
+        "Connection: close",
+    ]
+    if token:
+        head.append(f"Authorization: Bearer {token}")
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + raw)
+    response = await reader.read()
+    writer.close()
+    status_line, _, rest = response.partition(b"\r\n")
+    _, _, content = rest.partition(b"\r\n\r\n")
+    status = int(status_line.split()[1])
+    try:
+        return status, json.loads(content) if content else None
+    except ValueError:
+        return status, content
+
+
+# WebSocket, just enough
+
+
+class Socket(asyncio.Protocol):
+    """A client WebSocket: frames out (masked with a zero key), text frames in."""
+
+    def __init__(self, on_text: Any = None) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.buffer = b""
+        self.handshaking = True
+        self.on_text = on_text
+        self.waiting: asyncio.Future[bytes] | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        if self.handshaking:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buffer
+                return
+            if not buffer.startswith(b"HTTP/1.1 101"):
+                self.opened.set_exception(ConnectionError(buffer[:200].decode("latin-1")))
+                return
+            self.handshaking = False
+            self.opened.set_result(None)
+            buffer = buffer[end + 4 :]
+        i, n = 0, len(buffer)
+        while n - i >= 2:
+            length = buffer[i + 1] & 0x7F
+            if length < 126:
+                start = i + 2
+            elif length == 126:
+                if n - i < 4:
+                    break
+                length = int.from_bytes(buffer[i + 2 : i + 4], "big")
+                start = i + 4
+            else:
+                if n - i < 10:
+                    break
+                length = int.from_bytes(buffer[i + 2 : i + 10], "big")
+                start = i + 10
+            end = start + length
+            if end > n:
+                break
+            opcode = buffer[i] & 0x0F
+            i = end
+            if opcode == 1:
+                payload = buffer[start:end]
+                if self.waiting is not None and not self.waiting.done():
+                    self.waiting.set_result(payload)
+                elif self.on_text is not None:
+                    self.on_text(payload)
+            elif opcode == 9:  # ping: pong with the same payload
+                self._send(0x8A, buffer[start:end])
+            elif opcode == 8:
+                self.transport.close()
+                return
+        self.buffer = buffer[i:]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError("closed before opening"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def _send(self, first: int, payload: bytes) -> None:
+        n = len(payload)
+        if n < 126:
+            header = bytes((first, 0x80 | n))
+        elif n < 0x10000:
+            header = bytes((first, 0xFE)) + n.to_bytes(2, "big")
+        else:
+            header = bytes((first, 0xFF)) + n.to_bytes(8, "big")
+        # A zero masking key: the payload goes as it is.
+        self.transport.write(header + b"\x00\x00\x00\x00" + payload)
+
+    def send(self, payload: bytes) -> None:
+        self._send(0x81, payload)
+
+    async def request(self, payload: bytes) -> bytes:
+        self.waiting = asyncio.get_running_loop().create_future()
+        self.send(payload)
+        reply = await self.waiting
+        self.waiting = None
+        return reply
+
+
+async def open_socket(host: str, port: int, path: str, on_text: Any = None) -> Socket:
+    loop = asyncio.get_running_loop()
+    _, socket = await loop.create_connection(lambda: Socket(on_text), host, port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    socket.transport.write(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    await socket.opened
+    return socket
+
+
+# The two kinds of server
+
+
+class Target:
+    def __init__(self, kind: str, url: str) -> None:
+        parts = urlsplit(url)
+        self.kind = kind
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.tokens: list[str] = []
+        self.rooms: list[int] = []
+
+    async def prepare(self, users: int, rooms: int, members: int) -> None:
+        """Sign up users and make rooms (a gameserver), or number rooms (bare)."""
+        if self.kind == "bare":
+            self.rooms = list(range(1, rooms + 1))
+            self.tokens = [""] * users
+            return
+        stamp = f"{os.getpid()}{int(time.time() * 1000) % 10**8}"
+        names = [f"u{stamp}x{n}" for n in range(users + 1)]
+        limit = asyncio.Semaphore(16)
+
+        async def sign_up(name: str) -> str:
+            async with limit:
+                status, _ = await http(
+                    self.host, self.port, "POST", "/api/users/",
+                    {"username": name, "password": PASSWORD},
+                )
+                assert status == 201, status
+                status, body = await http(
+                    self.host, self.port, "POST", "/api/token/",
+                    {"username": name, "password": PASSWORD},
+                )
+                assert status == 200, (status, body)
+                return body["access"]
+
+        tokens = await asyncio.gather(*(sign_up(n) for n in names))
+        owner, self.tokens = tokens[0], list(tokens[1:])
+        for n in range(rooms):
+            status, body = await http(
+                self.host, self.port, "POST", "/api/rooms/",
+                {"name": f"bench {n}", "game": "chat", "max_players": members},
+                owner,
+            )
+            assert status == 201, body
+            self.rooms.append(body["id"])
+
+    async def join(self, index: int, room: int, on_text: Any = None) -> Socket:
+        """Connect, validate and join ``room``: what a player does first."""
+        path = "/" if self.kind == "bare" else "/ws"
+        socket = await open_socket(self.host, self.port, path, on_text)
+        if self.kind == "bare":
+            reply = await socket.request(json.dumps({"type": "JOIN", "room": room}).encode())
+            assert b"JOINED" in reply, reply
+            return socket
+        token = self.tokens[index]
+        reply = await socket.request(
+            json.dumps({"type": "VALIDATE_CONNECTION", "data": {"token": token}}).encode()
+        )
+        assert b'"is_successful":true' in reply, reply
+        socket.waiting = asyncio.get_running_loop().create_future()
+        socket.send(json.dumps({"type": "JOIN_ROOM", "room_id": room}).encode())
+        while b'"JOIN_ROOM"' not in (reply := await socket.waiting):
+            socket.waiting = asyncio.get_running_loop().create_future()
+        socket.waiting = None
+        assert b'"is_successful":true' in reply, reply
+        return socket
+
+    def chat(self, room: int, text: str) -> bytes:
+        if self.kind == "bare":
+            return b'{"type":"CHAT_MESSAGE","data":{"text":"%s"}}' % text.encode()
+        return b'{"type":"CHAT_MESSAGE","room_id":%d,"data":{"text":"%s"}}' % (
+            room,
+            text.encode(),
+        )
+
+
+# Scenarios
+
+
+async def fanout(target: Target, args: argparse.Namespace, pids: list[int]) -> dict:
+    rooms, members = args.rooms, args.members
+    await target.prepare(rooms * members, rooms, members)
+    received: dict[int, int] = {}
+    latencies: dict[int, list[float]] = {}
+    perf = time.perf_counter_ns
+
+    def on_text(payload: bytes) -> None:
+        at = payload.find(TEXT_KEY)
+        if at < 0:
+            return
+        start = at + 8
+        stop = payload.index(b'"', start)
+        step, _, sent = payload[start:stop].partition(b":")
+        step_n = int(step)
+        received[step_n] = received.get(step_n, 0) + 1
+        latencies[step_n].append((perf() - int(sent)) / 1e6)
+
+    sockets: list[list[Socket]] = []
+    for r, room in enumerate(target.rooms):
+        sockets.append(
+            [await target.join(r * members + m, room, on_text) for m in range(members)]
+        )
+    await asyncio.sleep(1.0)
+    steps = []
+    failures = 0
+    for number, rate in enumerate(args.rates, start=1):
+        received[number] = 0
+        latencies[number] = []
+        per_second = rate / members  # messages sent, each delivered to every member
+        duration = args.step
+        cpu0, own0, wall0 = cpu_seconds(pids), own_cpu(), time.monotonic()
+        each0 = [cpu_seconds([pid]) for pid in pids]
+        sent = 0
+        start = time.monotonic()
+        while True:
+            elapsed = time.monotonic() - start
+            if elapsed >= duration:
+                break
+            due = int(elapsed * per_second) - sent
+            for _ in range(due):
+                k = sent
+                room_index = k % rooms
+                member = (k // rooms) % members
+                text = f"{number}:{perf()}"
+                sockets[room_index][member].send(target.chat(target.rooms[room_index], text))
+                sent += 1
+            await asyncio.sleep(0.001)
+        expected = sent * members
+        drain_until = time.monotonic() + args.drain
+        while received[number] < expected and time.monotonic() < drain_until:
+            await asyncio.sleep(0.01)
+        cpu1, own1, wall1 = cpu_seconds(pids), own_cpu(), time.monotonic()
+        each1 = [cpu_seconds([pid]) for pid in pids]
+        got = received[number]
+        lat = sorted(latencies[number])
+        step = {
+            "offered": round(expected / duration),
+            "delivered": round(got / duration),
+            "lost": expected - got,
+            "p50_ms": round(lat[len(lat) // 2], 2) if lat else None,
+            "p99_ms": round(lat[int(len(lat) * 0.99)], 2) if lat else None,
+            "server_us_per_delivery": round((cpu1 - cpu0) / got * 1e6, 1) if got else None,
+            "us_per_delivery_by_pid": [
+                round((b - a) / got * 1e6, 1) if got else None
+                for a, b in zip(each0, each1, strict=True)
+            ],
+            "generator_cpu": round((own1 - own0) / (wall1 - wall0), 2),
+        }
+        steps.append(step)
+        print(json.dumps(step), file=sys.stderr, flush=True)
+        ok = step["lost"] == 0 and lat and step["p99_ms"] < args.p99_limit
+        failures = 0 if ok else failures + 1
+        if failures >= 2:
+            break
+        await asyncio.sleep(args.settle)
+        latencies[number] = []
+    good = [
+        s for s in steps if s["lost"] == 0 and s["p99_ms"] is not None
+        and s["p99_ms"] < args.p99_limit
+    ]
+    knee = max(good, key=lambda s: s["delivered"]) if good else None
+    return {"scenario": "fanout", "steps": steps, "knee": knee}
+
+
+async def idle(target: Target, args: argparse.Namespace, pids: list[int]) -> dict:
+    total, members = args.connections, 10
+    rooms = total // members
+    await target.prepare(total, rooms, members)
+    sockets: list[Socket] = []
+    points = []
+    batch = total // 10
+    limit = asyncio.Semaphore(50)
+
+    async def one(index: int) -> Socket:
+        async with limit:
+            return await target.join(index, target.rooms[index // members])
+
+    for tenth in range(1, 11):
+        start = len(sockets)
+        sockets += await asyncio.gather(*(one(i) for i in range(start, start + batch)))
+        await asyncio.sleep(0.5)
+        points.append((len(sockets), rss_kb(pids[0])))
+    xs = [p[0] for p in points]
+    ys = [p[1] for p in points]
+    slope = statistics.linear_regression(xs, ys).slope
+    return {
+        "scenario": "idle",
+        "points": points,
+        "kb_per_connection": round(slope, 2),
+        "generator_cpu_s": round(own_cpu(), 1),
+    }
+
+
+async def connect(target: Target, args: argparse.Namespace, pids: list[int]) -> dict:
+    total, members, in_flight = args.connections, 10, args.in_flight
+    await target.prepare(total, total // members, members)
+    limit = asyncio.Semaphore(in_flight)
+    sockets: list[Socket] = []
+
+    async def one(index: int) -> None:
+        async with limit:
+            sockets.append(await target.join(index, target.rooms[index // members]))
+
+    own0, cpu0 = own_cpu(), cpu_seconds(pids)
+    start = time.monotonic()
+    await asyncio.gather(*(one(i) for i in range(total)))
+    elapsed = time.monotonic() - start
+    return {
+        "scenario": "connect",
+        "per_second": round(total / elapsed),
+        "server_ms_per_connect": round((cpu_seconds(pids) - cpu0) / total * 1000, 2),
+        "generator_cpu": round((own_cpu() - own0) / elapsed, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--kind", choices=["gameserver", "bare"], required=True)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--scenario", choices=["fanout", "idle", "connect"], required=True)
+    parser.add_argument("--server-pids", required=True, help="comma-separated")
+    parser.add_argument("--rooms", type=int, default=50)
+    parser.add_argument("--members", type=int, default=10)
+    parser.add_argument("--rates", default="5000,10000,20000,30000,40000,50000,60000,70000,80000,90000,100000,110000,120000")
+    parser.add_argument("--step", type=float, default=4.0)
+    parser.add_argument("--drain", type=float, default=2.0)
+    parser.add_argument("--settle", type=float, default=0.5)
+    parser.add_argument("--p99-limit", type=float, default=100.0)
+    parser.add_argument("--connections", type=int, default=2000)
+    parser.add_argument("--in-flight", type=int, default=50)
+    args = parser.parse_args()
+    args.rates = [int(r) for r in args.rates.split(",")]
+    pids = [int(p) for p in args.server_pids.split(",")]
+    target = Target(args.kind, args.url)
+    scenario = {"fanout": fanout, "idle": idle, "connect": connect}[args.scenario]
+    if uvloop is not None:
+        uvloop.install()
+    result = asyncio.run(scenario(target, args, pids))
+    result["generator_loop"] = "uvloop" if uvloop is not None else "asyncio"
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

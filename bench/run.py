@@ -1,0 +1,254 @@
+"""Side by side in one run: gameserver in memory, on Redis, and two bare floors.
+
+    python bench/run.py                       # everything, about ten minutes
+    python bench/run.py --targets memory,autobahn --scenarios fanout
+
+Each server runs pinned to core 0 (with its Redis, for the Redis target, so
+that the figure is per core), the load generator (``bench/loadgen.py``) to
+core 1. Prints a markdown table and writes ``docs/bench.json`` and the plot
+``docs/bench.png`` (delivered per second and p99 against offered load).
+Compare the ratios of one run: this machine is shared, and absolute
+figures drift by 10-30 % from one run to the next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+SECRET = "benchmark secret, long enough for HS256 tokens"
+TARGETS = {
+    "memory": "gameserver, in memory",
+    "redis": "gameserver, on Redis (Redis on the server's core)",
+    "autobahn": "bare Autobahn (json + sendMessage per member)",
+    "websockets": "bare websockets (broadcast())",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("the server did not start")
+
+
+class Server:
+    """One target's processes, pinned to core 0."""
+
+    def __init__(self, target: str, log_dir: Path, profile: Path | None) -> None:
+        self.target = target
+        self.port = free_port()
+        self.processes: list[subprocess.Popen] = []
+        self.log = (log_dir / f"{target}.log").open("ab")
+        self.profile = profile
+
+    def start(self) -> list[int]:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        pin = ["taskset", "-c", "0"]
+        if self.target in ("memory", "redis"):
+            command = [
+                sys.executable, "-m", "twisted",
+            ]
+            if self.profile is not None:
+                command += [
+                    "--profile", str(self.profile), "--profiler", "cprofile", "--savestats",
+                ]
+            command += [
+                "--log-format=text", "gameserver", "--listen",
+                f"tcp:{self.port}:interface=127.0.0.1:backlog=1024",
+                "--games", "chat", "--password-cost", "4",
+                "--max-connections", "20000", "--max-connections-per-user", "10",
+                "--message-rate", "200", "--message-burst", "400",
+                "--secret", SECRET,
+            ]
+            if self.target == "redis":
+                redis_port = free_port()
+                redis = subprocess.Popen(
+                    [*pin, shutil.which("redis-server") or "redis-server",
+                     "--port", str(redis_port), "--bind", "127.0.0.1",
+                     "--save", "", "--appendonly", "no"],
+                    stdout=self.log, stderr=subprocess.STDOUT,
+                )
+                self.processes.append(redis)
+                wait_for_port(redis_port, redis)
+                command += ["--redis", f"redis://127.0.0.1:{redis_port}/0"]
+        else:
+            command = [sys.executable, str(REPO / "bench" / f"bare_{self.target}.py"),
+                       "--port", str(self.port)]
+        process = subprocess.Popen(
+            [*pin, *command], cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        self.processes.insert(0, process)
+        wait_for_port(self.port, process)
+        time.sleep(0.5)
+        return [p.pid for p in self.processes]
+
+    @property
+    def kind(self) -> str:
+        return "gameserver" if self.target in ("memory", "redis") else "bare"
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        self.log.close()
+
+
+def run_scenario(target: str, scenario: str, args: argparse.Namespace, log_dir: Path) -> dict:
+    profile = None
+    if args.profile and target == "memory" and scenario == "fanout":
+        profile = Path(args.profile)
+    server = Server(target, log_dir, profile)
+    pids = server.start()
+    try:
+        command = [
+            "taskset", "-c", "1", sys.executable, str(REPO / "bench" / "loadgen.py"),
+            "--kind", server.kind, "--url", f"http://127.0.0.1:{server.port}",
+            "--scenario", scenario, "--server-pids", ",".join(map(str, pids)),
+            "--step", str(args.step),
+        ]
+        if args.rates:
+            command += ["--rates", args.rates]
+        if args.connections:
+            command += ["--connections", str(args.connections)]
+        print(f"# {target} / {scenario}", file=sys.stderr, flush=True)
+        result = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"the generator failed on {target}/{scenario}")
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    finally:
+        server.stop()
+
+
+def table(results: dict[str, dict[str, dict]]) -> str:
+    rows = [
+        "| server | fan-out knee, deliveries/s | server CPU µs per delivery at the knee"
+        " | p99 at 5k deliveries/s | generator CPU at the knee"
+        " | KB per idle joined connection | connect + validate + join per s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for target, scenarios in results.items():
+        fanout = scenarios.get("fanout", {})
+        knee = fanout.get("knee") or {}
+        at_5k = next((s for s in fanout.get("steps", []) if s["offered"] <= 5000), {})
+        idle = scenarios.get("idle", {})
+        connect = scenarios.get("connect", {})
+
+        def cell(value: Any, fmt: str = "{}") -> str:
+            return "–" if value in (None, "") else fmt.format(value)
+
+        rows.append(
+            f"| {TARGETS[target]} | {cell(knee.get('delivered'), '{:,}')}"
+            f" | {cell(knee.get('server_us_per_delivery'))}"
+            f" | {cell(at_5k.get('p99_ms'), '{} ms')}"
+            f" | {cell(knee.get('generator_cpu'), '{:.0%}')}"
+            f" | {cell(idle.get('kb_per_connection'))}"
+            f" | {cell(connect.get('per_second'), '{:,}')} |"
+        )
+    return "\n".join(rows)
+
+
+def ratios(results: dict[str, dict[str, dict]]) -> list[str]:
+    def knee(target: str) -> float | None:
+        step = results.get(target, {}).get("fanout", {}).get("knee")
+        return step["delivered"] if step else None
+
+    def connects(target: str) -> float | None:
+        return results.get(target, {}).get("connect", {}).get("per_second")
+
+    lines = []
+    for name, a, b, get in [
+        ("fan-out knee, memory / bare Autobahn", "memory", "autobahn", knee),
+        ("fan-out knee, memory / bare websockets", "memory", "websockets", knee),
+        ("fan-out knee, Redis / memory", "redis", "memory", knee),
+        ("connects per second, memory / bare Autobahn", "memory", "autobahn", connects),
+        ("connects per second, Redis / bare Autobahn", "redis", "autobahn", connects),
+    ]:
+        x, y = get(a), get(b)
+        if x and y:
+            lines.append(f"- {name}: {x / y:.2f}")
+    return lines
+
+
+def plot(results: dict[str, dict[str, dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (delivered, latency) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for target, scenarios in results.items():
+        steps = scenarios.get("fanout", {}).get("steps", [])
+        if not steps:
+            continue
+        offered = [s["offered"] / 1000 for s in steps]
+        delivered.plot(offered, [s["delivered"] / 1000 for s in steps], "o-", label=TARGETS[target])
+        latency.plot(offered, [s["p99_ms"] for s in steps], "o-", label=TARGETS[target])
+    top = max((s["offered"] / 1000 for r in results.values() for s in r.get("fanout", {}).get("steps", [])), default=1)
+    delivered.plot([0, top], [0, top], ":", color="grey", linewidth=1)
+    delivered.set(xlabel="offered, thousand deliveries/s", ylabel="delivered, thousand/s",
+                  title="Fan-out: 50 rooms x 10 members, chat")
+    latency.set(xlabel="offered, thousand deliveries/s", ylabel="p99 latency, ms (log)",
+                yscale="log", title="p99 latency")
+    latency.axhline(100, color="grey", linestyle=":", linewidth=1)
+    delivered.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--targets", default="memory,redis,autobahn,websockets")
+    parser.add_argument("--scenarios", default="fanout,idle,connect")
+    parser.add_argument("--rates", default="")
+    parser.add_argument("--step", type=float, default=4.0)
+    parser.add_argument("--connections", type=int, default=0)
+    parser.add_argument("--out", default=str(REPO / "docs" / "bench"))
+    parser.add_argument("--profile", default="", help="cProfile the memory target's fan-out to this file")
+    args = parser.parse_args()
+    results: dict[str, dict[str, dict]] = {}
+    with tempfile.TemporaryDirectory() as logs:
+        for target in args.targets.split(","):
+            for scenario in args.scenarios.split(","):
+                results.setdefault(target, {})[scenario] = run_scenario(
+                    target, scenario, args, Path(logs)
+                )
+    out = Path(args.out)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    plot(results, out.with_suffix(".png"))
+    print(table(results))
+    print()
+    print("\n".join(ratios(results)))
+
+
+if __name__ == "__main__":
+    main()
