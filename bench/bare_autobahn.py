@@ -49,7 +49,9 @@ def main() -> None:
     args = parser.parse_args()
     factory = WebSocketServerFactory(f"ws://127.0.0.1:{args.port}")
     factory.protocol = BareProtocol
-    factory.setProtocolOptions(autoPingInterval=0, perMessageCompressionAccept=lambda o: None)
+    factory.setProtocolOptions(
+        autoPingInterval=0, perMessageCompressionAccept=lambda o: None
+    )
     reactor.listenTCP(args.port, factory, interface="127.0.0.1", backlog=1024)
     print("ready", flush=True, file=sys.stderr)
     reactor.run()

@@ -125,7 +125,9 @@ class Socket(asyncio.Protocol):
                 self.buffer = buffer
                 return
             if not buffer.startswith(b"HTTP/1.1 101"):
-                self.opened.set_exception(ConnectionError(buffer[:200].decode("latin-1")))
+                self.opened.set_exception(
+                    ConnectionError(buffer[:200].decode("latin-1"))
+                )
                 return
             self.handshaking = False
             self.opened.set_result(None)
@@ -230,12 +232,18 @@ class Target:
         async def sign_up(name: str) -> str:
             async with limit:
                 status, _ = await http(
-                    self.host, self.port, "POST", "/api/users/",
+                    self.host,
+                    self.port,
+                    "POST",
+                    "/api/users/",
                     {"username": name, "password": PASSWORD},
                 )
                 assert status == 201, status
                 status, body = await http(
-                    self.host, self.port, "POST", "/api/token/",
+                    self.host,
+                    self.port,
+                    "POST",
+                    "/api/token/",
                     {"username": name, "password": PASSWORD},
                 )
                 assert status == 200, (status, body)
@@ -245,7 +253,10 @@ class Target:
         owner, self.tokens = tokens[0], list(tokens[1:])
         for n in range(rooms):
             status, body = await http(
-                self.host, self.port, "POST", "/api/rooms/",
+                self.host,
+                self.port,
+                "POST",
+                "/api/rooms/",
                 {"name": f"bench {n}", "game": "chat", "max_players": members},
                 owner,
             )
@@ -257,12 +268,16 @@ class Target:
         path = "/" if self.kind == "bare" else "/ws"
         socket = await open_socket(self.host, self.port, path, on_text)
         if self.kind == "bare":
-            reply = await socket.request(json.dumps({"type": "JOIN", "room": room}).encode())
+            reply = await socket.request(
+                json.dumps({"type": "JOIN", "room": room}).encode()
+            )
             assert b"JOINED" in reply, reply
             return socket
         token = self.tokens[index]
         reply = await socket.request(
-            json.dumps({"type": "VALIDATE_CONNECTION", "data": {"token": token}}).encode()
+            json.dumps(
+                {"type": "VALIDATE_CONNECTION", "data": {"token": token}}
+            ).encode()
         )
         assert b'"is_successful":true' in reply, reply
         socket.waiting = asyncio.get_running_loop().create_future()
@@ -330,7 +345,9 @@ async def fanout(target: Target, args: argparse.Namespace, pids: list[int]) -> d
                 room_index = k % rooms
                 member = (k // rooms) % members
                 text = f"{number}:{perf()}"
-                sockets[room_index][member].send(target.chat(target.rooms[room_index], text))
+                sockets[room_index][member].send(
+                    target.chat(target.rooms[room_index], text)
+                )
                 sent += 1
             await asyncio.sleep(0.001)
         expected = sent * members
@@ -347,7 +364,9 @@ async def fanout(target: Target, args: argparse.Namespace, pids: list[int]) -> d
             "lost": expected - got,
             "p50_ms": round(lat[len(lat) // 2], 2) if lat else None,
             "p99_ms": round(lat[int(len(lat) * 0.99)], 2) if lat else None,
-            "server_us_per_delivery": round((cpu1 - cpu0) / got * 1e6, 1) if got else None,
+            "server_us_per_delivery": round((cpu1 - cpu0) / got * 1e6, 1)
+            if got
+            else None,
             "us_per_delivery_by_pid": [
                 round((b - a) / got * 1e6, 1) if got else None
                 for a, b in zip(each0, each1, strict=True)
@@ -363,8 +382,9 @@ async def fanout(target: Target, args: argparse.Namespace, pids: list[int]) -> d
         await asyncio.sleep(args.settle)
         latencies[number] = []
     good = [
-        s for s in steps if s["lost"] == 0 and s["p99_ms"] is not None
-        and s["p99_ms"] < args.p99_limit
+        s
+        for s in steps
+        if s["lost"] == 0 and s["p99_ms"] is not None and s["p99_ms"] < args.p99_limit
     ]
     knee = max(good, key=lambda s: s["delivered"]) if good else None
     return {"scenario": "fanout", "steps": steps, "knee": knee}
@@ -383,7 +403,7 @@ async def idle(target: Target, args: argparse.Namespace, pids: list[int]) -> dic
         async with limit:
             return await target.join(index, target.rooms[index // members])
 
-    for tenth in range(1, 11):
+    for _ in range(10):
         start = len(sockets)
         sockets += await asyncio.gather(*(one(i) for i in range(start, start + batch)))
         await asyncio.sleep(0.5)
@@ -425,11 +445,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kind", choices=["gameserver", "bare"], required=True)
     parser.add_argument("--url", required=True)
-    parser.add_argument("--scenario", choices=["fanout", "idle", "connect"], required=True)
+    parser.add_argument(
+        "--scenario", choices=["fanout", "idle", "connect"], required=True
+    )
     parser.add_argument("--server-pids", required=True, help="comma-separated")
     parser.add_argument("--rooms", type=int, default=50)
     parser.add_argument("--members", type=int, default=10)
-    parser.add_argument("--rates", default="5000,10000,20000,30000,40000,50000,60000,70000,80000,90000,100000,110000,120000")
+    parser.add_argument(
+        "--rates",
+        default="5000,10000,20000,30000,40000,50000,60000,70000,80000,90000,100000,110000,120000",
+    )
     parser.add_argument("--step", type=float, default=4.0)
     parser.add_argument("--drain", type=float, default=2.0)
     parser.add_argument("--settle", type=float, default=0.5)

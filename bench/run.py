@@ -70,36 +70,72 @@ class Server:
         pin = ["taskset", "-c", "0"]
         if self.target in ("memory", "redis"):
             command = [
-                sys.executable, "-m", "twisted",
+                sys.executable,
+                "-m",
+                "twisted",
             ]
             if self.profile is not None:
                 command += [
-                    "--profile", str(self.profile), "--profiler", "cprofile", "--savestats",
+                    "--profile",
+                    str(self.profile),
+                    "--profiler",
+                    "cprofile",
+                    "--savestats",
                 ]
             command += [
-                "--log-format=text", "gameserver", "--listen",
+                "--log-format=text",
+                "gameserver",
+                "--listen",
                 f"tcp:{self.port}:interface=127.0.0.1:backlog=1024",
-                "--games", "chat", "--password-cost", "4",
-                "--max-connections", "20000", "--max-connections-per-user", "10",
-                "--message-rate", "200", "--message-burst", "400",
-                "--secret", SECRET,
+                "--games",
+                "chat",
+                "--password-cost",
+                "4",
+                "--max-connections",
+                "20000",
+                "--max-connections-per-user",
+                "10",
+                "--message-rate",
+                "200",
+                "--message-burst",
+                "400",
+                "--secret",
+                SECRET,
             ]
             if self.target == "redis":
                 redis_port = free_port()
                 redis = subprocess.Popen(
-                    [*pin, shutil.which("redis-server") or "redis-server",
-                     "--port", str(redis_port), "--bind", "127.0.0.1",
-                     "--save", "", "--appendonly", "no"],
-                    stdout=self.log, stderr=subprocess.STDOUT,
+                    [
+                        *pin,
+                        shutil.which("redis-server") or "redis-server",
+                        "--port",
+                        str(redis_port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ],
+                    stdout=self.log,
+                    stderr=subprocess.STDOUT,
                 )
                 self.processes.append(redis)
                 wait_for_port(redis_port, redis)
                 command += ["--redis", f"redis://127.0.0.1:{redis_port}/0"]
         else:
-            command = [sys.executable, str(REPO / "bench" / f"bare_{self.target}.py"),
-                       "--port", str(self.port)]
+            command = [
+                sys.executable,
+                str(REPO / "bench" / f"bare_{self.target}.py"),
+                "--port",
+                str(self.port),
+            ]
         process = subprocess.Popen(
-            [*pin, *command], cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT
+            [*pin, *command],
+            cwd=REPO,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         self.processes.insert(0, process)
         wait_for_port(self.port, process)
@@ -123,7 +159,9 @@ class Server:
         self.log.close()
 
 
-def run_scenario(target: str, scenario: str, args: argparse.Namespace, log_dir: Path) -> dict:
+def run_scenario(
+    target: str, scenario: str, args: argparse.Namespace, log_dir: Path
+) -> dict:
     profile = None
     if args.profile and target == "memory" and scenario == "fanout":
         profile = Path(args.profile)
@@ -131,10 +169,21 @@ def run_scenario(target: str, scenario: str, args: argparse.Namespace, log_dir: 
     pids = server.start()
     try:
         command = [
-            "taskset", "-c", "1", sys.executable, str(REPO / "bench" / "loadgen.py"),
-            "--kind", server.kind, "--url", f"http://127.0.0.1:{server.port}",
-            "--scenario", scenario, "--server-pids", ",".join(map(str, pids)),
-            "--step", str(args.step),
+            "taskset",
+            "-c",
+            "1",
+            sys.executable,
+            str(REPO / "bench" / "loadgen.py"),
+            "--kind",
+            server.kind,
+            "--url",
+            f"http://127.0.0.1:{server.port}",
+            "--scenario",
+            scenario,
+            "--server-pids",
+            ",".join(map(str, pids)),
+            "--step",
+            str(args.step),
         ]
         if args.rates:
             command += ["--rates", args.rates]
@@ -164,7 +213,7 @@ def table(results: dict[str, dict[str, dict]]) -> str:
         connect = scenarios.get("connect", {})
 
         def cell(value: Any, fmt: str = "{}") -> str:
-            return "–" if value in (None, "") else fmt.format(value)
+            return "-" if value in (None, "") else fmt.format(value)
 
         rows.append(
             f"| {TARGETS[target]} | {cell(knee.get('delivered'), '{:,}')}"
@@ -211,14 +260,30 @@ def plot(results: dict[str, dict[str, dict]], path: Path) -> None:
         if not steps:
             continue
         offered = [s["offered"] / 1000 for s in steps]
-        delivered.plot(offered, [s["delivered"] / 1000 for s in steps], "o-", label=TARGETS[target])
+        delivered.plot(
+            offered, [s["delivered"] / 1000 for s in steps], "o-", label=TARGETS[target]
+        )
         latency.plot(offered, [s["p99_ms"] for s in steps], "o-", label=TARGETS[target])
-    top = max((s["offered"] / 1000 for r in results.values() for s in r.get("fanout", {}).get("steps", [])), default=1)
+    top = max(
+        (
+            s["offered"] / 1000
+            for r in results.values()
+            for s in r.get("fanout", {}).get("steps", [])
+        ),
+        default=1,
+    )
     delivered.plot([0, top], [0, top], ":", color="grey", linewidth=1)
-    delivered.set(xlabel="offered, thousand deliveries/s", ylabel="delivered, thousand/s",
-                  title="Fan-out: 50 rooms x 10 members, chat")
-    latency.set(xlabel="offered, thousand deliveries/s", ylabel="p99 latency, ms (log)",
-                yscale="log", title="p99 latency")
+    delivered.set(
+        xlabel="offered, thousand deliveries/s",
+        ylabel="delivered, thousand/s",
+        title="Fan-out: 50 rooms x 10 members, chat",
+    )
+    latency.set(
+        xlabel="offered, thousand deliveries/s",
+        ylabel="p99 latency, ms (log)",
+        yscale="log",
+        title="p99 latency",
+    )
     latency.axhline(100, color="grey", linestyle=":", linewidth=1)
     delivered.legend(fontsize=8)
     figure.tight_layout()
@@ -233,7 +298,11 @@ def main() -> None:
     parser.add_argument("--step", type=float, default=4.0)
     parser.add_argument("--connections", type=int, default=0)
     parser.add_argument("--out", default=str(REPO / "docs" / "bench"))
-    parser.add_argument("--profile", default="", help="cProfile the memory target's fan-out to this file")
+    parser.add_argument(
+        "--profile",
+        default="",
+        help="cProfile the memory target's fan-out to this file",
+    )
     args = parser.parse_args()
     results: dict[str, dict[str, dict]] = {}
     with tempfile.TemporaryDirectory() as logs:

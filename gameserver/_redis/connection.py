@@ -124,6 +124,8 @@ class RespProtocol(Protocol):
         self._push = push
         #: Each command sent and not answered: who waits, since when.
         self.waiting: deque[tuple[Deferred[Any], float]] = deque()
+        #: Called when the connection is lost, before what waited fails.
+        self.on_lost: list[Callable[[], None]] = []
 
     def call(self, *args: Any) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
@@ -154,10 +156,13 @@ class RespProtocol(Protocol):
                 else:
                     d.callback(reply)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        for callback in self.on_lost:
+            callback()
+        why = "connection lost" if reason is None else reason.getErrorMessage()
         waiting, self.waiting = self.waiting, deque()
         for d, _ in waiting:
-            d.errback(Unavailable(f"the store (Redis) failed: {reason.getErrorMessage()}"))
+            d.errback(Unavailable(f"the store (Redis) failed: {why}"))
 
     def overdue(self, timeout: float) -> bool:
         return bool(self.waiting) and (
@@ -201,14 +206,16 @@ class _Link:
         self._timeout = timeout
         self._on_ready = on_ready
         self.protocol: RespProtocol | None = None
-        endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=timeout)
+        endpoint = HostnameEndpoint(
+            reactor, address.host, address.port, timeout=timeout
+        )
         factory = _Factory(lambda: RespProtocol(text=text, clock=reactor, push=push))
         self._service = ClientService(
             endpoint,
             factory,
             retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=2.0, factor=1.6),
             clock=reactor,
-            prepareConnection=self._prepare,
+            prepareConnection=self._prepared,
         )
         self._watchdog = LoopingCall(self._watch)
         self._watchdog.clock = reactor
@@ -223,17 +230,18 @@ class _Link:
         self.protocol = None
         return self._service.stopService()
 
+    def _prepared(self, protocol: Any) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._prepare(protocol))
+
     async def _prepare(self, protocol: RespProtocol) -> None:
         """AUTH and SELECT before the connection is used; lost with it."""
         transport: Any = protocol.transport
-        lost = protocol.connectionLost
 
-        def forget(reason: Failure = Failure(ConnectionError())) -> None:
+        def forget() -> None:
             if self.protocol is protocol:
                 self.protocol = None
-            lost(reason)
 
-        protocol.connectionLost = forget  # type: ignore[method-assign]
+        protocol.on_lost.append(forget)
         push = protocol._push
         protocol._push = None  # the replies to AUTH and SELECT are answers
         try:
@@ -262,7 +270,9 @@ class _Link:
 class RedisConnection:
     """The connection for commands."""
 
-    def __init__(self, address: RedisAddress, reactor: Any, *, timeout: float = 3.0) -> None:
+    def __init__(
+        self, address: RedisAddress, reactor: Any, *, timeout: float = 3.0
+    ) -> None:
         self.address = address
         self._link = _Link(address, reactor, text=True, timeout=timeout)
         self._link.start()
@@ -275,7 +285,9 @@ class RedisConnection:
         """Send a command now (pipelined); the ``Deferred`` fires with its reply."""
         protocol = self._link.protocol
         if protocol is None:
-            return _failed(Unavailable("the store (Redis) is unreachable: try again soon"))
+            return _failed(
+                Unavailable("the store (Redis) is unreachable: try again soon")
+            )
         return protocol.call(*command)
 
     def run(self, script: Script, keys: list[str], args: list[Any]) -> Deferred[Any]:
@@ -327,13 +339,11 @@ class Subscriber:
 
     def _ready(self, protocol: RespProtocol) -> None:
         self.subscribed = False
-        lost = protocol.connectionLost
 
-        def unsubscribed(reason: Failure = Failure(ConnectionError())) -> None:
+        def unsubscribed() -> None:
             self.subscribed = False
-            lost(reason)
 
-        protocol.connectionLost = unsubscribed  # type: ignore[method-assign]
+        protocol.on_lost.append(unsubscribed)
         protocol.send("SUBSCRIBE", *self._channels)
 
     def _pushed(self, reply: Any) -> None:
