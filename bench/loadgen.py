@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gc
 import json
 import os
 import resource
@@ -300,70 +301,84 @@ class Target:
 # Scenarios
 
 
-async def fanout(target: Target, args: argparse.Namespace, pids: list[int]) -> dict:
-    rooms, members = args.rooms, args.members
-    await target.prepare(rooms * members, rooms, members)
-    received: dict[int, int] = {}
-    latencies: dict[int, list[float]] = {}
-    perf = time.perf_counter_ns
+class Fanout:
+    """One target's rooms of members, for the fan-out steps."""
 
-    def on_text(payload: bytes) -> None:
+    def __init__(self, name: str, target: Target, pids: list[int]) -> None:
+        self.name = name
+        self.target = target
+        self.pids = pids
+        self.sockets: list[list[Socket]] = []
+        self.received: dict[int, int] = {}
+        self.latencies: dict[int, list[float]] = {}
+        self.steps: list[dict[str, Any]] = []
+        self.failures = 0
+
+    def on_text(self, payload: bytes) -> None:
         at = payload.find(TEXT_KEY)
         if at < 0:
             return
         start = at + 8
         stop = payload.index(b'"', start)
         step, _, sent = payload[start:stop].partition(b":")
-        step_n = int(step)
-        received[step_n] = received.get(step_n, 0) + 1
-        latencies[step_n].append((perf() - int(sent)) / 1e6)
+        number = int(step)
+        latencies = self.latencies.get(number)
+        if latencies is None:
+            return
+        self.received[number] += 1
+        latencies.append((time.perf_counter_ns() - int(sent)) / 1e6)
 
-    sockets: list[list[Socket]] = []
-    for r, room in enumerate(target.rooms):
-        sockets.append(
-            [await target.join(r * members + m, room, on_text) for m in range(members)]
-        )
-    await asyncio.sleep(1.0)
-    steps = []
-    failures = 0
-    for number, rate in enumerate(args.rates, start=1):
-        received[number] = 0
-        latencies[number] = []
-        per_second = rate / members  # messages sent, each delivered to every member
-        duration = args.step
-        cpu0, own0, wall0 = cpu_seconds(pids), own_cpu(), time.monotonic()
-        each0 = [cpu_seconds([pid]) for pid in pids]
+    async def prepare(self, rooms: int, members: int) -> None:
+        target = self.target
+        await target.prepare(rooms * members, rooms, members)
+        for r, room in enumerate(target.rooms):
+            self.sockets.append(
+                [
+                    await target.join(r * members + m, room, self.on_text)
+                    for m in range(members)
+                ]
+            )
+
+    async def step(self, number: int, rate: int, args: argparse.Namespace) -> dict:
+        """Offer ``rate`` deliveries a second for ``args.step`` seconds, open-loop."""
+        rooms, members = len(self.sockets), len(self.sockets[0])
+        self.received[number] = 0
+        self.latencies[number] = []
+        per_second = rate / members  # each message is delivered to every member
+        perf = time.perf_counter_ns
+        chat, room_ids = self.target.chat, self.target.rooms
+        cpu0, own0, wall0 = cpu_seconds(self.pids), own_cpu(), time.monotonic()
+        each0 = [cpu_seconds([pid]) for pid in self.pids]
         sent = 0
         start = time.monotonic()
         while True:
             elapsed = time.monotonic() - start
-            if elapsed >= duration:
+            if elapsed >= args.step:
                 break
-            due = int(elapsed * per_second) - sent
-            for _ in range(due):
-                k = sent
-                room_index = k % rooms
-                member = (k // rooms) % members
-                text = f"{number}:{perf()}"
-                sockets[room_index][member].send(
-                    target.chat(target.rooms[room_index], text)
+            for _ in range(int(elapsed * per_second) - sent):
+                room = sent % rooms
+                member = (sent // rooms) % members
+                self.sockets[room][member].send(
+                    chat(room_ids[room], f"{number}:{perf()}")
                 )
                 sent += 1
             await asyncio.sleep(0.001)
         expected = sent * members
         drain_until = time.monotonic() + args.drain
-        while received[number] < expected and time.monotonic() < drain_until:
+        while self.received[number] < expected and time.monotonic() < drain_until:
             await asyncio.sleep(0.01)
-        cpu1, own1, wall1 = cpu_seconds(pids), own_cpu(), time.monotonic()
-        each1 = [cpu_seconds([pid]) for pid in pids]
-        got = received[number]
-        lat = sorted(latencies[number])
-        step = {
-            "offered": round(expected / duration),
-            "delivered": round(got / duration),
+        cpu1, own1, wall1 = cpu_seconds(self.pids), own_cpu(), time.monotonic()
+        each1 = [cpu_seconds([pid]) for pid in self.pids]
+        got = self.received[number]
+        latencies = sorted(self.latencies.pop(number))
+        result = {
+            "offered": round(expected / args.step),
+            "delivered": round(got / args.step),
             "lost": expected - got,
-            "p50_ms": round(lat[len(lat) // 2], 2) if lat else None,
-            "p99_ms": round(lat[int(len(lat) * 0.99)], 2) if lat else None,
+            "p50_ms": round(latencies[len(latencies) // 2], 2) if latencies else None,
+            "p99_ms": round(latencies[int(len(latencies) * 0.99)], 2)
+            if latencies
+            else None,
             "server_us_per_delivery": round((cpu1 - cpu0) / got * 1e6, 1)
             if got
             else None,
@@ -373,21 +388,60 @@ async def fanout(target: Target, args: argparse.Namespace, pids: list[int]) -> d
             ],
             "generator_cpu": round((own1 - own0) / (wall1 - wall0), 2),
         }
-        steps.append(step)
-        print(json.dumps(step), file=sys.stderr, flush=True)
-        ok = step["lost"] == 0 and lat and step["p99_ms"] < args.p99_limit
-        failures = 0 if ok else failures + 1
-        if failures >= 2:
-            break
-        await asyncio.sleep(args.settle)
-        latencies[number] = []
-    good = [
-        s
-        for s in steps
-        if s["lost"] == 0 and s["p99_ms"] is not None and s["p99_ms"] < args.p99_limit
-    ]
-    knee = max(good, key=lambda s: s["delivered"]) if good else None
-    return {"scenario": "fanout", "steps": steps, "knee": knee}
+        return result
+
+
+def _good(step: dict, limit: float) -> bool:
+    return step["lost"] == 0 and step["p99_ms"] is not None and step["p99_ms"] < limit
+
+
+async def fanout(
+    targets: list[tuple[str, Target, list[int]]], args: argparse.Namespace
+) -> dict:
+    """The rate steps, each run against every target in turn.
+
+    Interleaved, the targets see the same machine: this one is shared, and
+    its speed drifts over minutes. Each rate is tried ``args.tries`` times
+    on a target, keeping the better: one outside hiccup does not end a
+    target's climb. A target stops after two rates in a row that fail.
+    """
+    runs = [Fanout(name, target, pids) for name, target, pids in targets]
+    for run in runs:
+        await run.prepare(args.rooms, args.members)
+    await asyncio.sleep(1.0)
+    # The generator's own collections would show as the servers' latency:
+    # what setup made is frozen, and young objects are collected rarely.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(200_000, 100, 100)
+    number = 0
+    for rate in args.rates:
+        for run in runs:
+            if run.failures >= 2:
+                continue
+            best = None
+            for _ in range(args.tries):
+                number += 1
+                step = await run.step(number, rate, args)
+                print(
+                    json.dumps({"target": run.name, **step}),
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if best is None or (step["p99_ms"] or 1e9) < (best["p99_ms"] or 1e9):
+                    best = step
+                await asyncio.sleep(args.settle)
+                if _good(step, args.p99_limit):
+                    break
+            assert best is not None
+            run.steps.append(best)
+            run.failures = 0 if _good(best, args.p99_limit) else run.failures + 1
+    results = {}
+    for run in runs:
+        good = [s for s in run.steps if _good(s, args.p99_limit)]
+        knee = max(good, key=lambda s: s["delivered"]) if good else None
+        results[run.name] = {"scenario": "fanout", "steps": run.steps, "knee": knee}
+    return results
 
 
 async def idle(target: Target, args: argparse.Namespace, pids: list[int]) -> dict:
@@ -442,33 +496,50 @@ async def connect(target: Target, args: argparse.Namespace, pids: list[int]) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--kind", choices=["gameserver", "bare"], required=True)
-    parser.add_argument("--url", required=True)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--target",
+        action="append",
+        required=True,
+        metavar="NAME=KIND,URL,PID[+PID]",
+        help="a server to load (KIND: gameserver or bare); fan-out takes several",
+    )
     parser.add_argument(
         "--scenario", choices=["fanout", "idle", "connect"], required=True
     )
-    parser.add_argument("--server-pids", required=True, help="comma-separated")
     parser.add_argument("--rooms", type=int, default=50)
     parser.add_argument("--members", type=int, default=10)
     parser.add_argument(
         "--rates",
-        default="5000,10000,20000,30000,40000,50000,60000,70000,80000,90000,100000,110000,120000",
+        default="5000,10000,20000,30000,40000,50000,60000,70000,80000,90000,"
+        "100000,110000,120000,130000,140000",
     )
     parser.add_argument("--step", type=float, default=4.0)
+    parser.add_argument("--tries", type=int, default=2)
     parser.add_argument("--drain", type=float, default=2.0)
-    parser.add_argument("--settle", type=float, default=0.5)
+    parser.add_argument("--settle", type=float, default=0.3)
     parser.add_argument("--p99-limit", type=float, default=100.0)
     parser.add_argument("--connections", type=int, default=2000)
     parser.add_argument("--in-flight", type=int, default=50)
     args = parser.parse_args()
     args.rates = [int(r) for r in args.rates.split(",")]
-    pids = [int(p) for p in args.server_pids.split(",")]
-    target = Target(args.kind, args.url)
-    scenario = {"fanout": fanout, "idle": idle, "connect": connect}[args.scenario]
+    targets = []
+    for spec in args.target:
+        name, _, rest = spec.partition("=")
+        kind, url, pids = rest.split(",")
+        targets.append((name, Target(kind, url), [int(p) for p in pids.split("+")]))
     if uvloop is not None:
         uvloop.install()
-    result = asyncio.run(scenario(target, args, pids))
+    if args.scenario == "fanout":
+        result = asyncio.run(fanout(targets, args))
+    else:
+        if len(targets) != 1:
+            parser.error(f"{args.scenario} takes one --target")
+        name, target, pids = targets[0]
+        scenario = idle if args.scenario == "idle" else connect
+        result = {name: asyncio.run(scenario(target, args, pids))}
     result["generator_loop"] = "uvloop" if uvloop is not None else "asyncio"
     print(json.dumps(result))
 

@@ -65,6 +65,10 @@ class Server:
         self.log = (log_dir / f"{target}.log").open("ab")
         self.profile = profile
 
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
     def start(self) -> list[int]:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         pin = ["taskset", "-c", "0"]
@@ -159,43 +163,62 @@ class Server:
         self.log.close()
 
 
-def run_scenario(
-    target: str, scenario: str, args: argparse.Namespace, log_dir: Path
+def run_generator(
+    servers: list[Server], scenario: str, args: argparse.Namespace
 ) -> dict:
-    profile = None
-    if args.profile and target == "memory" and scenario == "fanout":
-        profile = Path(args.profile)
-    server = Server(target, log_dir, profile)
-    pids = server.start()
-    try:
-        command = [
-            "taskset",
-            "-c",
-            "1",
-            sys.executable,
-            str(REPO / "bench" / "loadgen.py"),
-            "--kind",
-            server.kind,
-            "--url",
-            f"http://127.0.0.1:{server.port}",
-            "--scenario",
-            scenario,
-            "--server-pids",
-            ",".join(map(str, pids)),
-            "--step",
-            str(args.step),
+    command = [
+        "taskset",
+        "-c",
+        "1",
+        sys.executable,
+        str(REPO / "bench" / "loadgen.py"),
+        "--scenario",
+        scenario,
+        "--step",
+        str(args.step),
+        "--tries",
+        str(args.tries),
+    ]
+    for server in servers:
+        pids = "+".join(str(pid) for pid in server.pids)
+        command += [
+            "--target",
+            f"{server.target}={server.kind},http://127.0.0.1:{server.port},{pids}",
         ]
-        if args.rates:
-            command += ["--rates", args.rates]
-        if args.connections:
-            command += ["--connections", str(args.connections)]
-        print(f"# {target} / {scenario}", file=sys.stderr, flush=True)
-        result = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"the generator failed on {target}/{scenario}")
-        return json.loads(result.stdout.strip().splitlines()[-1])
-    finally:
-        server.stop()
+    if args.rates:
+        command += ["--rates", args.rates]
+    if args.connections:
+        command += ["--connections", str(args.connections)]
+    names = ", ".join(s.target for s in servers)
+    print(f"# {scenario}: {names}", file=sys.stderr, flush=True)
+    result = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"the generator failed on {scenario} ({names})")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_scenario(
+    targets: list[str], scenario: str, args: argparse.Namespace, log_dir: Path
+) -> dict:
+    """Fan-out: every target up at once, interleaved; the others one at a time."""
+    groups = [targets] if scenario == "fanout" else [[t] for t in targets]
+    results: dict[str, Any] = {}
+    for group in groups:
+        servers = []
+        try:
+            for target in group:
+                profile = None
+                if args.profile and target == "memory" and scenario == "fanout":
+                    profile = Path(args.profile)
+                server = Server(target, log_dir, profile)
+                servers.append(server)
+                server.start()
+            results.update(run_generator(servers, scenario, args))
+        finally:
+            for server in servers:
+                server.stop()
+    results.pop("generator_loop", None)
+    return results
 
 
 def table(results: dict[str, dict[str, dict]]) -> str:
@@ -296,6 +319,9 @@ def main() -> None:
     parser.add_argument("--scenarios", default="fanout,idle,connect")
     parser.add_argument("--rates", default="")
     parser.add_argument("--step", type=float, default=4.0)
+    parser.add_argument(
+        "--tries", type=int, default=2, help="tries per rate and target"
+    )
     parser.add_argument("--connections", type=int, default=0)
     parser.add_argument("--out", default=str(REPO / "docs" / "bench"))
     parser.add_argument(
@@ -304,13 +330,14 @@ def main() -> None:
         help="cProfile the memory target's fan-out to this file",
     )
     args = parser.parse_args()
-    results: dict[str, dict[str, dict]] = {}
+    targets = args.targets.split(",")
+    results: dict[str, dict[str, dict]] = {t: {} for t in targets}
     with tempfile.TemporaryDirectory() as logs:
-        for target in args.targets.split(","):
-            for scenario in args.scenarios.split(","):
-                results.setdefault(target, {})[scenario] = run_scenario(
-                    target, scenario, args, Path(logs)
-                )
+        for scenario in args.scenarios.split(","):
+            for target, result in run_scenario(
+                targets, scenario, args, Path(logs)
+            ).items():
+                results[target][scenario] = result
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     plot(results, out.with_suffix(".png"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -572,3 +573,74 @@ def test_settings_refuse_nan_and_infinity():
     for bad in [float("nan"), float("inf"), 0, -1]:
         with pytest.raises(ValueError):
             make_settings(access_lifetime=bad)
+
+
+# Frames at the byte level: the lean path takes whole data frames, Autobahn
+# the rest
+
+
+def _masked(
+    payload: bytes, opcode: int = 0x1, fin: bool = True, key=b"\x01\x02\x03\x04"
+):
+    n = len(payload)
+    first = (0x80 if fin else 0) | opcode
+    if n < 126:
+        header = bytes((first, 0x80 | n))
+    else:
+        header = bytes((first, 0x80 | 126)) + n.to_bytes(2, "big")
+    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return header + key + body
+
+
+def _message(type_: str, room_id=None, data=None) -> bytes:
+    envelope = {"type": type_}
+    if room_id is not None:
+        envelope["room_id"] = room_id
+    if data is not None:
+        envelope["data"] = data
+    return json.dumps(envelope).encode()
+
+
+@pytest_twisted.ensureDeferred
+async def test_frames_coalesced_split_fragmented_or_with_a_ping_between(running):
+    alice, a = await running.socket("alice")
+    room = await running.room(alice)
+    await _ok(await a.join(room["id"]))
+    chat = lambda text: _message("CHAT_MESSAGE", room["id"], {"text": text})  # noqa: E731
+    raw = a.protocol.sendData
+    raw(_masked(chat("one")) + _masked(chat("two")))  # two frames, one write
+    whole = _masked(chat("three" * 40))  # a 126-length header
+    raw(whole[:3])
+    await deferLater(reactor, 0.05, lambda: None)
+    raw(whole[3:50])
+    await deferLater(reactor, 0.05, lambda: None)
+    raw(whole[50:] + _masked(b"", opcode=0x9) + _masked(chat("four")))
+    text = chat("five")
+    raw(_masked(text[:10], fin=False) + _masked(text[10:], opcode=0x0))
+    raw(_masked(chat("six"), key=b"\x00\x00\x00\x00"))
+    texts = [(await a.receive("CHAT_MESSAGE"))["data"]["text"] for _ in range(6)]
+    assert texts == ["one", "two", "three" * 40, "four", "five", "six"]
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (_masked(b'{"type": "\xff"}'), 1007),  # not UTF-8
+        (bytes((0x81, 5)) + b"hello", 1002),  # not masked
+        (
+            bytes((0x81, 0x80 | 126, 0, 5)) + b"\x01\x02\x03\x04hello",
+            1002,
+        ),  # not minimal
+        (_masked(b"{}", opcode=0x0), 1002),  # a continuation with nothing to continue
+        (_masked(b"{}", opcode=0x3), 1002),  # a reserved opcode
+        (bytes((0xC1,)) + _masked(b"{}")[1:], 1002),  # a reserved bit set
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_frames_a_client_must_not_send_close_the_socket(running, frame, code):
+    _, connection = await running.socket()
+    connection.protocol.sendData(frame)
+    closed, _ = await connection.closed
+    assert closed == code
+    _, other = await running.socket()  # and the server is fine
+    assert (await other.request("NOPE"))["data"]["code"] == "unknown_type"
