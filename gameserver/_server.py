@@ -24,6 +24,7 @@ from gameserver._engine.sockets import LocalSockets
 from gameserver._engine.turns import Engine
 from gameserver._game import installed_games
 from gameserver._http.api import ApiResource, request_factory
+from gameserver._http.front import FrontDoor
 from gameserver._http.lobby import lobby_root
 from gameserver._interfaces import IGame, IHosting, IStore
 from gameserver._memory.hosting import MemoryCommitter, MemoryHosting
@@ -62,6 +63,7 @@ class GameServer:
             from twisted.internet import reactor
         self._reactor = reactor
         clock = reactor if clock is None else clock
+        self._clock = reactor
         self.settings = settings
         self.games = installed_games() if games is None else dict(games)
         self.sockets = LocalSockets()
@@ -122,6 +124,7 @@ class GameServer:
         return cls(settings, backend=backend, **kwargs)
 
     def site(self) -> Site:
+        """The lobby, the API and ``/ws`` as a ``twisted.web`` site."""
         site = Site(
             self.resource,
             requestFactory=request_factory(self.settings.max_request_body),
@@ -129,10 +132,15 @@ class GameServer:
         site.displayTracebacks = False
         return site
 
+    def factory(self) -> FrontDoor:
+        """What ``service`` and ``listen`` serve: the site, with ``/ws``
+        upgrades handed straight to the WebSocket factory."""
+        return FrontDoor(self.site(), self.websocket_factory, self._clock)
+
     def service(self, endpoint: str) -> IService:
         """A service listening on a Twisted endpoint string, e.g. ``tcp:8000``."""
-        return strports.service(endpoint, self.site(), reactor=self._reactor)
+        return strports.service(endpoint, self.factory(), reactor=self._reactor)
 
     def listen(self, endpoint: str) -> Deferred[IListeningPort]:
         """Listen now, without a service: ``tcp:0`` picks a free port."""
-        return serverFromString(self._reactor, endpoint).listen(self.site())
+        return serverFromString(self._reactor, endpoint).listen(self.factory())

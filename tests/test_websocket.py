@@ -8,6 +8,7 @@ import time
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
 from txaio.testutil import replace_loop
 
@@ -644,3 +645,74 @@ async def test_frames_a_client_must_not_send_close_the_socket(running, frame, co
     assert closed == code
     _, other = await running.socket()  # and the server is fine
     assert (await other.request("NOPE"))["data"]["code"] == "unknown_type"
+
+
+# The port's front door
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_front_door_routes_by_request_line(running):
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+    from twisted.internet.protocol import Protocol
+
+    port = running.port.getHost().port
+
+    class Raw(Protocol):
+        def __init__(self):
+            self.received = b""
+            self.done = Deferred()
+
+        def dataReceived(self, data):
+            self.received += data
+
+        def connectionLost(self, reason):
+            self.done.callback(self.received)
+
+    async def exchange(request: bytes) -> bytes:
+        raw = Raw()
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), raw)
+        raw.transport.write(request)
+        return await raw.done.addTimeout(5, reactor)
+
+    # Anything but a GET of /ws goes to the site (the API's JSON 404 here).
+    reply = await exchange(b"GET /api/nope HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 404") and b'"code":"not_found"' in reply
+    # (A POST of /ws reaches Autobahn through the site's resource.)
+    reply = await exchange(b"POST /ws HTTP/1.0\r\n\r\n")
+    assert reply.startswith(b'HTTP/1.1 405 HTTP method "POST" not allowed')
+    # A GET of /ws goes to Autobahn, which reads the handshake itself.
+    reply = await exchange(b"GET /ws?x=1 HTTP/1.1\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400 HTTP Host header missing")
+    client = await running.user()
+    assert (await running.connect(client)) is not None  # and sockets still work
+
+
+def test_a_silent_connection_is_closed_by_the_front_door():
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.internet.testing import StringTransport
+
+    from gameserver._http.front import FrontDoor
+
+    clock = Clock()
+    door = FrontDoor(
+        Factory.forProtocol(Protocol), Factory.forProtocol(Protocol), clock
+    )
+    protocol = door.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"GET /w")
+    clock.advance(door.timeout)
+    assert transport.disconnecting
+
+
+def test_autobahn_s_option_dump_is_formatted_only_when_logged():
+    import pprint
+
+    import autobahn.websocket.protocol as autobahn_protocol
+
+    import gameserver._wire.protocol  # noqa: F401  (makes the dump lazy)
+
+    options = [("openHandshakeTimeout", 5, "Factory"), ("applyMask", True, "Factory")]
+    lazy = autobahn_protocol.pformat(options)
+    assert not isinstance(lazy, str)
+    assert "{}".format(lazy) == pprint.pformat(options) == str(lazy)

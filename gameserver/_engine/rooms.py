@@ -9,6 +9,7 @@ seat up, while in a game it keeps the seat so the player can come back.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -157,7 +158,7 @@ def join(turn: Turn, view: GameRoom, helper: Helper) -> Any:
         if record.has_password and record.owner.id != user.id and not work.password_ok:
             raise WrongPassword("this room needs a password")
         turn.set_players((*turn.players_now(), user))
-    processes = frozenset(work.processes)
+    processes = routes_of(work.processes)
     present = turn.present_now().get(user.id)
     if present is None:
         joined = {"user": user.to_json(), "reconnected": seated}
@@ -176,6 +177,12 @@ def join(turn: Turn, view: GameRoom, helper: Helper) -> Any:
     if seated:
         return room.game.on_reconnect(view, user, helper)
     return room.game.on_join(view, user, helper)
+
+
+@functools.lru_cache(maxsize=256)
+def routes_of(processes: tuple[str, ...]) -> frozenset[str]:
+    """One set for each list of processes: most users are in one, the same."""
+    return frozenset(processes)
 
 
 def _history(turn: Turn, user_id: int) -> list[dict[str, Any]]:

@@ -24,8 +24,10 @@ server's time:
 from __future__ import annotations
 
 import itertools
+import pprint
 from typing import Any
 
+import autobahn.websocket.protocol as _autobahn
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
@@ -41,12 +43,36 @@ _ids = itertools.count(1)
 log = Logger()
 
 
+class _LazyFormat:
+    """``pprint.pformat`` when, and only if, the text is wanted.
+
+    Autobahn formats its forty-odd options for a debug line on every new
+    connection, logged or not: about a tenth of the cost of a connection.
+    Made lazy, the line reads the same when debug logging is on.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: object) -> None:
+        self._value = value
+
+    def __str__(self) -> str:
+        return pprint.pformat(self._value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+_autobahn.pformat = _LazyFormat  # type: ignore[assignment]
+
+
 class GameServerProtocol(WebSocketServerProtocol):
     factory: GameServerFactory
     session: Session | None = None
     _outbound: OutboundWatch
     #: The socket to write to directly, when the transport is plain TCP.
     _socket: Any = None
+    _limit = 0
 
     def onOpen(self) -> None:
         factory = self.factory
@@ -54,12 +80,22 @@ class GameServerProtocol(WebSocketServerProtocol):
         no_delay = getattr(transport, "setTcpNoDelay", None)
         if no_delay is not None:
             no_delay(True)
-        self._outbound = OutboundWatch(factory.settings.max_outbound_buffer)
-        _take_over_producer(transport, self._outbound)
+        limit = factory.settings.max_outbound_buffer
+        self._outbound = OutboundWatch(limit)
         if all(
-            hasattr(transport, a) for a in ("socket", "dataBuffer", "_tempDataBuffer")
+            hasattr(transport, a)
+            for a in ("socket", "dataBuffer", "_tempDataBuffer", "_tempDataLen")
         ):
+            # Plain TCP: the bytes Twisted holds for the socket are counted
+            # where they are, and the socket is written to directly.
             self._socket = transport.socket
+            self._limit = limit
+        else:
+            _take_over_producer(transport, self._outbound)
+        # The handshake's headers and raw request are not needed any more.
+        self.http_request_data = b""
+        self.http_response_data = ""
+        self.http_headers = {}
         self.session = Session(
             self,
             factory.dispatcher,
@@ -136,20 +172,19 @@ class GameServerProtocol(WebSocketServerProtocol):
         if self.state != self.STATE_OPEN:
             return
         transport: Any = self.transport
-        if self._outbound.paused:
-            if not self._outbound.admit(len(data)):
+        sock = self._socket
+        if sock is None:  # not plain TCP: the watch counts what waits
+            if self._outbound.paused and not self._outbound.admit(len(data)):
                 self._overflow()
                 return
             transport.write(data)
             return
-        sock = self._socket
-        if (
-            sock is not None
-            and not transport.dataBuffer
-            and not transport._tempDataBuffer
-            and transport.connected
-            and not transport.disconnecting
-        ):
+        waiting = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        if waiting:
+            if waiting + len(data) > self._limit:
+                self._overflow()
+                return
+        elif transport.connected and not transport.disconnecting:
             try:
                 sent = sock.send(data)
             except BlockingIOError:
@@ -172,11 +207,20 @@ class GameServerProtocol(WebSocketServerProtocol):
         self, data: bytes, sync: bool = False, chopsize: int | None = None
     ) -> None:
         """Autobahn's own frames (pongs, closes) pass the buffer cap too."""
-        outbound = getattr(self, "_outbound", None)
-        if outbound is not None and not outbound.admit(len(data)):
+        if self._over_cap(len(data)):
             self._overflow()
             return
         super().sendData(data, sync, chopsize)
+
+    def _over_cap(self, size: int) -> bool:
+        outbound = getattr(self, "_outbound", None)
+        if outbound is None:
+            return False
+        if self._socket is None:
+            return not outbound.admit(size)
+        transport: Any = self.transport
+        waiting = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        return bool(waiting) and waiting + size > self._limit
 
     def _overflow(self) -> None:
         session = self.session
@@ -239,4 +283,15 @@ class GameServerFactory(WebSocketServerFactory):
             allowNullOrigin="*" in settings.allowed_origins,
             maxConnections=settings.max_connections,
             perMessageCompressionAccept=lambda offers: None,
+        )
+        # Autobahn copies each option onto every new protocol that lacks it:
+        # a protocol class that has them keeps forty attributes (about 2 KB)
+        # out of every connection.
+        options = {
+            name: staticmethod(value) if callable(value) else value
+            for name in self.protocol.CONFIG_ATTRS
+            for value in [getattr(self, name)]
+        }
+        self.protocol = type(  # type: ignore[assignment]
+            "GameServerProtocol", (GameServerProtocol,), options
         )

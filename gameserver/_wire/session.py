@@ -61,6 +61,22 @@ class SessionTransport(Protocol):
 
 @implementer(IConnection)
 class Session:
+    __slots__ = (
+        "__provides__",
+        "_bucket",
+        "_deadline",
+        "_dispatcher",
+        "_held",
+        "_refused_in_a_row",
+        "_strikes",
+        "_transport",
+        "_waiting",
+        "id",
+        "open",
+        "peer",
+        "user",
+    )
+
     def __init__(
         self,
         transport: SessionTransport,
@@ -85,7 +101,7 @@ class Session:
         self._refused_in_a_row = 0
         #: The message being handled that waits on I/O, and those after it.
         self._waiting: Deferred[Any] | None = None
-        self._held: deque[bytes] = deque()
+        self._held: deque[bytes] | None = None
         self._deadline: IDelayedCall | None = clock.callLater(
             settings.validate_timeout, self._validation_timed_out
         )
@@ -100,6 +116,8 @@ class Session:
             self.send(messages.error("bad_message", "binary frames are not supported"))
             return
         if self._waiting is not None:
+            if self._held is None:
+                self._held = deque()
             self._held.append(payload)
             return
         self._handle(payload)
@@ -113,7 +131,7 @@ class Session:
         if not self.open:
             return
         self.open = False
-        self._held.clear()
+        self._held = None
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
@@ -172,6 +190,8 @@ class Session:
         held = self._held
         while held and self._waiting is None and self.open:
             self._handle(held.popleft())
+        if not held:
+            self._held = None
 
     def _validation_timed_out(self) -> None:
         self._deadline = None
