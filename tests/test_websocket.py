@@ -675,7 +675,9 @@ async def test_the_front_door_routes_by_request_line(running):
         return await raw.done.addTimeout(5, reactor)
 
     # Anything but a GET of /ws goes to the site (the API's JSON 404 here).
-    reply = await exchange(b"GET /api/nope HTTP/1.1\r\nHost: x\r\n\r\n")
+    reply = await exchange(
+        b"GET /api/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     assert reply.startswith(b"HTTP/1.1 404") and b'"code":"not_found"' in reply
     # (A POST of /ws reaches Autobahn through the site's resource.)
     reply = await exchange(b"POST /ws HTTP/1.0\r\n\r\n")
@@ -715,4 +717,4 @@ def test_autobahn_s_option_dump_is_formatted_only_when_logged():
     options = [("openHandshakeTimeout", 5, "Factory"), ("applyMask", True, "Factory")]
     lazy = autobahn_protocol.pformat(options)
     assert not isinstance(lazy, str)
-    assert "{}".format(lazy) == pprint.pformat(options) == str(lazy)
+    assert f"{lazy}" == pprint.pformat(options) == str(lazy)
