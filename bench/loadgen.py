@@ -473,25 +473,51 @@ async def idle(target: Target, args: argparse.Namespace, pids: list[int]) -> dic
     }
 
 
-async def connect(target: Target, args: argparse.Namespace, pids: list[int]) -> dict:
-    total, members, in_flight = args.connections, 10, args.in_flight
-    await target.prepare(total, total // members, members)
-    limit = asyncio.Semaphore(in_flight)
-    sockets: list[Socket] = []
+async def connect(
+    targets: list[tuple[str, Target, list[int]]], args: argparse.Namespace
+) -> dict:
+    """Connect + validate + join per second, ``in_flight`` at a time.
 
-    async def one(index: int) -> None:
-        async with limit:
-            sockets.append(await target.join(index, target.rooms[index // members]))
+    Rounds alternate between the targets, as the fan-out steps do; each
+    target's figure is the median of its rounds.
+    """
+    rounds, members, in_flight = args.rounds, 10, args.in_flight
+    total = args.connections
+    for _, target, _ in targets:
+        await target.prepare(total, total // members, members)
+    per_round = total // rounds
+    rates: dict[str, list[float]] = {name: [] for name, _, _ in targets}
+    cpu: dict[str, list[float]] = {name: [] for name, _, _ in targets}
+    own: list[float] = []
+    kept: list[Socket] = []
+    for r in range(rounds):
+        for name, target, pids in targets:
+            limit = asyncio.Semaphore(in_flight)
 
-    own0, cpu0 = own_cpu(), cpu_seconds(pids)
-    start = time.monotonic()
-    await asyncio.gather(*(one(i) for i in range(total)))
-    elapsed = time.monotonic() - start
+            async def one(index: int, target: Target = target) -> None:
+                async with limit:
+                    kept.append(
+                        await target.join(index, target.rooms[index // members])
+                    )
+
+            own0, cpu0 = own_cpu(), cpu_seconds(pids)
+            start = time.monotonic()
+            first = r * per_round
+            await asyncio.gather(*(one(i) for i in range(first, first + per_round)))
+            elapsed = time.monotonic() - start
+            rates[name].append(per_round / elapsed)
+            cpu[name].append((cpu_seconds(pids) - cpu0) / per_round * 1000)
+            own.append((own_cpu() - own0) / elapsed)
+            await asyncio.sleep(0.5)
     return {
-        "scenario": "connect",
-        "per_second": round(total / elapsed),
-        "server_ms_per_connect": round((cpu_seconds(pids) - cpu0) / total * 1000, 2),
-        "generator_cpu": round((own_cpu() - own0) / elapsed, 2),
+        name: {
+            "scenario": "connect",
+            "per_second": round(statistics.median(rates[name])),
+            "rounds": [round(x) for x in rates[name]],
+            "server_ms_per_connect": round(statistics.median(cpu[name]), 2),
+            "generator_cpu": round(max(own), 2),
+        }
+        for name in rates
     }
 
 
@@ -523,6 +549,9 @@ def main() -> None:
     parser.add_argument("--p99-limit", type=float, default=100.0)
     parser.add_argument("--connections", type=int, default=2000)
     parser.add_argument("--in-flight", type=int, default=50)
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="connect: rounds per target"
+    )
     args = parser.parse_args()
     args.rates = [int(r) for r in args.rates.split(",")]
     targets = []
@@ -534,12 +563,13 @@ def main() -> None:
         uvloop.install()
     if args.scenario == "fanout":
         result = asyncio.run(fanout(targets, args))
+    elif args.scenario == "connect":
+        result = asyncio.run(connect(targets, args))
     else:
         if len(targets) != 1:
-            parser.error(f"{args.scenario} takes one --target")
+            parser.error("idle takes one --target: it reads one server's memory")
         name, target, pids = targets[0]
-        scenario = idle if args.scenario == "idle" else connect
-        result = {name: asyncio.run(scenario(target, args, pids))}
+        result = {name: asyncio.run(idle(target, args, pids))}
     result["generator_loop"] = "uvloop" if uvloop is not None else "asyncio"
     print(json.dumps(result))
 

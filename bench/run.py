@@ -200,8 +200,9 @@ def run_generator(
 def run_scenario(
     targets: list[str], scenario: str, args: argparse.Namespace, log_dir: Path
 ) -> dict:
-    """Fan-out: every target up at once, interleaved; the others one at a time."""
-    groups = [targets] if scenario == "fanout" else [[t] for t in targets]
+    """Fan-out and connect: every target up at once, interleaved; idle, one
+    at a time (it reads a server's memory)."""
+    groups = [[t] for t in targets] if scenario == "idle" else [targets]
     results: dict[str, Any] = {}
     for group in groups:
         servers = []

@@ -7,12 +7,14 @@ and closing; the two paths every chat message takes are made lean here,
 because a profile of the fan-out benchmark showed them to be most of the
 server's time:
 
-- out: frames are built once per message (``Frame.wire``) and written
-  straight to the socket. Autobahn's ``sendPreparedMessage`` would build
-  debug-log arguments and count traffic for every frame of every member,
-  and Twisted's ``write`` costs two ``epoll`` changes for each write to an
-  idle socket. What the socket cannot take at once goes through Twisted's
-  buffer, which the outbound cap watches.
+- out: frames are built once per message (``Frame.wire``); a socket's
+  frames of one reactor iteration are written to it together, with one
+  ``send`` when the iteration's reads are done. Autobahn's
+  ``sendPreparedMessage`` would build debug-log arguments and count
+  traffic for every frame of every member, and Twisted's ``write`` costs
+  two ``epoll`` changes for each write to an idle socket. What the socket
+  cannot take at once goes through Twisted's buffer, which the outbound
+  cap watches.
 - in: a whole, final, masked text or binary frame under the size limit is
   unmasked here and handed to the session; Autobahn would make a masker
   object, a frame header and debug-log arguments for each. Anything else
@@ -73,6 +75,8 @@ class GameServerProtocol(WebSocketServerProtocol):
     #: The socket to write to directly, when the transport is plain TCP.
     _socket: Any = None
     _limit = 0
+    #: Frames of this reactor iteration, sent together at its end.
+    _pending: list[bytes] | None = None
 
     def onOpen(self) -> None:
         factory = self.factory
@@ -179,14 +183,30 @@ class GameServerProtocol(WebSocketServerProtocol):
                 return
             transport.write(data)
             return
+        pending = self._pending
+        if pending is not None:
+            pending.append(data)
+            return
         waiting = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
         if waiting:
             if waiting + len(data) > self._limit:
                 self._overflow()
                 return
-        elif transport.connected and not transport.disconnecting:
+            transport.write(data)
+            return
+        self._pending = [data]
+        self.factory.flush_later(self)
+
+    def flush(self) -> None:
+        """Send this iteration's frames, at once if the socket takes them."""
+        pending, self._pending = self._pending, None
+        if not pending or self.state != self.STATE_OPEN:
+            return
+        transport: Any = self.transport
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        if transport.connected and not transport.disconnecting:
             try:
-                sent = sock.send(data)
+                sent = self._socket.send(data)
             except BlockingIOError:
                 sent = 0
             except OSError:
@@ -194,6 +214,9 @@ class GameServerProtocol(WebSocketServerProtocol):
             if sent == len(data):
                 return
             data = data[sent:]
+            if len(data) > self._limit:
+                self._overflow()
+                return
         transport.write(data)
 
     def close(self, code: int, reason: str) -> None:
@@ -207,6 +230,8 @@ class GameServerProtocol(WebSocketServerProtocol):
         self, data: bytes, sync: bool = False, chopsize: int | None = None
     ) -> None:
         """Autobahn's own frames (pongs, closes) pass the buffer cap too."""
+        if self._pending:
+            self.flush()  # what was written before goes first
         if self._over_cap(len(data)):
             self._overflow()
             return
@@ -232,6 +257,13 @@ class GameServerProtocol(WebSocketServerProtocol):
             )
             session.lost()
             self.dropConnection(abort=True)
+
+
+def _flush_all(factory: GameServerFactory) -> None:
+    factory._flush_call = None
+    flushing, factory._flushing = factory._flushing, []
+    for protocol in flushing:
+        protocol.flush()
 
 
 def _unmask(masked: bytes, key: bytes, length: int) -> bytes:
@@ -272,6 +304,8 @@ class GameServerFactory(WebSocketServerFactory):
         self.dispatcher = dispatcher
         self.settings = settings
         self.clock = clock
+        self._flushing: list[GameServerProtocol] = []
+        self._flush_call: Any = None
         self.setProtocolOptions(
             webStatus=False,
             maxFramePayloadSize=settings.max_message_size,
@@ -295,3 +329,9 @@ class GameServerFactory(WebSocketServerFactory):
         self.protocol = type(  # type: ignore[assignment]
             "GameServerProtocol", (GameServerProtocol,), options
         )
+
+    def flush_later(self, protocol: GameServerProtocol) -> None:
+        """Have ``protocol`` send its frames once this reactor iteration is done."""
+        self._flushing.append(protocol)
+        if self._flush_call is None:
+            self._flush_call = self.reactor.callLater(0, _flush_all, self)
