@@ -494,7 +494,9 @@ async def connect(
         for name, target, pids in targets:
             limit = asyncio.Semaphore(in_flight)
 
-            async def one(index: int, target: Target = target) -> None:
+            async def one(
+                index: int, target: Target = target, limit: asyncio.Semaphore = limit
+            ) -> None:
                 async with limit:
                     kept.append(
                         await target.join(index, target.rooms[index // members])
