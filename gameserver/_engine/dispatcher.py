@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from gameserver._accounts.accounts import Accounts
+from gameserver._engine.drive import Pending, settle
 from gameserver._engine.room import JOIN, LEAVE, MESSAGE, Reply, Work
 from gameserver._engine.rooms import Rooms
 from gameserver._engine.sockets import LocalSockets
@@ -99,12 +101,15 @@ class Dispatcher:
             session.send(_error(e, envelope))
         return None
 
-    def _guard(self, session: Session, envelope: Envelope, work: Any) -> Deferred[None]:
-        d = ensureDeferred(work)
+    def _guard(
+        self, session: Session, envelope: Envelope, work: Any
+    ) -> Deferred[None] | None:
+        """Run ``work`` (a coroutine); a ``Deferred`` only if it must wait."""
 
-        def failed(failure: Any) -> None:
-            if failure.check(GameServerError):
-                session.send(_error(failure.value, envelope))
+        def failed(failure: Failure) -> None:
+            error = failure.value
+            if isinstance(error, GameServerError):
+                session.send(_error(error, envelope))
                 return
             log.failure("handling {type} failed", failure, type=envelope.type)
             session.send(
@@ -116,7 +121,14 @@ class Dispatcher:
                 )
             )
 
-        return d.addErrback(failed)
+        try:
+            outcome = settle(work)
+        except Exception:
+            failed(Failure())
+            return None
+        if isinstance(outcome, Pending):
+            return outcome.deferred.addErrback(failed)
+        return None
 
     def connection_closed(self, session: Session) -> None:
         """Forget a socket; if it was its user's last here, tell the rooms."""
