@@ -49,6 +49,10 @@ class Work:
     timer: tuple[str, str] | None = None
     origin: str = ""
     seq: int = 0
+    #: The highest of the origin's requests to the room still waiting for an
+    #: answer when this one was sent: the owner takes this one only once it
+    #: has that one, so none is skipped when one is lost on the way.
+    prev: int = 0
     #: hook: the body to run, ``(room, helper)``.
     hook: Any = None
     done: Any = None
@@ -87,6 +91,7 @@ class LiveRoom:
         "admitted",
         "armed",
         "chat",
+        "confirmed",
         "entries",
         "game",
         "groups",
@@ -131,9 +136,13 @@ class LiveRoom:
         self.groups: dict[str, frozenset[int]] = {
             name: frozenset(members) for name, members in data.groups.items()
         }
+        #: Highest request number done in a turn, per process (saved with it).
         self.seen: dict[str, int] = dict(data.seen)
         #: Highest request number taken into the queue, per process.
         self.admitted: dict[str, int] = dict(data.seen)
+        #: Highest request number whose turn is saved, per process: only
+        #: these may be acknowledged again when sent again.
+        self.confirmed: dict[str, int] = dict(data.seen)
         self.version = data.version
         self.token = data.token
         self.queue: deque[Work] = deque()

@@ -329,10 +329,15 @@ class Engine:
         """Queue ``work``; a client's message past the cap is refused ``busy``."""
         origin = work.origin
         if origin:
-            if work.seq <= room.admitted.get(origin, 0):
-                if work.seq <= room.seen.get(origin, 0) and self.committer is not None:
+            admitted = room.admitted.get(origin, 0)
+            if work.seq <= admitted:
+                # Sent again: answered again once saved, or by its own commit.
+                if work.seq <= room.confirmed.get(origin, 0):
+                    assert self.committer is not None
                     self.committer.duplicate(room, work)
                 return
+            if work.prev > admitted:
+                return  # one before it is missing: both come again, in order
             room.admitted[origin] = work.seq
         if work.kind in (MESSAGE, JOIN, LEAVE) and room.pending() >= self._cap:
             self.stats.refused_busy += 1
@@ -561,9 +566,13 @@ class Engine:
         assert self.committer is not None
         self.committer.commit(room, changes)
 
-    def saved(self, room: LiveRoom, turns: int) -> None:
-        """The committer saved ``turns`` of the room's turns."""
+    def saved(self, room: LiveRoom, turns: int, works: list[Work]) -> None:
+        """The committer saved ``turns`` of the room's turns, doing ``works``."""
         room.unsaved -= turns
+        confirmed = room.confirmed
+        for work in works:
+            if work.origin and work.seq > confirmed.get(work.origin, 0):
+                confirmed[work.origin] = work.seq
         if not room.running and not room.queue:
             room.idle_since = self.clock.seconds()
 

@@ -93,7 +93,12 @@ class MemoryCommitter:
     def commit(self, room: LiveRoom, changes: Changes) -> None:
         if changes.drop:
             self._store.remove_record(room.id)
-            self._engine.drop(room)
+            for work in self._engine.drop(room):  # what it had not done: refused
+                refusal = missing(work)
+                if refusal is not None and work.reply is not None:
+                    self._sockets.deliver_to(work.reply.connection, refusal)
+                if work.done is not None and not work.done.called:
+                    work.done.callback(None)
             for user_id in room.present:
                 self._hosting.forget(user_id, room.id)
         elif changes.record:
@@ -101,7 +106,7 @@ class MemoryCommitter:
         for user_id in changes.present:
             if user_id not in room.present:
                 self._hosting.forget(user_id, room.id)
-        self._engine.saved(room, 1)
+        self._engine.saved(room, 1, [changes.work])
         deliver_local(self._sockets, self._engine.process_id, changes.out)
         done = changes.work.done
         if done is not None and not done.called:

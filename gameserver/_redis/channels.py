@@ -58,13 +58,14 @@ def work_message(work: Work) -> bytes:
             json.dumps(work.data, separators=(",", ":")).encode("utf-8"),
             list(work.processes),
             work.password_ok,
+            work.prev,
         ]
     )
 
 
 def work_of(message: list[Any]) -> Work:
     (_, room_id, origin, seq, kind, user_id, username, connection) = message[:8]
-    type_, data, processes, password_ok = message[8:12]
+    type_, data, processes, password_ok, prev = message[8:13]
     return Work(
         kind,
         room_id,
@@ -76,6 +77,7 @@ def work_of(message: list[Any]) -> Work:
         password_ok=password_ok,
         origin=origin,
         seq=seq,
+        prev=prev,
     )
 
 

@@ -33,7 +33,16 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from gameserver._engine.hosting import deliver_local, error_frame, missing
-from gameserver._engine.room import GONE, HERE, JOIN, LEAVE, MESSAGE, LiveRoom, Work
+from gameserver._engine.room import (
+    DELETE,
+    GONE,
+    HERE,
+    JOIN,
+    LEAVE,
+    MESSAGE,
+    LiveRoom,
+    Work,
+)
 from gameserver._engine.sockets import LocalSockets
 from gameserver._engine.turns import Changes, Engine, Out
 from gameserver._errors import GameServerError, Unavailable
@@ -54,8 +63,11 @@ from gameserver._redis.store import RedisStore, pairs, room_of
 from gameserver._settings import Settings
 from gameserver._wire.messages import Frame
 
-#: Seconds a request may wait for its room's owner before it is refused.
+#: Seconds a client's request may wait for its room's owner before it is
+#: refused; presence updates (a disconnect, a new socket) wait as long as
+#: it takes.
 REQUEST_DEADLINE = 30.0
+CLIENT_KINDS = frozenset({MESSAGE, JOIN, LEAVE, DELETE})
 
 log = Logger()
 
@@ -103,6 +115,8 @@ class RedisHosting:
         #: The rooms each user joined through this process and may be in.
         self._rooms_of: dict[int, set[int]] = {}
         self._ttl_ms = int(settings.lease_ttl * 1000)
+        #: Stopping: rooms are handed over, and none is claimed any more.
+        self.stopping = False
 
     # Sending work to a room's owner
 
@@ -110,8 +124,6 @@ class RedisHosting:
         link = self._links.get(work.room_id)
         if link is None:
             link = self._links[work.room_id] = Link(work.room_id)
-        link.seq += 1
-        work.origin, work.seq = self.process_id, link.seq
         if work.kind in (MESSAGE, JOIN, LEAVE) and (
             len(link.pending) >= self.settings.max_pending_turns
         ):
@@ -123,6 +135,8 @@ class RedisHosting:
                 " try again shortly",
             )
             return
+        link.seq += 1
+        work.origin, work.seq = self.process_id, link.seq
         work.since = self.reactor.seconds()
         link.pending[work.seq] = work
         if work.kind == JOIN and work.user is not None:
@@ -137,15 +151,36 @@ class RedisHosting:
     def _send(self, link: Link, work: Work) -> None:
         room = self.engine.rooms.get(link.room_id)
         if room is not None:
-            link.owner = self.process_id
+            if link.owner != self.process_id:
+                # The room came here while work was out to another owner:
+                # all of it, in order.
+                link.owner = self.process_id
+                self._submit_pending(link, room)
+                return
+            work.prev = _prev(link, work.seq)
             self.engine.submit(room, work)
             return
         owner = link.owner
         if owner is None or owner == self.process_id:
             self._resolve(link)
             return
+        work.prev = _prev(link, work.seq)
         self._publish(owner, work_message(work))
         self._arm_retry(link)
+
+    def _submit_pending(self, link: Link, room: LiveRoom) -> None:
+        previous = 0
+        for work in list(link.pending.values()):
+            work.prev = previous
+            previous = work.seq
+            self.engine.submit(room, work)
+
+    def _publish_pending(self, link: Link, owner: str) -> None:
+        previous = 0
+        for work in list(link.pending.values()):
+            work.prev = previous
+            previous = work.seq
+            self._publish(owner, work_message(work))
 
     def _resolve(self, link: Link) -> None:
         """Find out who owns the room (claiming it if nobody does); send again."""
@@ -169,14 +204,12 @@ class RedisHosting:
             return
         if isinstance(outcome, str):
             link.owner = outcome
-            for work in pending:
-                self._publish(outcome, work_message(work))
             if pending:
+                self._publish_pending(link, outcome)
                 self._arm_retry(link)
             return
         link.owner = self.process_id
-        for work in pending:
-            self.engine.submit(outcome, work)
+        self._submit_pending(link, outcome)
 
     def _unresolved(self, failure: Any, link: Link) -> None:
         link.resolving = False
@@ -189,12 +222,19 @@ class RedisHosting:
             )
             code, detail = "unavailable", "the room cannot be reached now: try again"
         self._fail_pending(link, code, detail)
+        if link.pending:
+            self._arm_retry(link)
 
     def _fail_pending(self, link: Link, code: str, detail: str) -> None:
-        pending = list(link.pending.values())
-        link.pending.clear()
-        for work in pending:
-            self._refuse_here(work, code, detail)
+        """Refuse a client's waiting requests; presence updates wait on.
+
+        A client can send again; nobody would send a lost disconnect again,
+        and the user would stay in the room for good.
+        """
+        for seq, work in list(link.pending.items()):
+            if work.kind in CLIENT_KINDS:
+                del link.pending[seq]
+                self._refuse_here(work, code, detail)
 
     def _refuse_here(self, work: Work, code: str, detail: str) -> None:
         if work.kind in (MESSAGE, JOIN, LEAVE) and work.reply is not None:
@@ -216,7 +256,7 @@ class RedisHosting:
             return
         now = self.reactor.seconds()
         for seq, work in list(link.pending.items()):
-            if now - work.since > REQUEST_DEADLINE:
+            if work.kind in CLIENT_KINDS and now - work.since > REQUEST_DEADLINE:
                 del link.pending[seq]
                 self._refuse_here(
                     work, "unavailable", "the room's server did not answer: try again"
@@ -267,6 +307,14 @@ class RedisHosting:
         if room is not None:
             d.callback(room)
             return d
+        if self.stopping:
+            # Who holds it, without taking it: a stopping process hands over.
+            def holder(lease: str | None) -> str:
+                if lease is None:
+                    raise Unavailable("this server is restarting: try again")
+                return lease.partition(":")[0]
+
+            return self.redis("GET", keys.room(room_id, "lease")).addCallback(holder)
         waiting = self._claims.get(room_id)
         if waiting is not None:
             waiting.append(d)
@@ -344,14 +392,22 @@ class RedisHosting:
                 self._resolve(link)
 
     def release(self, room: LiveRoom) -> Deferred[Any]:
-        """Hand an idle room back: others may claim it at once."""
+        """Hand a room back, once its last commit is saved: others may claim
+        it at once, and the processes that sent it work are told to ask."""
         self.engine.drop(room)
         self.committer.forget(room)
+        origins = sorted(o for o in room.admitted if o != self.process_id)
+
+        def tell(reply: Any) -> Any:
+            for origin in origins:
+                self._publish(origin, pack([MOVED, room.id]))
+            return reply
+
         return self.redis.run(
             scripts.RELEASE,
             [keys.room(room.id, "lease")],
             [self.committer.holder(room)],
-        )
+        ).addCallback(tell)
 
     # What other processes send here
 
@@ -379,6 +435,9 @@ class RedisHosting:
         room = self.engine.rooms.get(work.room_id)
         if room is not None:
             self.engine.submit(room, work)
+            return
+        if self.stopping:
+            self._publish(work.origin, pack([MOVED, work.room_id]))
             return
         self.claim(work.room_id).addCallbacks(
             self._claimed_for,
@@ -418,12 +477,12 @@ class RedisHosting:
             lambda f: log.failure("telling the rooms {user} left failed", f, user=user)
         )
 
-    async def let_go(self, user: UserRef, *, stopping: bool = False) -> None:
-        """The user's sockets here are gone (or going: ``stopping``): tell their rooms."""
+    async def let_go(self, user: UserRef) -> None:
+        """The user's sockets here are gone: tell their rooms."""
         rooms = set(self._rooms_of.pop(user.id, ()))
         try:
             listed = self.redis("SMEMBERS", keys.user_rooms(user.id))
-            if stopping or not self.sockets.count(user.id):
+            if not self.sockets.count(user.id):
                 self.redis("HDEL", keys.online(user.id), self.process_id).addErrback(
                     quietly
                 )
@@ -435,10 +494,30 @@ class RedisHosting:
             log.warn(
                 "{user} left, and Redis is down: {e}", user=user.username, e=e.detail
             )
-        if self.sockets.count(user.id) and not stopping:
+        if self.sockets.count(user.id):
             return  # back meanwhile
         for room_id in sorted(rooms):
             self.submit(Work(GONE, room_id, user, processes=(self.process_id,)))
+
+    def deleted(self, room: LiveRoom) -> None:
+        """The room is gone: what it had not done yet is refused, not lost."""
+        left = self.engine.drop(room)
+        origins = self.committer.forget(room) | {w.origin for w in left}
+        for work in left:
+            if work.origin == self.process_id:
+                refusal = missing(work)
+                if refusal is not None and work.reply is not None:
+                    self.sockets.deliver_to(work.reply.connection, refusal)
+                self.completed(work)
+        origins.discard("")
+        origins.discard(self.process_id)
+        for origin in sorted(origins):
+            self._publish(origin, pack([MOVED, room.id]))
+        link = self._links.get(room.id)
+        if link is not None:
+            link.owner = None
+            if link.pending:
+                self._resolve(link)
 
     def forget(self, user_id: int, room_id: int) -> None:
         rooms = self._rooms_of.get(user_id)
@@ -455,6 +534,16 @@ class RedisHosting:
         """Refuse every request waiting for an owner (this process was lost)."""
         for link in self._links.values():
             self._fail_pending(link, code, detail)
+
+
+def _prev(link: Link, seq: int) -> int:
+    """The highest of the link's waiting requests before ``seq`` (0: none)."""
+    previous = 0
+    for waiting in link.pending:
+        if waiting >= seq:
+            break
+        previous = waiting
+    return previous
 
 
 def _finish(work: Work) -> None:
@@ -483,10 +572,14 @@ def _room_data(room_id: int, reply: list[Any]) -> RoomData:
     )
 
 
+_NOWHERE: frozenset[str] = frozenset()
+
+
 class Batch:
     """A room's turns of one reactor iteration, saved in one script call."""
 
     __slots__ = (
+        "after",
         "before",
         "chat",
         "clear_timers",
@@ -496,6 +589,7 @@ class Batch:
         "out",
         "record",
         "room",
+        "routes",
         "state",
         "timers",
         "turns",
@@ -515,6 +609,10 @@ class Batch:
         self.groups: dict[str, None] = {}
         #: Users whose presence changed, with their processes before the batch.
         self.before: dict[int, frozenset[str] | None] = {}
+        #: Every process each of those users was reached at during the batch.
+        self.routes: dict[int, frozenset[str]] = {}
+        #: Their processes after the batch, taken when it is sent.
+        self.after: dict[int, frozenset[str] | None] = {}
         self.out: list[Out] = []
         self.works: list[Work] = []
 
@@ -535,9 +633,17 @@ class Batch:
             self.groups[name] = None
         if changes.present:
             before = changes.present_before or {}
+            present = self.room.present
+            routes = self.routes
             for user_id in changes.present:
+                was, now = before.get(user_id), present.get(user_id)
                 if user_id not in self.before:
-                    self.before[user_id] = before.get(user_id)
+                    self.before[user_id] = was
+                routes[user_id] = (
+                    routes.get(user_id, _NOWHERE)
+                    | (was or _NOWHERE)
+                    | (now or _NOWHERE)
+                )
         self.out.extend(changes.out)
         self.works.append(changes.work)
 
@@ -632,6 +738,7 @@ class RedisCommitter:
     def _send(self, batch: Batch) -> None:
         room = batch.room
         redis = self._redis
+        batch.after = {u: room.present.get(u) for u in batch.before}
         ops = self._ops(batch)
         local, publishes = self._route(batch)
         expected = room.version
@@ -736,7 +843,7 @@ class RedisCommitter:
         self, batch: Batch
     ) -> tuple[list[Out], dict[str, tuple[list[Any], list[int]]]]:
         me = self._process
-        present, before = batch.room.present, batch.before
+        present, seen = batch.room.present, batch.routes
         local: list[Out] = []
         per: dict[str, tuple[list[Any], list[int]]] = {}
         for frame, target in batch.out:
@@ -750,7 +857,7 @@ class RedisCommitter:
             mine: list[int] = []
             theirs: dict[str, list[int]] = {}
             for user_id in target:
-                routes = present.get(user_id) or before.get(user_id)
+                routes = present.get(user_id) or seen.get(user_id)
                 if not routes:
                     continue
                 for process in routes:
@@ -782,7 +889,7 @@ class RedisCommitter:
             )
             self._hosting.lost(room, reason)
             return
-        self._engine.saved(room, batch.turns)
+        self._engine.saved(room, batch.turns, batch.works)
         deliver_local(self._sockets, self._process, local)
         for work in batch.works:
             if work.origin == self._process:
@@ -804,7 +911,7 @@ class RedisCommitter:
             if name not in room.timers:
                 redis("ZREM", keys.TIMERS, f"{room.id}|{name}").addErrback(quiet)
         for user_id, before in batch.before.items():
-            now = room.present.get(user_id)
+            now = batch.after.get(user_id)
             if now and not before:
                 redis("SADD", keys.user_rooms(user_id), room.id).addErrback(quiet)
                 redis("HKEYS", keys.online(user_id)).addCallbacks(
@@ -817,8 +924,7 @@ class RedisCommitter:
             for user_id in room.present:
                 redis("SREM", keys.user_rooms(user_id), room.id).addErrback(quiet)
             ensureDeferred(self._hosting.store.unlist_room(room.id, room.record.game))
-            self._engine.drop(room)
-            self.forget(room)
+            self._hosting.deleted(room)
 
     def _online_elsewhere(
         self, processes: list[str], room: LiveRoom, user_id: int

@@ -116,14 +116,21 @@ class RedisBackend(Service):
         return ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
-        """A clean stop: users here leave as on a disconnect, rooms are handed over."""
+        """A clean stop: this process's sockets close (1012: reconnect), their
+        users leave as on a disconnect, and once the last commits are saved
+        the rooms are handed over."""
         host = self._host
+        host.stopping = True
         try:
-            for user_id in host.sockets.users():
-                record = await self.store.get_user(user_id)
-                if record is not None:
-                    await host.let_go(record.ref, stopping=True)
-            await self._until(lambda: not host.pending() and self._quiet(), STOP_WAIT)
+            host.sockets.close_all(
+                CLOSE_SERVICE_RESTART, "this server is restarting: reconnect"
+            )
+            await self._until(
+                lambda: (
+                    not host.sockets.users() and not host.pending() and self._quiet()
+                ),
+                STOP_WAIT,
+            )
             releases = [host.release(room) for room in list(host.engine.rooms.values())]
             await DeferredList(releases, consumeErrors=True)
             await self.redis("SREM", keys.PROCESSES, self.process_id)

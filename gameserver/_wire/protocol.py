@@ -150,7 +150,7 @@ class GameServerProtocol(WebSocketServerProtocol):
             i = end
             received(payload, binary)
             if self.state != self.STATE_OPEN:
-                return
+                break  # closing: Autobahn reads the rest (a close frame, say)
         if i < n:
             super()._dataReceived(data[i:] if i else data)
 
