@@ -80,12 +80,16 @@ class GameRoom:
     def state(self) -> Any:
         """The game's own JSON document."""
         turn = self._turn
+        if turn.expired:
+            raise GameServerError("this turn timed out", code="timeout")
         turn.touched = True
         return turn.room.state
 
     @state.setter
     def state(self, value: Any) -> None:
         turn = self._turn
+        if turn.expired:
+            raise GameServerError("this turn timed out", code="timeout")
         turn.touched = True
         turn.room.state = value
 

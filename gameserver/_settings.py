@@ -71,6 +71,9 @@ class Settings:
     #: message is refused at once with ``busy``, so a flooded room's
     #: latency stays within this many turns.
     max_pending_turns: int = attrs.field(default=64, validator=_positive)
+    #: Seconds a turn may wait (a handler awaiting something) before it fails
+    #: with ``timeout`` and the room goes on.
+    turn_timeout: float = attrs.field(default=30.0, validator=_positive)
     #: With Redis: seconds a room's lease lasts unless its owner renews it,
     #: which is how long a room waits before another process takes over
     #: from a dead owner.
@@ -84,6 +87,9 @@ class Settings:
     #: With Redis: seconds before work forwarded to a room's owner and not
     #: yet acknowledged is sent again (the owner may have changed).
     forward_retry: float = attrs.field(default=0.5, validator=_positive)
+    #: With Redis: seconds between an owner's checks that its rooms' present
+    #: users still have sockets where the rooms think (a lost disconnect).
+    presence_check: float = attrs.field(default=15.0, validator=_positive)
     #: With Redis: seconds an owner keeps a room nobody is in, with no
     #: timers, before giving it back.
     idle_release: float = attrs.field(default=60.0, validator=_positive)

@@ -255,3 +255,63 @@ async def test_a_clean_stop_leaves_holding_no_room(redis_url):
 
 
 pytestmark = pytest.mark.cluster
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_disconnect_that_never_arrives_is_found_by_the_owner(redis_url):
+    """The owner checks, now and then, that its rooms' present users still
+    have sockets where it thinks: one whose disconnect was lost is let go."""
+    from tests.conftest import make_settings
+
+    settings = make_settings(presence_check=0.3)
+    a = await start_on_redis(redis_url, settings)
+    b = await start_on_redis(redis_url, settings)
+    try:
+        alice, sa = await a.socket("alice")
+        bob, sb = await b.socket("bob")
+        rid = (await a.room(alice))["id"]
+        assert (await sa.join(rid))["data"]["is_successful"]  # a owns the room
+        assert (await sb.join(rid))["data"]["is_successful"]
+        hb = b.server.backend.hosting
+        real_submit = hb.submit
+        hb.submit = lambda work: None if work.kind == "gone" else real_submit(work)
+        sb.abort()  # b never tells a
+        left = await sa.receive("USER_LEFT", timeout=5)
+        assert left["data"]["user"]["id"] == bob.user_id
+        assert bob.user_id not in a.server.engine.rooms[rid].present
+    finally:
+        await stop(a)
+        await stop(b)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_commit_saved_whose_answer_was_lost_is_delivered_once(redis_url):
+    """The connection drops after a commit ran in Redis, before its answer
+    came: the room is given up, and when this process has it again it finds
+    the commit saved, and delivers its messages then, once."""
+    from twisted.python.failure import Failure
+
+    a = await start_on_redis(redis_url)
+    try:
+        alice, sa = await a.socket("alice")
+        bob, sb = await a.socket("bob")
+        rid = (await a.room(alice))["id"]
+        assert (await sa.join(rid))["data"]["is_successful"]
+        assert (await sb.join(rid))["data"]["is_successful"]
+        committer = a.server.backend.hosting.committer
+        real_saved = committer._saved
+
+        def answer_lost(reply, batch, local):
+            committer._saved = real_saved
+            committer._failed(Failure(Unavailable("the store (Redis) failed")), batch)
+
+        committer._saved = answer_lost
+        sa.send("CHAT_MESSAGE", rid, {"text": "saved, answer lost"})
+        for socket in (sa, sb):
+            message = await socket.receive("CHAT_MESSAGE", timeout=5)
+            assert message["data"]["text"] == "saved, answer lost"
+        await _pause(1.0)
+        assert await _texts(sa) == []  # once, not again
+        assert await _texts(sb) == []
+    finally:
+        await stop(a)

@@ -735,3 +735,24 @@ def test_a_timer_whose_callback_fails_is_dropped_not_retried():
     assert "boom" not in test.timers(room)  # dropped: nobody fires it again
     test.advance(10)
     assert test.state(room) in (None, {})
+
+
+def test_a_turn_that_waits_too_long_times_out_and_the_room_goes_on():
+    class Stuck(BaseRouter):
+        async def stuck(self, room, user, helper, data):
+            room.state["before"] = True
+            await Deferred()  # never fires
+            room.state["after"] = True
+
+        def ping(self, room, user, helper, data):
+            helper.self_send("PONG", {"state": room.state})
+
+    test, alice, room = _play(Stuck)
+    alice.send("stuck", wait=False)
+    alice.send("ping", wait=False)
+    assert not alice.received("PONG")  # behind the stuck turn
+    test.clock.advance(test.server.settings.turn_timeout)
+    error = alice.last("ERROR")["data"]
+    assert (error["code"], error["request_type"]) == ("timeout", "stuck")
+    assert alice.last("PONG")["data"] == {"state": {}}  # the stuck turn's change undone
+    test.check_settled()

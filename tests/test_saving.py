@@ -294,3 +294,40 @@ async def test_a_commit_that_does_not_follow_the_last_one_is_refused(redis_url):
 
 
 pytestmark = pytest.mark.cluster
+
+
+class SlowStart(BaseRouter):
+    gate: Deferred = Deferred()
+
+    async def on_start(self, room, helper, options):
+        await SlowStart.gate
+        room.state["started"] = True
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_turn_is_saved_with_the_hooks_it_queued(redis_url):
+    from gameserver._redis import keys
+
+    games = {
+        "slow": Game(name="slow", min_players=1, max_players=2, routers=[SlowStart])
+    }
+    server = await start_on_redis(redis_url, games=games)
+    redis = server.server.backend.redis
+    try:
+        alice, a = await server.socket("alice")
+        room = await server.room(alice, game="slow")
+        await _ok(await a.join(room["id"]))
+        SlowStart.gate = Deferred()
+        a.send("START_GAME", room["id"])
+        await _pause(0.3)
+        # The start waits for its on_start hook: neither is saved, nor sent.
+        meta = await redis("HGET", keys.room(room["id"], "meta"), "state")
+        assert meta == "waiting"
+        assert not [m for m in a.pending() if m["type"] == "GAME_STARTED"]
+        SlowStart.gate.callback(None)
+        await a.receive("GAME_STARTED")
+        assert await redis("HGET", keys.room(room["id"], "meta"), "state") == "in_game"
+        state = json.loads(await redis("GET", keys.room(room["id"], "state")))
+        assert state == {"started": True}
+    finally:
+        await stop(server)

@@ -84,6 +84,8 @@ class Changes:
     present: tuple[int, ...] = ()
     #: The room's present users before the turn, when it changed them.
     present_before: dict[int, frozenset[str]] | None = None
+    #: The turn queued lifecycle hooks: save it with them, not before.
+    more: bool = False
     #: The room is deleted: drop everything it has.
     drop: bool = False
 
@@ -101,6 +103,7 @@ class Turn:
         "clear_timers",
         "drop",
         "entries",
+        "expired",
         "follow_ups",
         "groups",
         "out",
@@ -133,6 +136,9 @@ class Turn:
         #: Whether the game could have changed ``room.state`` in this turn.
         self.touched = False
         self.drop = False
+        #: It waited past ``turn_timeout``: failed, and whatever it does later
+        #: is ignored.
+        self.expired = False
 
     @property
     def user(self) -> UserRef | None:
@@ -358,20 +364,46 @@ class Engine:
             if self.rooms.get(room.id) is not room:
                 queue.clear()
                 break
-            pending = self._turn(room, queue.popleft())
-            if pending is not None:
-                pending.deferred.addBoth(self._resumed, room)
+            waiting = self._turn(room, queue.popleft())
+            if waiting is not None:
+                turn, pending = waiting
+                limit = self.clock.callLater(
+                    self.settings.turn_timeout, self._timed_out, room, turn
+                )
+                pending.deferred.addBoth(self._resumed, room, turn, limit)
                 return
         room.running = False
         room.idle_since = self.clock.seconds()
 
-    def _resumed(self, _: object, room: LiveRoom) -> None:
+    def _timed_out(self, room: LiveRoom, turn: Turn) -> None:
+        """A turn waited too long: it fails, and the room goes on without it."""
+        turn.expired = True
+        error = GameServerError(
+            f"the game took over {self.settings.turn_timeout:g} s to handle this",
+            code="timeout",
+        )
+        log.warn(
+            "a turn of room {room} timed out: {kind} {type}",
+            room=room.id,
+            kind=turn.work.kind,
+            type=turn.work.type,
+        )
+        self._failed(turn, Failure(error), expired=True)
+        self._resumed(None, room, None, None)
+
+    def _resumed(
+        self, _: object, room: LiveRoom, turn: Turn | None, limit: Any
+    ) -> None:
+        if limit is not None and limit.active():
+            limit.cancel()
+        if turn is not None and turn.expired:
+            return  # the room went on when the turn timed out
         room.running = False
         if self.rooms.get(room.id) is room and room.queue:
             self._pump(room)
 
-    def _turn(self, room: LiveRoom, work: Work) -> Pending | None:
-        """Run one turn; a ``Pending`` if it waits on something."""
+    def _turn(self, room: LiveRoom, work: Work) -> tuple[Turn, Pending] | None:
+        """Run one turn; the turn and a ``Pending`` if it waits on something."""
         self.stats.turns += 1
         turn = Turn(room, work)
         view = GameRoom(turn, self._limit)
@@ -385,7 +417,7 @@ class Engine:
             outcome.deferred.addCallbacks(
                 lambda _: self._finish(turn), lambda f: self._failed(turn, f)
             )
-            return outcome
+            return turn, outcome
         self._finish(turn)
         return None
 
@@ -425,7 +457,7 @@ class Engine:
     def _finish(self, turn: Turn) -> None:
         """The turn succeeded: apply it to the room and hand it to the committer."""
         room = turn.room
-        if self.rooms.get(room.id) is not room:
+        if self.rooms.get(room.id) is not room or turn.expired:
             return
         changes = Changes(turn.out, turn.work)
         try:
@@ -476,6 +508,8 @@ class Engine:
             self._transition(turn)
         if turn.follow_ups:
             room.queue.extendleft(reversed(turn.follow_ups))
+            # Saved with the hooks it queued: the two together, or neither.
+            changes.more = True
         room.unsaved += 1
         assert self.committer is not None
         self.committer.commit(room, changes)
@@ -524,10 +558,10 @@ class Engine:
         if work.origin and work.seq > room.seen.get(work.origin, 0):
             room.seen[work.origin] = work.seq
 
-    def _failed(self, turn: Turn, failure: Failure) -> None:
+    def _failed(self, turn: Turn, failure: Failure, *, expired: bool = False) -> None:
         """Leave the room as it was; tell the sender why."""
         room, work = turn.room, turn.work
-        if self.rooms.get(room.id) is not room:
+        if self.rooms.get(room.id) is not room or (turn.expired and not expired):
             return
         self.stats.failed_turns += 1
         if turn.touched:

@@ -63,6 +63,8 @@ from gameserver._redis.store import RedisStore, pairs, room_of
 from gameserver._settings import Settings
 from gameserver._wire.messages import Frame
 
+#: Seconds a commit of unknown outcome is kept, to be delivered if found saved.
+UNKNOWN_KEPT = 60.0
 #: Seconds a client's request may wait for its room's owner before it is
 #: refused; presence updates (a disconnect, a new socket) wait as long as
 #: it takes.
@@ -346,6 +348,7 @@ class RedisHosting:
                     d.errback(e)
                 return
             self.committer.adopted(outcome)
+            self.committer.reconcile(outcome, data.version)
             ensureDeferred(self._check_routes(outcome)).addErrback(
                 lambda f: log.warn("checking routes failed: {f}", f=f.getErrorMessage())
             )
@@ -370,17 +373,20 @@ class RedisHosting:
                         room, Work(GONE, room.id, user, processes=(process,))
                     )
 
-    def lost(self, room: LiveRoom, reason: str) -> None:
+    def lost(self, room: LiveRoom, reason: str, *, unknown: bool = False) -> None:
         """This process cannot save the room (any more): give it up at once.
 
         What it had not saved is not delivered; its own requests go to
         whoever holds the room now, and other processes are told to ask.
+        With ``unknown``, commits were sent whose outcome is unknown (the
+        connection dropped): they are kept, to be delivered if this process
+        finds them saved when it claims the room again.
         """
         if self.engine.rooms.get(room.id) is not room:
             return
         log.info("gave up room {room}: {reason}", room=room.id, reason=reason)
         left = self.engine.drop(room)
-        origins = {w.origin for w in left} | self.committer.forget(room)
+        origins = {w.origin for w in left} | self.committer.forget(room, keep=unknown)
         origins.discard("")
         origins.discard(self.process_id)
         for origin in sorted(origins):
@@ -586,11 +592,14 @@ class Batch:
         "drop",
         "entries",
         "groups",
+        "held",
+        "local",
         "out",
         "record",
         "room",
         "routes",
         "state",
+        "target",
         "timers",
         "turns",
         "works",
@@ -615,6 +624,12 @@ class Batch:
         self.after: dict[int, frozenset[str] | None] = {}
         self.out: list[Out] = []
         self.works: list[Work] = []
+        #: The last turn queued hooks: wait for them before saving.
+        self.held = False
+        #: Once sent: the version its commit makes, and this process's share
+        #: of its messages.
+        self.target = 0
+        self.local: list[Out] = []
 
     def add(self, changes: Changes) -> None:
         self.turns += 1
@@ -675,6 +690,8 @@ class RedisCommitter:
         self._remote: dict[int, tuple[Any, bool]] = {}
         #: Commits sent, for tests and benchmarks.
         self.commits = 0
+        #: Rooms given up with commits of unknown outcome: when, and which.
+        self._unknown: dict[int, tuple[float, list[Batch]]] = {}
 
     def holder(self, room: LiveRoom) -> str:
         return f"{self._process}:{room.token}"
@@ -686,10 +703,15 @@ class RedisCommitter:
         """Whether the room has changes not yet saved."""
         return room.id in self._batches or bool(self._in_flight.get(room.id))
 
-    def forget(self, room: LiveRoom) -> set[str]:
-        """Drop the room's unsaved batches; the processes whose work they held."""
+    def forget(self, room: LiveRoom, *, keep: bool = False) -> set[str]:
+        """Drop the room's unsaved batches; the processes whose work they held.
+
+        With ``keep``, the batches sent are kept for ``reconcile``.
+        """
         origins: set[str] = set()
         batches = self._in_flight.pop(room.id, [])
+        if keep and batches:
+            self._unknown[room.id] = (self._reactor.seconds(), list(batches))
         unsent = self._batches.pop(room.id, None)
         if unsent is not None:
             batches.append(unsent)
@@ -699,6 +721,23 @@ class RedisCommitter:
         self._remote.pop(room.id, None)
         return origins
 
+    def reconcile(self, room: LiveRoom, version: int) -> None:
+        """The room is here again at ``version``: deliver what did apply.
+
+        Batches whose commit had an unknown outcome and that turn out saved
+        are delivered and acknowledged now; the others were not saved, and
+        their requests, still waiting, are done again.
+        """
+        kept = self._unknown.pop(room.id, None)
+        if kept is None or self._reactor.seconds() - kept[0] > UNKNOWN_KEPT:
+            return
+        for batch in kept[1]:
+            if batch.target <= version:
+                deliver_local(self._sockets, self._process, batch.local)
+                for work in batch.works:
+                    if work.origin == self._process:
+                        self._hosting.completed(work)
+
     # ICommitter
 
     def commit(self, room: LiveRoom, changes: Changes) -> None:
@@ -706,7 +745,8 @@ class RedisCommitter:
         if batch is None:
             batch = self._batches[room.id] = Batch(room)
         batch.add(changes)
-        if self._flush_call is None:
+        batch.held = changes.more
+        if self._flush_call is None and not batch.held:
             self._flush_call = self._reactor.callLater(0, self._flush)
 
     def refuse(self, room: LiveRoom, work: Work, frame: Frame) -> None:
@@ -731,8 +771,12 @@ class RedisCommitter:
     def _flush(self) -> None:
         self._flush_call = None
         batches, self._batches = self._batches, {}
-        for batch in batches.values():
-            if self._engine.rooms.get(batch.room.id) is batch.room:
+        for room_id, batch in batches.items():
+            if self._engine.rooms.get(room_id) is not batch.room:
+                continue
+            if batch.held:  # its hooks have not run yet: saved with them
+                self._batches[room_id] = batch
+            else:
                 self._send(batch)
 
     def _send(self, batch: Batch) -> None:
@@ -743,6 +787,7 @@ class RedisCommitter:
         local, publishes = self._route(batch)
         expected = room.version
         room.version += 1
+        batch.target, batch.local = room.version, local
         for name in batch.timers:
             spec = room.timers.get(name)
             if spec is not None:  # indexed before it is stored: never missed
@@ -901,7 +946,11 @@ class RedisCommitter:
         if self._engine.rooms.get(room.id) is room:
             if not failure.check(GameServerError):
                 log.failure("saving room {room} failed", failure, room=room.id)
-            self._hosting.lost(room, f"saving failed: {failure.getErrorMessage()}")
+            self._hosting.lost(
+                room,
+                f"saving failed: {failure.getErrorMessage()}",
+                unknown=bool(failure.check(Unavailable)),
+            )
 
     def _after(self, batch: Batch) -> None:
         """Indexes kept outside the room's keys: who is where, which timers."""

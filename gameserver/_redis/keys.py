@@ -63,6 +63,11 @@ def alive(process_id: str) -> str:
     return f"{PREFIX}:{{processes}}:alive:{process_id}"
 
 
+def buried(process_id: str) -> str:
+    """Set when another process starts letting this one's users go."""
+    return f"{PREFIX}:{{processes}}:buried:{process_id}"
+
+
 def process_users(process_id: str) -> str:
     return f"{PREFIX}:{{processes}}:users:{process_id}"
 

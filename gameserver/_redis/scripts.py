@@ -92,10 +92,12 @@ return 0
 """)
 
 #: Say this process is alive. KEYS: the process set, this process's alive
-#: key. ARGV: process id, milliseconds. Returns 1 if the process was not in
-#: the set: new, or taken for dead (and forgotten) by another process.
+#: key, its buried mark. ARGV: process id, milliseconds. Returns more than
+#: 0 if the process was not in the set or was marked buried: new, or taken
+#: for dead by another process (which lets its users go).
 HEARTBEAT = Script("""
+local buried = redis.call('DEL', KEYS[3])
 local added = redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], 1, 'PX', ARGV[2])
-return added
+return added + buried
 """)

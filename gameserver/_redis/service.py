@@ -24,12 +24,18 @@ from twisted.logger import Logger
 from gameserver._engine.room import GONE, Work
 from gameserver._errors import GameServerError
 from gameserver._redis import keys, scripts
-from gameserver._redis.connection import RedisAddress, RedisConnection, quietly
+from gameserver._redis.connection import (
+    RedisAddress,
+    RedisConnection,
+    gather,
+    quietly,
+)
 from gameserver._redis.hosting import RedisHosting
 from gameserver._redis.store import RedisStore
 from gameserver._settings import Settings
 
 if TYPE_CHECKING:
+    from gameserver._engine.room import LiveRoom
     from gameserver._engine.sockets import LocalSockets
     from gameserver._engine.turns import Engine
 
@@ -100,6 +106,7 @@ class RedisBackend(Service):
             (self._renew_leases, settings.lease_ttl / 3, False),
             (self._bury_dead, settings.heartbeat_interval * 2, False),
             (self._release_idle, max(1.0, settings.idle_release / 4), False),
+            (self._check_presence, settings.presence_check, False),
         ]
         for chore, interval, now in chores:
             loop = LoopingCall(lambda chore=chore: ensureDeferred(self._quietly(chore)))
@@ -177,7 +184,7 @@ class RedisBackend(Service):
         ttl_ms = int(self.settings.process_ttl * 1000)
         added = await self.redis.run(
             scripts.HEARTBEAT,
-            [keys.PROCESSES, keys.alive(self.process_id)],
+            [keys.PROCESSES, keys.alive(self.process_id), keys.buried(self.process_id)],
             [self.process_id, ttl_ms],
         )
         if int(added) and self._registered:
@@ -213,13 +220,15 @@ class RedisBackend(Service):
             repr(now - TIMER_GRACE),
             "LIMIT",
             0,
-            100,
+            500,
         )
+        looked: set[int] = set()
         for member in due:
             room_id_text, _, name = member.partition("|")
             room_id = int(room_id_text)
-            if room_id in host.engine.rooms:
+            if room_id in host.engine.rooms or room_id in looked:
                 continue
+            looked.add(room_id)
             outcome = await host.claim(room_id)
             if outcome is None or (
                 not isinstance(outcome, str) and name not in outcome.timers
@@ -259,6 +268,44 @@ class RedisBackend(Service):
             ):
                 await host.release(room)
 
+    async def _check_presence(self) -> None:
+        """Present users whose sockets are gone are let go.
+
+        A disconnect is told to the room's owner by a request that is sent
+        until acknowledged, and a dead process's users are let go by
+        whoever buries it; this check catches what still slips through (a
+        process that stopped half-way through a burial, say), so that nobody
+        stays in a room for good.
+        """
+        host = self._host
+        me = self.process_id
+        checks: list[tuple[LiveRoom, int, str]] = []
+        for room in list(host.engine.rooms.values()):
+            for user_id, routes in list(room.present.items()):
+                for process in routes:
+                    if process == me:
+                        if not host.sockets.count(user_id):
+                            self._gone(room, user_id, process)
+                    else:
+                        checks.append((room, user_id, process))
+        if not checks:
+            return
+        alive: dict[str, bool] = {}
+        for process in {process for _, _, process in checks}:
+            alive[process] = bool(int(await self.redis("EXISTS", keys.alive(process))))
+        online = await gather(
+            *(self.redis("HEXISTS", keys.online(u), p) for _, u, p in checks)
+        )
+        for (room, user_id, process), here in zip(checks, online, strict=True):
+            if not alive[process] or not int(here):
+                self._gone(room, user_id, process)
+
+    def _gone(self, room: LiveRoom, user_id: int, process: str) -> None:
+        host = self._host
+        user = room.player(user_id)
+        if user is not None and room.id in host.engine.rooms:
+            host.engine.submit(room, Work(GONE, room.id, user, processes=(process,)))
+
     async def _bury_dead(self) -> None:
         """Users whose sockets were on a dead process leave as on a disconnect."""
         if self._healthy_since is None:
@@ -270,26 +317,40 @@ class RedisBackend(Service):
             < 2 * self.settings.process_ttl
         ):
             return
-        host = self._host
         for process in await self.redis("SMEMBERS", keys.PROCESSES):
-            if process == self.process_id:
-                continue
-            if int(await self.redis("EXISTS", keys.alive(process))):
-                continue
-            if not int(await self.redis("SREM", keys.PROCESSES, process)):
-                continue  # another process buries it
-            log.info("process {p} is dead: letting its users go", p=process)
-            users = await self.redis("SMEMBERS", keys.process_users(process))
-            for raw in users:
-                user_id = int(raw)
-                await self.redis("HDEL", keys.online(user_id), process)
-                record = await self.store.get_user(user_id)
-                rooms = await self.redis("SMEMBERS", keys.user_rooms(user_id))
-                if record is None:
-                    continue
+            if process != self.process_id:
+                await self._bury(process)
+
+    async def _bury(self, process: str) -> None:
+        """Let a dead process's users go, one at a time.
+
+        The process is marked buried first, so that if it was only paused it
+        learns so at its next heartbeat; its users are taken off its list one
+        by one (several processes may share the work, and one that stops
+        half-way leaves the rest to the next); it leaves the list of
+        processes last. If it comes back meanwhile, the burial stops.
+        """
+        redis = self.redis
+        if int(await redis("EXISTS", keys.alive(process))):
+            return
+        await redis("SET", keys.buried(process), 1, "EX", 86400)
+        log.info("process {p} is dead: letting its users go", p=process)
+        while True:
+            if int(await redis("EXISTS", keys.alive(process))):
+                return  # back: it finds it was buried, and its clients come back
+            raw = await redis("SPOP", keys.process_users(process))
+            if raw is None:
+                break
+            user_id = int(raw)
+            await redis("HDEL", keys.online(user_id), process)
+            record = await self.store.get_user(user_id)
+            rooms = await redis("SMEMBERS", keys.user_rooms(user_id))
+            if record is not None:
                 for room_id in sorted(int(r) for r in rooms):
-                    host.submit(Work(GONE, room_id, record.ref, processes=(process,)))
-            await self.redis("DEL", keys.process_users(process))
+                    self._host.submit(
+                        Work(GONE, room_id, record.ref, processes=(process,))
+                    )
+        await redis("SREM", keys.PROCESSES, process)
 
 
 def _chore_stopped(failure: Any, name: str) -> None:
