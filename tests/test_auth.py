@@ -229,6 +229,67 @@ def test_garbage_refused(tokens, token):
     _refused(tokens, token)
 
 
+# -- this server's own header: checked without PyJWT -----------------------
+
+
+def _own(claims: dict, key: bytes = SECRET) -> str:
+    """A token with exactly the header ``Tokens.issue`` writes."""
+    return jwt.encode(claims, key, algorithm="HS256")
+
+
+def test_own_tokens_take_the_direct_path_and_others_still_work(tokens, monkeypatch):
+    from gameserver._accounts import tokens as module
+
+    own = tokens.issue(42, ACCESS)
+    assert own.split(".")[0] == module._OWN_HEADER
+    other = jwt.encode(_claims(), SECRET, algorithm="HS256", headers={"kid": "a"})
+    assert other.split(".")[0] != module._OWN_HEADER
+    called = []
+    real = jwt.decode
+    monkeypatch.setattr(
+        module.jwt, "decode", lambda *a, **k: called.append(1) or real(*a, **k)
+    )
+    assert tokens.user_id(own, ACCESS) == 42
+    assert called == []  # no PyJWT
+    assert tokens.user_id(other, ACCESS) == 42
+    assert called == [1]
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t + ".x",  # four segments
+        lambda t: t.rsplit(".", 1)[0] + ".",  # no signature
+        lambda t: t[:-2] + "!!",  # not base64url
+        lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"),  # another signature
+        lambda t: t.rsplit(".", 1)[0] + "." + "A" * 43 + "=",  # padded
+    ],
+)
+def test_own_header_with_a_bad_signature_is_refused(tokens, mangle):
+    _refused(tokens, mangle(tokens.issue(42, ACCESS)))
+
+
+def test_own_header_signed_with_another_key_is_refused(tokens):
+    _refused(tokens, _own(_claims(), OTHER_SECRET))
+
+
+@pytest.mark.parametrize("missing", ["exp", "iat", "sub", "token_type"])
+def test_own_header_missing_a_claim_is_refused(tokens, missing):
+    _refused(tokens, _own(_claims(**{missing: None})))
+
+
+def test_own_header_with_claims_not_an_object_is_refused(tokens):
+    head = tokens.issue(42, ACCESS).split(".")[0]
+    import base64
+    import hashlib
+    import hmac
+
+    payload = base64.urlsafe_b64encode(b"[1, 2]").rstrip(b"=").decode()
+    signature = hmac.new(SECRET, f"{head}.{payload}".encode(), hashlib.sha256).digest()
+    encoded = base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+    _refused(tokens, f"{head}.{payload}.{encoded}")
+
+
 # -- secrets ------------------------------------------------------------------
 
 
