@@ -1,11 +1,11 @@
-"""The per-connection token bucket, driven by a fake clock."""
+"""The per-connection token bucket and the shared timeouts, on a fake clock."""
 
 from __future__ import annotations
 
 import pytest
 from twisted.internet.task import Clock
 
-from gameserver._wire.limits import TokenBucket
+from gameserver._wire.limits import Deadlines, TokenBucket
 
 RATE = 4.0  # tokens per second
 BURST = 5
@@ -101,3 +101,53 @@ def test_fractional_rate():
     assert bucket.take() is False
     clock.advance(0.5)
     assert bucket.take() is True
+
+
+def test_deadlines_fire_on_time_and_not_when_cancelled(clock):
+    deadlines = Deadlines(clock, 10.0)
+    fired = []
+    deadlines.start("a", lambda: fired.append("a"))
+    clock.advance(4)
+    deadlines.start("b", lambda: fired.append("b"))
+    deadlines.start("c", lambda: fired.append("c"))
+    deadlines.cancel("b")
+    clock.advance(5.9)
+    assert fired == []
+    clock.advance(0.1)
+    assert fired == ["a"]
+    clock.advance(3.9)
+    assert fired == ["a"]
+    clock.advance(0.1)
+    assert fired == ["a", "c"]
+    assert len(deadlines) == 0 and clock.getDelayedCalls() == []
+
+
+def test_deadlines_share_one_timer(clock):
+    deadlines = Deadlines(clock, 10.0)
+    fired = []
+    for i in range(1000):
+        deadlines.start(i, lambda i=i: fired.append(i))
+        clock.advance(0.001)
+        if i % 10:
+            deadlines.cancel(i)
+    assert len(clock.getDelayedCalls()) == 1
+    clock.advance(10)
+    assert fired == list(range(0, 1000, 10))
+
+
+def test_an_expiry_may_start_and_cancel_others(clock):
+    deadlines = Deadlines(clock, 1.0)
+    fired = []
+
+    def first():
+        fired.append("first")
+        deadlines.cancel("second")  # due at the same time: not called
+        deadlines.start("third", lambda: fired.append("third"))
+
+    deadlines.start("first", first)
+    deadlines.start("second", lambda: fired.append("second"))
+    clock.advance(1)
+    assert fired == ["first"]
+    clock.advance(1)
+    assert fired == ["first", "third"]
+    assert clock.getDelayedCalls() == []

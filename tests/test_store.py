@@ -204,3 +204,15 @@ async def test_list_rooms_game_filter(store):
     assert tuple(page.items) == ()
 
     assert (await store.list_rooms(None, 0, 10)).count == 5
+
+
+def test_redis_commands_are_packed_as_resp():
+    from gameserver._redis.connection import encode
+
+    assert encode(("SET", "k", "é", 12, 1.5, b"\x00")) == (
+        b"*6\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n\xc3\xa9\r\n$2\r\n12\r\n"
+        b"$3\r\n1.5\r\n$1\r\n\x00\r\n"
+    )
+    for wrong in (True, None, [1]):
+        with pytest.raises(TypeError):
+            encode(("SET", "k", wrong))

@@ -707,14 +707,23 @@ def test_a_silent_connection_is_closed_by_the_front_door():
     assert transport.disconnecting
 
 
-def test_autobahn_s_option_dump_is_formatted_only_when_logged():
+def test_autobahn_s_debug_arguments_are_formatted_only_when_logged():
     import pprint
 
+    import autobahn.twisted.websocket as autobahn_twisted
+    import autobahn.util
     import autobahn.websocket.protocol as autobahn_protocol
+    from twisted.internet.protocol import Protocol
 
-    import gameserver._wire.protocol  # noqa: F401  (makes the dump lazy)
+    import gameserver._wire.protocol  # noqa: F401  (makes them lazy)
 
     options = [("openHandshakeTimeout", 5, "Factory"), ("applyMask", True, "Factory")]
     lazy = autobahn_protocol.pformat(options)
     assert not isinstance(lazy, str)
     assert f"{lazy}" == pprint.pformat(options) == str(lazy)
+    for module in (autobahn_protocol, autobahn_twisted):
+        name = module.hltype(Protocol.dataReceived)
+        value = module.hlval(1234)
+        assert not isinstance(name, str) and not isinstance(value, str)
+        assert f"{name}" == autobahn.util.hltype(Protocol.dataReceived)
+        assert f"{value:>6}" == format(autobahn.util.hlval(1234), ">6")

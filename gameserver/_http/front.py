@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, ServerFactory
 from twisted.python.failure import Failure
+
+from gameserver._wire.limits import Deadlines
 
 #: Bytes of a request line waited for before the site gets the connection
 #: (and answers whatever it is).
@@ -36,8 +38,13 @@ class FrontDoor(ServerFactory):
         self.websocket = websocket
         self.clock = clock
         self.path = path
-        #: Seconds a connection may take to send its request line.
-        self.timeout = timeout
+        #: Connections yet to send their request line, and their time to do it.
+        self.waiting = Deadlines(clock, timeout)
+
+    @property
+    def timeout(self) -> float:
+        """Seconds a connection may take to send its request line."""
+        return self.waiting.timeout
 
     def doStart(self) -> None:
         self.site.doStart()
@@ -66,10 +73,9 @@ class _Door(Protocol):
         self._addr = addr
         self._buffer = b""
         self._inner: Any = None
-        self._timeout: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
-        self._timeout = self._door.clock.callLater(self._door.timeout, self._too_slow)
+        self._door.waiting.start(self, self._too_slow)
 
     def dataReceived(self, data: bytes) -> None:
         inner = self._inner
@@ -82,9 +88,7 @@ class _Door(Protocol):
             self._buffer = buffer
             return
         self._buffer = b""
-        if self._timeout is not None and self._timeout.active():
-            self._timeout.cancel()
-        self._timeout = None
+        self._door.waiting.cancel(self)
         factory = self._door.route(buffer[: max(end, 0)])
         inner = factory.buildProtocol(self._addr)
         if inner is None:
@@ -97,12 +101,10 @@ class _Door(Protocol):
         inner.dataReceived(buffer)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        if self._timeout is not None and self._timeout.active():
-            self._timeout.cancel()
+        self._door.waiting.cancel(self)
         if self._inner is not None:
             self._inner.connectionLost(reason)
 
     def _too_slow(self) -> None:
-        self._timeout = None
         if self._inner is None and self.transport is not None:
             self.transport.loseConnection()

@@ -3,7 +3,9 @@ client that does not read may cost."""
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from collections.abc import Callable, Hashable
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from zope.interface import implementer
 
 
@@ -28,6 +30,56 @@ class TokenBucket:
             self._tokens -= 1.0
             return True
         return False
+
+
+class Deadlines:
+    """Many timeouts of one length for the price of one timer.
+
+    Nearly every connection cancels its timeout (it sends its request, it
+    validates), so a ``callLater`` each would push a call onto the
+    reactor's heap only to cancel it again. Timeouts of one length fall due
+    in the order they started: an ordered dict holds them, and one timer,
+    set for the oldest, serves them all.
+    """
+
+    __slots__ = ("_call", "_clock", "_due", "_sweeping", "timeout")
+
+    def __init__(self, clock: IReactorTime, timeout: float) -> None:
+        self._clock = clock
+        self.timeout = timeout
+        self._due: dict[Hashable, tuple[float, Callable[[], object]]] = {}
+        self._call: IDelayedCall | None = None
+        self._sweeping = False
+
+    def start(self, key: Hashable, expired: Callable[[], object]) -> None:
+        """Call ``expired`` in ``timeout`` seconds unless ``key`` is cancelled."""
+        self._due[key] = (self._clock.seconds() + self.timeout, expired)
+        if self._call is None and not self._sweeping:
+            self._call = self._clock.callLater(self.timeout, self._sweep)
+
+    def cancel(self, key: Hashable) -> None:
+        self._due.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def _sweep(self) -> None:
+        self._call = None
+        self._sweeping = True
+        due = self._due
+        try:
+            now = self._clock.seconds()
+            while due:
+                key, (when, expired) = next(iter(due.items()))
+                if when > now:
+                    break
+                del due[key]
+                expired()  # which may start or cancel others
+        finally:
+            self._sweeping = False
+        if due:
+            when = next(iter(due.values()))[0]
+            self._call = self._clock.callLater(max(when - now, 0), self._sweep)
 
 
 @implementer(IPushProducer)

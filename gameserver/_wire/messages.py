@@ -149,12 +149,7 @@ def loads(text: str | bytes) -> Any:
         else:
             # A str may hold a lone surrogate as a character, not an escape.
             text.encode("utf-8")
-        value = json.loads(
-            text,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-            object_pairs_hook=_unique_keys,
-        )
+        value = _decode(text)
     except BadMessage:
         raise
     except UnicodeDecodeError:
@@ -195,9 +190,19 @@ def decode(payload: str | bytes) -> Envelope:
 
 def dumps(value: Any) -> bytes:
     """Encode compactly; a value JSON cannot hold raises ``TypeError``/``ValueError``."""
-    return json.dumps(
-        value, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return _encode(value).encode("utf-8")
+
+
+# One encoder and one decoder for the process: ``json.dumps`` and
+# ``json.loads`` build a new one for every call given options.
+_encode = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
+_decode = json.JSONDecoder(
+    parse_constant=_reject_constant,
+    parse_float=_finite_float,
+    object_pairs_hook=_unique_keys,
+).decode
 
 
 def message(type_: str, data: dict[str, Any], room_id: int | None = None) -> dict:

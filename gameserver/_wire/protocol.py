@@ -27,15 +27,18 @@ from __future__ import annotations
 
 import itertools
 import pprint
+from collections.abc import Callable
 from typing import Any
 
+import autobahn.twisted.websocket as _autobahn_twisted
+import autobahn.util
 import autobahn.websocket.protocol as _autobahn
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 
 from gameserver._settings import Settings
-from gameserver._wire.limits import OutboundWatch
+from gameserver._wire.limits import Deadlines, OutboundWatch
 from gameserver._wire.origins import OriginPolicy
 from gameserver._wire.session import Dispatch, Session
 
@@ -45,27 +48,40 @@ _ids = itertools.count(1)
 log = Logger()
 
 
-class _LazyFormat:
-    """``pprint.pformat`` when, and only if, the text is wanted.
+class _Lazy:
+    """A debug-log argument, formatted when, and only if, the line is written.
 
-    Autobahn formats its forty-odd options for a debug line on every new
-    connection, logged or not: about a tenth of the cost of a connection.
-    Made lazy, the line reads the same when debug logging is on.
+    Autobahn formats its arguments for debug lines before the logger
+    decides to drop them: its forty-odd options on every new connection
+    (``pformat``) and coloured names (``hltype``, ``hlval``) on every read
+    and several times in each handshake, about a quarter of the cost of a
+    connection. Made lazy, the lines read the same when debug logging is on.
     """
 
-    __slots__ = ("_value",)
+    __slots__ = ("_args", "_format")
 
-    def __init__(self, value: object) -> None:
-        self._value = value
+    def __init__(self, format_: Callable[..., str], args: tuple[Any, ...]) -> None:
+        self._format = format_
+        self._args = args
 
     def __str__(self) -> str:
-        return pprint.pformat(self._value)
+        return self._format(*self._args)
 
     def __format__(self, spec: str) -> str:
         return format(str(self), spec)
 
 
-_autobahn.pformat = _LazyFormat  # type: ignore[assignment]
+def _lazily(format_: Callable[..., str]) -> Callable[..., _Lazy]:
+    def lazy(*args: Any) -> _Lazy:
+        return _Lazy(format_, args)
+
+    return lazy
+
+
+_autobahn.pformat = _lazily(pprint.pformat)  # type: ignore[assignment]
+for _module in (_autobahn, _autobahn_twisted):
+    _module.hltype = _lazily(autobahn.util.hltype)  # type: ignore[attr-defined]
+    _module.hlval = _lazily(autobahn.util.hlval)  # type: ignore[attr-defined]
 
 
 class GameServerProtocol(WebSocketServerProtocol):
@@ -78,24 +94,27 @@ class GameServerProtocol(WebSocketServerProtocol):
     #: Frames of this reactor iteration, sent together at its end.
     _pending: list[bytes] | None = None
 
-    def onOpen(self) -> None:
-        factory = self.factory
+    def _connectionMade(self) -> None:
+        super()._connectionMade()
         transport: Any = self.transport
         no_delay = getattr(transport, "setTcpNoDelay", None)
         if no_delay is not None:
             no_delay(True)
-        limit = factory.settings.max_outbound_buffer
-        self._outbound = OutboundWatch(limit)
         if all(
             hasattr(transport, a)
             for a in ("socket", "dataBuffer", "_tempDataBuffer", "_tempDataLen")
         ):
             # Plain TCP: the bytes Twisted holds for the socket are counted
-            # where they are, and the socket is written to directly.
+            # where they are, and the socket is written to directly, from
+            # the handshake's response on.
             self._socket = transport.socket
-            self._limit = limit
-        else:
-            _take_over_producer(transport, self._outbound)
+            self._limit = self.factory.settings.max_outbound_buffer
+
+    def onOpen(self) -> None:
+        factory = self.factory
+        self._outbound = OutboundWatch(factory.settings.max_outbound_buffer)
+        if self._socket is None:
+            _take_over_producer(self.transport, self._outbound)
         # The handshake's headers and raw request are not needed any more.
         self.http_request_data = b""
         self.http_response_data = ""
@@ -107,6 +126,7 @@ class GameServerProtocol(WebSocketServerProtocol):
             factory.clock,
             next(_ids),
             peer=self.peer or "",
+            deadlines=factory.validation,
         )
 
     def _dataReceived(self, data: bytes) -> None:
@@ -187,7 +207,7 @@ class GameServerProtocol(WebSocketServerProtocol):
         if pending is not None:
             pending.append(data)
             return
-        waiting = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        waiting = self._waiting()
         if waiting:
             if waiting + len(data) > self._limit:
                 self._overflow()
@@ -205,19 +225,25 @@ class GameServerProtocol(WebSocketServerProtocol):
         transport: Any = self.transport
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         if transport.connected and not transport.disconnecting:
-            try:
-                sent = self._socket.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                sent = 0  # Twisted's write finds the error and closes.
-            if sent == len(data):
+            data = self._send_now(data)
+            if not data:
                 return
-            data = data[sent:]
             if len(data) > self._limit:
                 self._overflow()
                 return
         transport.write(data)
+
+    def _send_now(self, data: bytes) -> bytes:
+        """Hand ``data`` to the socket; what it did not take, for Twisted's buffer.
+
+        Only while Twisted holds nothing for the socket (so the order stays),
+        as Twisted's ``write`` would, without its two ``epoll`` changes.
+        """
+        try:
+            sent = self._socket.send(data)
+        except OSError:  # BlockingIOError included; Twisted's write finds errors
+            return data
+        return data[sent:] if sent < len(data) else b""
 
     def close(self, code: int, reason: str) -> None:
         """Start a closing handshake with any code, 1008 included."""
@@ -229,12 +255,29 @@ class GameServerProtocol(WebSocketServerProtocol):
     def sendData(
         self, data: bytes, sync: bool = False, chopsize: int | None = None
     ) -> None:
-        """Autobahn's own frames (pongs, closes) pass the buffer cap too."""
+        """Autobahn's own writes (the handshake's response, pongs, closes).
+
+        They count against the buffer cap too, and go straight to the socket
+        when they can.
+        """
         if self._pending:
             self.flush()  # what was written before goes first
         if self._over_cap(len(data)):
             self._overflow()
             return
+        transport: Any = self.transport
+        if (
+            self._socket is not None
+            and not sync
+            and not chopsize
+            and not self.send_queue
+            and transport.connected
+            and not transport.disconnecting
+            and not self._waiting()
+        ):
+            data = self._send_now(data)
+            if not data:
+                return
         super().sendData(data, sync, chopsize)
 
     def _over_cap(self, size: int) -> bool:
@@ -243,9 +286,13 @@ class GameServerProtocol(WebSocketServerProtocol):
             return False
         if self._socket is None:
             return not outbound.admit(size)
-        transport: Any = self.transport
-        waiting = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        waiting = self._waiting()
         return bool(waiting) and waiting + size > self._limit
+
+    def _waiting(self) -> int:
+        """Bytes Twisted holds for the socket, not yet sent (plain TCP only)."""
+        transport: Any = self.transport
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
     def _overflow(self) -> None:
         session = self.session
@@ -304,6 +351,8 @@ class GameServerFactory(WebSocketServerFactory):
         self.dispatcher = dispatcher
         self.settings = settings
         self.clock = clock
+        #: Sockets yet to send VALIDATE_CONNECTION, and their time to do it.
+        self.validation = Deadlines(clock, settings.validate_timeout)
         self._flushing: list[GameServerProtocol] = []
         self._flush_call: Any = None
         self.setProtocolOptions(

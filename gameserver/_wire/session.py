@@ -15,7 +15,7 @@ from collections import deque
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -24,7 +24,7 @@ from gameserver._interfaces import IConnection
 from gameserver._models import UserRef
 from gameserver._settings import Settings
 from gameserver._wire import messages
-from gameserver._wire.limits import TokenBucket
+from gameserver._wire.limits import Deadlines, TokenBucket
 from gameserver._wire.messages import Frame
 
 #: Close code for a socket that failed or skipped authentication.
@@ -64,7 +64,7 @@ class Session:
     __slots__ = (
         "__provides__",
         "_bucket",
-        "_deadline",
+        "_deadlines",
         "_dispatcher",
         "_held",
         "_refused_in_a_row",
@@ -85,7 +85,9 @@ class Session:
         clock: IReactorTime,
         connection_id: int,
         peer: str = "",
+        deadlines: Deadlines | None = None,
     ) -> None:
+        """``deadlines``: the validation timeouts, shared by a server's sessions."""
         self.id = connection_id
         self.peer = peer
         self.user: UserRef | None = None
@@ -102,9 +104,10 @@ class Session:
         #: The message being handled that waits on I/O, and those after it.
         self._waiting: Deferred[Any] | None = None
         self._held: deque[bytes] | None = None
-        self._deadline: IDelayedCall | None = clock.callLater(
-            settings.validate_timeout, self._validation_timed_out
-        )
+        if deadlines is None:
+            deadlines = Deadlines(clock, settings.validate_timeout)
+        self._deadlines: Deadlines | None = deadlines
+        deadlines.start(self, self._validation_timed_out)
 
     # From the transport
 
@@ -132,9 +135,9 @@ class Session:
             return
         self.open = False
         self._held = None
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        if self._deadlines is not None:
+            self._deadlines.cancel(self)
+            self._deadlines = None
         self._dispatcher.connection_closed(self)
 
     # IConnection
@@ -148,9 +151,9 @@ class Session:
 
     def authenticated(self, user: UserRef) -> None:
         self.user = user
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        if self._deadlines is not None:
+            self._deadlines.cancel(self)
+            self._deadlines = None
 
     def close(self, code: int, reason: str) -> None:
         if self.open:
@@ -194,5 +197,5 @@ class Session:
             self._held = None
 
     def _validation_timed_out(self) -> None:
-        self._deadline = None
+        self._deadlines = None
         self.close(CLOSE_UNAUTHORIZED, "not validated in time")
