@@ -1,13 +1,16 @@
 """The load generator: a process of its own, on a core of its own.
 
-    python bench/loadgen.py --kind gameserver --url http://127.0.0.1:8000 \\
-        --scenario fanout --server-pids 1234
+    python bench/loadgen.py --scenario fanout \\
+        --target memory=gameserver,http://127.0.0.1:8000,1234
+
+(``name=kind,url,pids``; give several ``--target`` to compare them in one
+run: ``bench/run.py`` starts the servers and does this.)
 
 It speaks just enough HTTP and WebSocket itself (asyncio, on uvloop when
 installed) to sign users up, connect, validate, join and send, and parses
 only what it must of what it receives, so that it has headroom: every
 result carries the generator's own CPU, to show it was not the bottleneck.
-``--kind bare`` drives the bare servers of ``bench/`` instead (no accounts:
+The kind ``bare`` drives the bare servers of ``bench/`` instead (no accounts:
 ``{"type": "JOIN", "room": N}`` first, then chat).
 
 Scenarios (one JSON object on stdout):
@@ -17,7 +20,8 @@ Scenarios (one JSON object on stdout):
   loss, and the server's CPU per delivery (every pid given, Redis too);
 - ``idle``: the server's RSS as validated, joined, idle connections are
   added, 10 % at a time; the slope from 10 % to 100 % is the cost of one;
-- ``connect``: connect + validate + join per second, a number in flight.
+- ``connect``: connect + validate + join per second, 50 in flight, in
+  rounds that alternate between the targets (8,000 connections each).
 """
 
 from __future__ import annotations
@@ -482,7 +486,7 @@ async def connect(
     target's figure is the median of its rounds.
     """
     rounds, members, in_flight = args.rounds, 10, args.in_flight
-    total = args.connections
+    total = args.connects
     for _, target, _ in targets:
         await target.prepare(total, total // members, members)
     per_round = total // rounds
@@ -542,7 +546,7 @@ def main() -> None:
     parser.add_argument(
         "--rates",
         default="5000,10000,20000,30000,40000,50000,60000,70000,80000,90000,"
-        "100000,110000,120000,130000,140000",
+        "100000,110000,120000,130000,140000,150000,160000",
     )
     parser.add_argument("--step", type=float, default=4.0)
     parser.add_argument("--tries", type=int, default=2)
@@ -552,7 +556,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=2000)
     parser.add_argument("--in-flight", type=int, default=50)
     parser.add_argument(
-        "--rounds", type=int, default=4, help="connect: rounds per target"
+        "--connects", type=int, default=8000, help="connect: in all, over the rounds"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=8, help="connect: rounds per target"
     )
     args = parser.parse_args()
     args.rates = [int(r) for r in args.rates.split(",")]

@@ -99,7 +99,9 @@ class GameServer:
             clock=clock,
         )
         self.accounts = Accounts(self.store, hasher, self.tokens)
-        self.rooms = Rooms(self.store, hasher, self.games, self.hosting)
+        self.rooms = Rooms(
+            self.store, hasher, self.games, self.hosting, self.engine.rooms
+        )
         self.dispatcher = Dispatcher(
             settings, self.accounts, self.rooms, self.hosting, self.sockets, self.engine
         )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from gameserver._engine.room import DELETE, HOOK, Work
+from gameserver._engine.room import DELETE, HOOK, LiveRoom, Work
 from gameserver._errors import (
     Forbidden,
     GameStarted,
@@ -58,11 +58,14 @@ class Rooms:
         hasher: PasswordHasher,
         games: Mapping[str, IGame],
         hosting: IHosting,
+        live: Mapping[int, LiveRoom] | None = None,
     ) -> None:
+        """``live``: the rooms hosted here, whose records need no store read."""
         self._store = store
         self._hasher = hasher
         self._games = games
         self._hosting = hosting
+        self._live: Mapping[int, LiveRoom] = {} if live is None else live
 
     async def create(self, owner: UserRef, body: Any) -> Room:
         if not isinstance(body, dict):
@@ -123,7 +126,8 @@ class Rooms:
         where the user is, so that a password is hashed here and never
         holds up the room's turns.
         """
-        room = await self.get(room_id)
+        live = self._live.get(room_id)
+        room = live.record if live is not None else await self.get(room_id)
         if room.has_player(user.id):
             return True
         if room.state is RoomState.IN_GAME:
