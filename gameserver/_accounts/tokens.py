@@ -15,7 +15,6 @@ token issued, goes through PyJWT.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import re
@@ -105,9 +104,9 @@ class Tokens:
         if len(parts) != 3:
             raise InvalidToken("invalid token: not three segments")
         head, payload, signature = parts
-        expected = hmac.new(
-            self._secret, f"{head}.{payload}".encode("ascii"), hashlib.sha256
-        ).digest()
+        expected = hmac.digest(
+            self._secret, f"{head}.{payload}".encode("ascii"), "sha256"
+        )
         if not hmac.compare_digest(expected, _segment(signature)):
             raise InvalidToken("invalid token: Signature verification failed")
         try:
