@@ -239,8 +239,9 @@ def table(results: dict[str, dict[str, dict]]) -> str:
         def cell(value: Any, fmt: str = "{}") -> str:
             return "-" if value in (None, "") else fmt.format(value)
 
+        at_least = "≥ " if _never_failed(fanout) else ""
         rows.append(
-            f"| {TARGETS[target]} | {cell(knee.get('delivered'), '{:,}')}"
+            f"| {TARGETS[target]} | {at_least}{cell(knee.get('delivered'), '{:,}')}"
             f" | {cell(knee.get('server_us_per_delivery'))}"
             f" | {cell(at_5k.get('p99_ms'), '{} ms')}"
             f" | {cell(knee.get('generator_cpu'), '{:.0%}')}"
@@ -248,6 +249,12 @@ def table(results: dict[str, dict[str, dict]]) -> str:
             f" | {cell(connect.get('per_second'), '{:,}')} |"
         )
     return "\n".join(rows)
+
+
+def _never_failed(fanout: dict) -> bool:
+    """The knee is the top rate offered: the server may go further."""
+    steps, knee = fanout.get("steps") or [], fanout.get("knee")
+    return bool(steps) and knee is not None and knee == steps[-1]
 
 
 def ratios(results: dict[str, dict[str, dict]]) -> list[str]:
@@ -268,7 +275,17 @@ def ratios(results: dict[str, dict[str, dict]]) -> list[str]:
     ]:
         x, y = get(a), get(b)
         if x and y:
-            lines.append(f"- {name}: {x / y:.2f}")
+            # A knee at the top rate offered is a lower bound.
+            bound = ""
+            if get is knee:
+                top_a = _never_failed(results[a]["fanout"])
+                top_b = _never_failed(results[b]["fanout"])
+                bound = {
+                    (True, False): "≥ ",
+                    (False, True): "≤ ",
+                    (True, True): "(both at the top rate) ",
+                }.get((top_a, top_b), "")
+            lines.append(f"- {name}: {bound}{x / y:.2f}")
     return lines
 
 

@@ -627,6 +627,10 @@ async def test_frames_coalesced_split_fragmented_or_with_a_ping_between(running)
     ("frame", "code"),
     [
         (_masked(b'{"type": "\xff"}'), 1007),  # not UTF-8
+        (
+            _masked(b'{"type": "', fin=False) + _masked(b'\xff"}', opcode=0x0),
+            1007,
+        ),  # not UTF-8, in fragments (Autobahn's validator)
         (bytes((0x81, 5)) + b"hello", 1002),  # not masked
         (
             bytes((0x81, 0x80 | 126, 0, 5)) + b"\x01\x02\x03\x04hello",
@@ -687,6 +691,36 @@ async def test_the_front_door_routes_by_request_line(running):
     assert reply.startswith(b"HTTP/1.1 400 HTTP Host header missing")
     client = await running.user()
     assert (await running.connect(client)) is not None  # and sockets still work
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unfinished_handshake_is_dropped_in_time(clocked):
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+    from twisted.internet.protocol import Protocol
+
+    from gameserver._wire.protocol import HANDSHAKE_TIMEOUT
+
+    class Raw(Protocol):
+        def __init__(self):
+            self.lost = Deferred()
+
+        def connectionLost(self, reason):
+            self.lost.callback(None)
+
+    port = clocked.port.getHost().port
+    raws = [Raw(), Raw()]
+    for raw in raws:
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), raw)
+        raw.transport.write(b"GET /ws HTTP/1.1\r\nHost: x\r\n")  # and no more
+        await deferLater(reactor, 0.05, lambda: None)
+        clocked.clock.advance(HANDSHAKE_TIMEOUT / 2)
+    assert not raws[0].lost.called
+    await raws[0].lost.addTimeout(5, reactor)  # its time is up
+    assert not raws[1].lost.called
+    _, connection = await clocked.socket()  # one that finishes is kept
+    clocked.clock.advance(HANDSHAKE_TIMEOUT)
+    await raws[1].lost.addTimeout(5, reactor)
+    assert (await connection.request("NOPE"))["data"]["code"] == "unknown_type"
 
 
 def test_a_silent_connection_is_closed_by_the_front_door():

@@ -2,10 +2,10 @@
 
 Autobahn's defaults suit a trusted peer, not the public internet, so the
 factory sets every limit deliberately (size, heartbeat, origins, connection
-count). Autobahn does the handshake, control frames, fragments, limits
-and closing; the two paths every chat message takes are made lean here,
-because a profile of the fan-out benchmark showed them to be most of the
-server's time:
+count). Autobahn does control frames, fragments, limits, closing and
+every unusual handshake; what every connection and every chat message
+goes through is made lean here, because profiles of the benchmark showed
+it to be most of the server's time:
 
 - out: frames are built once per message (``Frame.wire``); a socket's
   frames of one reactor iteration are written to it together, with one
@@ -21,6 +21,11 @@ server's time:
   (a control frame, a fragment, a frame not all received, one over the
   limit or not valid UTF-8, anything a client must not send) is left to
   Autobahn from that frame on, which checks it and closes as it should.
+- connecting: the plain opening handshake is read in one pass
+  (``handshake.py``), the response goes straight to the socket, and the
+  timeouts of all sockets share one timer each (``Deadlines``); Autobahn's
+  debug-log arguments are formatted only when logged, and its UTF-8
+  validator is made only for a socket that needs it.
 """
 
 from __future__ import annotations
@@ -33,11 +38,13 @@ from typing import Any
 import autobahn.twisted.websocket as _autobahn_twisted
 import autobahn.util
 import autobahn.websocket.protocol as _autobahn
+import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 
 from gameserver._settings import Settings
+from gameserver._wire import handshake
 from gameserver._wire.limits import Deadlines, OutboundWatch
 from gameserver._wire.origins import OriginPolicy
 from gameserver._wire.session import Dispatch, Session
@@ -84,9 +91,44 @@ for _module in (_autobahn, _autobahn_twisted):
     _module.hlval = _lazily(autobahn.util.hlval)  # type: ignore[attr-defined]
 
 
+class _LazyUtf8Validator:
+    """Autobahn's UTF-8 validator, made when Autobahn first reads a text frame.
+
+    Autobahn makes one for every connection (a C object through cffi, a
+    few per cent of a connection's cost); the fast path of
+    ``GameServerProtocol`` checks UTF-8 itself, so most connections never
+    need one.
+    """
+
+    __slots__ = ("_real",)
+
+    def __init__(self) -> None:
+        self._real: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        real = self._real
+        if real is None:
+            real = self._real = _Utf8Validator()
+        return getattr(real, name)
+
+
+_Utf8Validator = _autobahn.Utf8Validator
+_autobahn.Utf8Validator = _LazyUtf8Validator  # type: ignore[assignment,misc]
+
+_AUTOBAHN_ON_CONNECT = WebSocketServerProtocol.onConnect
+
+#: Seconds a client has for the WebSocket handshake, once it has connected
+#: (Autobahn's default).
+HANDSHAKE_TIMEOUT = 5.0
+
+
 class GameServerProtocol(WebSocketServerProtocol):
     factory: GameServerFactory
     session: Session | None = None
+    # Autobahn's options, which the factory puts on the class.
+    maxConnections: int
+    allowedOriginsPatterns: list[Any]
+    autoPingInterval: float
     _outbound: OutboundWatch
     #: The socket to write to directly, when the transport is plain TCP.
     _socket: Any = None
@@ -96,6 +138,7 @@ class GameServerProtocol(WebSocketServerProtocol):
 
     def _connectionMade(self) -> None:
         super()._connectionMade()
+        self.factory.handshakes.start(self, self.onOpenHandshakeTimeout)
         transport: Any = self.transport
         no_delay = getattr(transport, "setTcpNoDelay", None)
         if no_delay is not None:
@@ -110,8 +153,74 @@ class GameServerProtocol(WebSocketServerProtocol):
             self._socket = transport.socket
             self._limit = self.factory.settings.max_outbound_buffer
 
+    def processHandshake(self) -> None:
+        """The plain request in one pass (``handshake.read``); Autobahn the rest."""
+        request = handshake.read(self.data)
+        if request is None or not self._lean_open(request):
+            super().processHandshake()
+
+    def _lean_open(self, request: handshake.Request) -> bool:
+        """Open as Autobahn's ``succeedHandshake`` would; False to leave it to
+        Autobahn (which refuses what it must: an origin not allowed, a port
+        not ours, one connection too many)."""
+        factory = self.factory
+        if factory.headers or type(self).onConnect is not _AUTOBAHN_ON_CONNECT:
+            return False
+        if factory.externalPort and request.port not in (None, factory.externalPort):
+            return False
+        if self.maxConnections > 0 and factory.countConnections > self.maxConnections:
+            return False
+        if request.origin:
+            try:
+                origin = _autobahn._url_to_origin(request.origin)
+            except ValueError:
+                return False
+            if not (origin == "null" and factory.allowNullOrigin) and not (
+                _autobahn._is_same_origin(
+                    origin,
+                    "https" if factory.isSecure else "http",
+                    factory.externalPort or factory.port,
+                    self.allowedOriginsPatterns,
+                )
+            ):
+                return False
+        self.http_request_data = b""  # as onOpen drops it anyway
+        self.http_status_line = request.status_line
+        self.http_headers = request.headers
+        self.http_request_uri = request.uri
+        self.http_request_path = request.path
+        self.http_request_params = request.params
+        self.http_request_host = request.host
+        self.websocket_version = 13
+        self.websocket_protocols = []
+        self.websocket_origin = request.origin
+        self.websocket_extensions = []
+        self.websocket_protocol_in_use = None
+        self.websocket_extensions_in_use = []
+        self.data = request.rest
+        self.sendData(handshake.response(request.key, factory.server))
+        self.state = self.STATE_OPEN
+        self.inside_message = False
+        self.current_frame = None  # type: ignore[assignment]
+        if self.autoPingInterval:
+            self.autoPingPendingCall = factory._batched_timer.call_later(
+                self.autoPingInterval, self._sendAutoPing
+            )
+        if self.trackedTimings:
+            self.trackedTimings.track("onOpen")
+        self._onOpen()
+        txaio.resolve(self.is_open, None)  # type: ignore[attr-defined]
+        if self.data:
+            self.consumeData()
+        return True
+
+    def _connectionLost(self, reason: Any) -> None:
+        self.factory.handshakes.cancel(self)
+        super()._connectionLost(reason)
+
     def onOpen(self) -> None:
         factory = self.factory
+        factory.handshakes.cancel(self)
         self._outbound = OutboundWatch(factory.settings.max_outbound_buffer)
         if self._socket is None:
             _take_over_producer(self.transport, self._outbound)
@@ -353,6 +462,8 @@ class GameServerFactory(WebSocketServerFactory):
         self.clock = clock
         #: Sockets yet to send VALIDATE_CONNECTION, and their time to do it.
         self.validation = Deadlines(clock, settings.validate_timeout)
+        #: Sockets yet to finish the WebSocket handshake.
+        self.handshakes = Deadlines(clock, HANDSHAKE_TIMEOUT)
         self._flushing: list[GameServerProtocol] = []
         self._flush_call: Any = None
         self.setProtocolOptions(
@@ -365,6 +476,8 @@ class GameServerFactory(WebSocketServerFactory):
             allowedOrigins=OriginPolicy(settings.allowed_origins).wildcards,
             allowNullOrigin="*" in settings.allowed_origins,
             maxConnections=settings.max_connections,
+            # Timed by ``handshakes`` instead: one timer for every socket.
+            openHandshakeTimeout=0,
             perMessageCompressionAccept=lambda offers: None,
         )
         # Autobahn copies each option onto every new protocol that lacks it:
