@@ -331,3 +331,43 @@ async def test_a_turn_is_saved_with_the_hooks_it_queued(redis_url):
         assert state == {"started": True}
     finally:
         await stop(server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_turns_that_end_while_a_commit_is_out_share_the_next(redis_url):
+    """A room has one commit in flight: a busy room's turns share calls."""
+    from gameserver._redis import scripts
+
+    server = await start_on_redis(redis_url)
+    redis = server.server.backend.redis
+    committer = server.server.engine.committer
+    try:
+        alice, a = await server.socket("alice")
+        room = await server.room(alice, game="chat")
+        await _ok(await a.join(room["id"]))
+        await a.receive("CHAT_HISTORY")
+        run, gates = redis.run, []
+
+        def hold_first_commit(script, room_keys, args):
+            sent = run(script, room_keys, args)
+            if script is scripts.COMMIT and not gates:
+                gate: Deferred = Deferred()
+                gates.append(gate)
+                # Redis's answer reaches the committer once the gate opens.
+                sent.addBoth(lambda reply: gate.addCallback(lambda _: reply))
+            return sent
+
+        redis.run = hold_first_commit
+        before = committer.commits
+        for n in range(4):  # each in a reactor iteration of its own
+            a.send("CHAT_MESSAGE", room["id"], {"text": f"m{n}"})
+            await _pause(0.1)
+        # The first is out; the three after it wait for it, unsent.
+        assert committer.commits == before + 1
+        assert not [m for m in a.pending() if m["type"] == "CHAT_MESSAGE"]
+        gates[0].callback(None)
+        texts = [(await a.receive("CHAT_MESSAGE"))["data"]["text"] for _ in range(4)]
+        assert texts == ["m0", "m1", "m2", "m3"]
+        assert committer.commits == before + 2  # the three in one call
+    finally:
+        await stop(server)

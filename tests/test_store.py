@@ -216,3 +216,32 @@ def test_redis_commands_are_packed_as_resp():
     for wrong in (True, None, [1]):
         with pytest.raises(TypeError):
             encode(("SET", "k", wrong))
+
+
+@pytest_twisted.ensureDeferred
+async def test_corked_redis_commands_leave_together_at_once(redis_url):
+    """A commit must not wait for the next reactor iteration to be sent."""
+    from twisted.internet import reactor
+
+    from gameserver._redis.connection import RedisAddress, RedisConnection
+
+    connection = RedisConnection(RedisAddress.parse(redis_url), reactor)
+    await _connected(connection)
+    try:
+        transport = connection._link.protocol.transport
+
+        def held() -> int:
+            """Bytes Twisted holds, to send in a later iteration."""
+            return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+        with connection.corked():
+            replies = [connection("ECHO", str(n)) for n in range(3)]
+            assert held() == 0  # kept back until the cork comes off
+        assert held() == 0  # then handed to the socket at once
+        assert [await r for r in replies] == ["0", "1", "2"]
+        # Outside a cork, a command is Twisted's to send, with the iteration's.
+        later = connection("ECHO", "x")
+        assert held() > 0
+        assert await later == "x"
+    finally:
+        await connection.disconnect()

@@ -18,8 +18,10 @@ parsed by hiredis, Redis's own C parser.
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -115,18 +117,62 @@ class RespProtocol(Protocol):
         self.waiting: deque[tuple[Deferred[Any], float]] = deque()
         #: Called when the connection is lost, before what waited fails.
         self.on_lost: list[Callable[[], None]] = []
+        self._corked: list[bytes] | None = None
 
     def call(self, *args: Any) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
-        assert self.transport is not None
-        self.transport.write(encode(args))
+        self._write(encode(args))
         self.waiting.append((d, self._clock.seconds()))
         return d
 
     def send(self, *args: Any) -> None:
         """A command whose replies come as pushes (SUBSCRIBE)."""
-        assert self.transport is not None
-        self.transport.write(encode(args))
+        self._write(encode(args))
+
+    @contextmanager
+    def corked(self) -> Iterator[None]:
+        """Commands sent inside go out together, in one write, at once.
+
+        Twisted's ``write`` would send them only in the next reactor
+        iteration, which their replies would then wait for: for the commits,
+        which the turns' messages wait for.
+        """
+        if self._corked is not None:
+            yield
+            return
+        corked: list[bytes] = []
+        self._corked = corked
+        try:
+            yield
+        finally:
+            self._corked = None
+            if corked:
+                self._write(b"".join(corked), now=True)
+
+    def _write(self, data: bytes, *, now: bool = False) -> None:
+        """``now``: to the socket at once, if Twisted holds nothing for it."""
+        corked = self._corked
+        if corked is not None:
+            corked.append(data)
+            return
+        transport: Any = self.transport
+        assert transport is not None
+        sock = getattr(transport, "socket", None) if now else None
+        if (
+            isinstance(sock, socket.socket)
+            and transport.connected
+            and not transport.disconnecting
+            and len(transport.dataBuffer) == transport.offset
+            and not transport._tempDataLen
+        ):
+            try:
+                sent = sock.send(data)
+            except OSError:  # BlockingIOError included; Twisted's write finds errors
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        transport.write(data)
 
     def dataReceived(self, data: bytes) -> None:
         reader = self._reader
@@ -278,6 +324,16 @@ class RedisConnection:
                 Unavailable("the store (Redis) is unreachable: try again soon")
             )
         return protocol.call(*command)
+
+    @contextmanager
+    def corked(self) -> Iterator[None]:
+        """Commands sent inside go out together, in one write, at the end."""
+        protocol = self._link.protocol
+        if protocol is None:
+            yield
+            return
+        with protocol.corked():
+            yield
 
     def run(self, script: Script, keys: list[str], args: list[Any]) -> Deferred[Any]:
         """Call ``script``, loading it first if Redis does not know it."""

@@ -667,6 +667,11 @@ class Batch:
 class RedisCommitter:
     """Saves each room's turns of a reactor iteration in one fenced script call.
 
+    A room has one call in flight at a time: the turns that end while it is
+    out are saved together right after it comes back (a group commit), so
+    that a busy room's turns share calls instead of each iteration sending
+    its own.
+
     The call also publishes the turns' messages to the processes holding
     their recipients' sockets; this process's own are delivered when Redis
     answers that it saved them.
@@ -746,8 +751,8 @@ class RedisCommitter:
             batch = self._batches[room.id] = Batch(room)
         batch.add(changes)
         batch.held = changes.more
-        if self._flush_call is None and not batch.held:
-            self._flush_call = self._reactor.callLater(0, self._flush)
+        if not batch.held and not self._in_flight.get(room.id):
+            self._flush_soon()
 
     def refuse(self, room: LiveRoom, work: Work, frame: Frame) -> None:
         if not work.origin or work.origin == self._process:
@@ -768,16 +773,24 @@ class RedisCommitter:
 
     # Saving
 
+    def _flush_soon(self) -> None:
+        if self._flush_call is None:
+            self._flush_call = self._reactor.callLater(0, self._flush)
+
     def _flush(self) -> None:
         self._flush_call = None
         batches, self._batches = self._batches, {}
-        for room_id, batch in batches.items():
-            if self._engine.rooms.get(room_id) is not batch.room:
-                continue
-            if batch.held:  # its hooks have not run yet: saved with them
-                self._batches[room_id] = batch
-            else:
-                self._send(batch)
+        in_flight = self._in_flight
+        with self._redis.corked():
+            for room_id, batch in batches.items():
+                if self._engine.rooms.get(room_id) is not batch.room:
+                    continue
+                if batch.held or in_flight.get(room_id):
+                    # Its hooks have not run yet, or the room's last commit
+                    # has not come back: saved with them, or right after it.
+                    self._batches[room_id] = batch
+                else:
+                    self._send(batch)
 
     def _send(self, batch: Batch) -> None:
         room = batch.room
@@ -940,6 +953,9 @@ class RedisCommitter:
             if work.origin == self._process:
                 self._hosting.completed(work)
         self._after(batch)
+        waiting = self._batches.get(room.id)
+        if waiting is not None and not waiting.held and not in_flight:
+            self._flush_soon()
 
     def _failed(self, failure: Any, batch: Batch) -> None:
         room = batch.room
