@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService, MultiService, Service
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -145,19 +146,46 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
 
+#: Young objects between collections (CPython's default is 700).
+GC_THRESHOLD = 10_000
+
+
+class CollectorPolicy(Service):
+    """Keeps the cyclic garbage collector's pauses out of message latency.
+
+    By default CPython collects the young generation every 700 allocations
+    of containers, and each of those promotes whatever is alive at that
+    instant (the turns and commits in flight) to the older generations, so
+    that full collections, which walk every object of the process, come
+    every few seconds under load: measured, each took 30-45 ms on the
+    benchmark's server and set its p99. Frozen after start-up (the modules,
+    games and settings: most of the process's objects, never garbage) and
+    collected every 10,000 allocations, the full collections are rare and
+    short; the young ones stay around a millisecond.
+    """
+
+    def startService(self) -> None:
+        super().startService()
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(GC_THRESHOLD, 10, 10)
+
+
 def makeService(options: Options) -> IService:
     if options["random_secret"]:
         log.warn(
             "no --secret or GAMESERVER_SECRET given: using a random secret, so"
             " tokens will not survive a restart or work across processes"
         )
+    service = MultiService()
+    CollectorPolicy().setServiceParent(service)
     if options["redis"] is None:
         server = GameServer(options["settings"], games=options["game_plugins"])
-        return server.service(options["listen"])
+        server.service(options["listen"]).setServiceParent(service)
+        return service
     server = GameServer.with_redis(
         options["settings"], options["redis"], games=options["game_plugins"]
     )
-    service = MultiService()
     assert server.backend is not None
     server.backend.setServiceParent(service)
     server.service(options["listen"]).setServiceParent(service)
