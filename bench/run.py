@@ -1,6 +1,6 @@
 """Side by side in one run: gameserver in memory, on Redis, and two bare floors.
 
-    python bench/run.py                       # everything, about ten minutes
+    python bench/run.py                       # everything, about 25 minutes
     python bench/run.py --targets memory,autobahn --scenarios fanout
 
 Each server runs pinned to core 0 (with its Redis, for the Redis target, so
