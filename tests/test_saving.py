@@ -359,9 +359,19 @@ async def test_turns_that_end_while_a_commit_is_out_share_the_next(redis_url):
 
         redis.run = hold_first_commit
         before = committer.commits
-        for n in range(4):  # each in a reactor iteration of its own
+        a.send("CHAT_MESSAGE", room["id"], {"text": "m0"})
+        for _ in range(250):  # until the first is out
+            if gates:
+                break
+            await _pause(0.02)
+        for n in range(1, 4):  # each in a reactor iteration of its own
             a.send("CHAT_MESSAGE", room["id"], {"text": f"m{n}"})
-            await _pause(0.1)
+            await _pause(0.05)
+        for _ in range(250):  # until the server has all three
+            waiting = committer._batches.get(room["id"])
+            if waiting is not None and waiting.turns == 3:
+                break
+            await _pause(0.02)
         # The first is out; the three after it wait for it, unsent.
         assert committer.commits == before + 1
         assert not [m for m in a.pending() if m["type"] == "CHAT_MESSAGE"]

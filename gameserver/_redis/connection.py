@@ -162,8 +162,7 @@ class RespProtocol(Protocol):
             isinstance(sock, socket.socket)
             and transport.connected
             and not transport.disconnecting
-            and len(transport.dataBuffer) == transport.offset
-            and not transport._tempDataLen
+            and not _held_by(transport)
         ):
             try:
                 sent = sock.send(data)
@@ -203,6 +202,16 @@ class RespProtocol(Protocol):
         return bool(self.waiting) and (
             self._clock.seconds() - self.waiting[0][1] > timeout
         )
+
+
+def _held_by(transport: Any) -> int:
+    """Bytes Twisted holds for the socket; -1 if it cannot tell (not its TCP)."""
+    try:
+        return int(
+            len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        )
+    except (AttributeError, TypeError):
+        return -1
 
 
 def _error(reply: ReplyError) -> Exception:

@@ -582,7 +582,8 @@ _NOWHERE: frozenset[str] = frozenset()
 
 
 class Batch:
-    """A room's turns of one reactor iteration, saved in one script call."""
+    """A room's turns saved in one script call: those of one reactor
+    iteration, and those that end while the room's previous call is out."""
 
     __slots__ = (
         "after",
@@ -947,15 +948,17 @@ class RedisCommitter:
             )
             self._hosting.lost(room, reason)
             return
-        self._engine.saved(room, batch.turns, batch.works)
-        deliver_local(self._sockets, self._process, local)
-        for work in batch.works:
-            if work.origin == self._process:
-                self._hosting.completed(work)
-        self._after(batch)
-        waiting = self._batches.get(room.id)
-        if waiting is not None and not waiting.held and not in_flight:
-            self._flush_soon()
+        try:
+            self._engine.saved(room, batch.turns, batch.works)
+            deliver_local(self._sockets, self._process, local)
+            for work in batch.works:
+                if work.origin == self._process:
+                    self._hosting.completed(work)
+            self._after(batch)
+        finally:  # whatever failed above, the turns waiting for this go out
+            waiting = self._batches.get(room.id)
+            if waiting is not None and not waiting.held and not in_flight:
+                self._flush_soon()
 
     def _failed(self, failure: Any, batch: Batch) -> None:
         room = batch.room
