@@ -63,7 +63,6 @@ class GameServer:
             from twisted.internet import reactor
         self._reactor = reactor
         clock = reactor if clock is None else clock
-        self._clock = reactor
         self.settings = settings
         self.games = installed_games() if games is None else dict(games)
         self.sockets = LocalSockets()
@@ -137,7 +136,7 @@ class GameServer:
     def factory(self) -> FrontDoor:
         """What ``service`` and ``listen`` serve: the site, with ``/ws``
         upgrades handed straight to the WebSocket factory."""
-        return FrontDoor(self.site(), self.websocket_factory, self._clock)
+        return FrontDoor(self.site(), self.websocket_factory, self._reactor)
 
     def service(self, endpoint: str) -> IService:
         """A service listening on a Twisted endpoint string, e.g. ``tcp:8000``."""

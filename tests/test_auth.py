@@ -232,9 +232,13 @@ def test_garbage_refused(tokens, token):
 # -- this server's own header: checked without PyJWT -----------------------
 
 
-def _own(claims: dict, key: bytes = SECRET) -> str:
-    """A token with exactly the header ``Tokens.issue`` writes."""
-    return jwt.encode(claims, key, algorithm="HS256")
+def _own(key: bytes = SECRET, **overrides) -> str:
+    """A token with exactly the header ``Tokens.issue`` writes: the direct path."""
+    from gameserver._accounts import tokens as module
+
+    token = _craft(key, **overrides)
+    assert token.split(".")[0] == module._OWN_HEADER
+    return token
 
 
 def test_own_tokens_take_the_direct_path_and_others_still_work(tokens, monkeypatch):
@@ -280,12 +284,12 @@ def test_own_header_with_a_bad_signature_is_refused(tokens, mangle):
 
 
 def test_own_header_signed_with_another_key_is_refused(tokens):
-    _refused(tokens, _own(_claims(), OTHER_SECRET))
+    _refused(tokens, _own(OTHER_SECRET))
 
 
 @pytest.mark.parametrize("missing", ["exp", "iat", "sub", "token_type"])
 def test_own_header_missing_a_claim_is_refused(tokens, missing):
-    _refused(tokens, _own(_claims(**{missing: None})))
+    _refused(tokens, _own(**{missing: None}))
 
 
 def test_own_header_with_claims_not_an_object_is_refused(tokens):

@@ -17,7 +17,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred, fail
 from twisted.internet.task import deferLater
 
-from gameserver._engine.room import DELETE, JOIN, Reply, Work
+from gameserver._engine.room import DELETE, JOIN, LiveRoom, Reply, Work
 from gameserver._errors import Unavailable
 from gameserver._models import UserRef
 from gameserver._redis import keys
@@ -28,6 +28,16 @@ from tests.conftest import start_on_redis, stop
 
 async def _pause(seconds: float) -> None:
     await deferLater(reactor, seconds, lambda: None)
+
+
+async def _shared_room(a, b) -> tuple:
+    """Alice on ``a`` makes a room and joins first (``a`` owns it); Bob on ``b`` joins."""
+    alice, sa = await a.socket("alice")
+    bob, sb = await b.socket("bob")
+    rid = (await a.room(alice))["id"]
+    assert (await sa.join(rid))["data"]["is_successful"]
+    assert (await sb.join(rid))["data"]["is_successful"]
+    return alice, sa, bob, sb, rid
 
 
 async def _texts(socket) -> list:
@@ -47,11 +57,7 @@ async def test_a_request_lost_on_the_way_is_done_when_sent_again(redis_url):
     a = await start_on_redis(redis_url)
     b = await start_on_redis(redis_url)
     try:
-        alice, sa = await a.socket("alice")
-        bob, sb = await b.socket("bob")
-        rid = (await a.room(alice))["id"]
-        assert (await sa.join(rid))["data"]["is_successful"]  # a owns the room
-        assert (await sb.join(rid))["data"]["is_successful"]
+        alice, sa, bob, sb, rid = await _shared_room(a, b)
         ha = a.server.backend.hosting
         real = ha.channel._handle
         dropped = []
@@ -94,7 +100,8 @@ async def test_waiting_requests_go_first_when_their_room_comes_here(redis_url):
         # ghost's lease runs out; this process claims the room by another path
         # (what _fire_timers or _work -> claim do).
         await host.redis("DEL", keys.room(rid, "lease"))
-        assert not isinstance(await host.claim(rid), str)
+        claimed = await host.claim(rid)
+        assert isinstance(claimed, LiveRoom)  # not held elsewhere, and there
         sa.send("CHAT_MESSAGE", rid, {"text": "two"})  # seq n+1: runs locally
         await _pause(2.0)  # the retry of "one" fires meanwhile
         texts = await _texts(sa)
@@ -125,6 +132,7 @@ async def test_a_request_sent_again_is_acknowledged_only_once_saved(redis_url):
             if sub.ready:
                 break
             await _pause(0.02)
+        assert sub.ready  # or the check below would see nothing, and pass
         room = host.engine.rooms[rid]
         bob = UserRef(424242, "bob")
 
@@ -163,11 +171,7 @@ async def test_a_disconnect_waits_out_a_redis_blip(redis_url):
     a = await start_on_redis(redis_url)
     b = await start_on_redis(redis_url)
     try:
-        alice, sa = await a.socket("alice")
-        bob, sb = await b.socket("bob")
-        rid = (await a.room(alice))["id"]
-        assert (await sa.join(rid))["data"]["is_successful"]  # a owns the room
-        assert (await sb.join(rid))["data"]["is_successful"]
+        alice, sa, bob, sb, rid = await _shared_room(a, b)
         hb = b.server.backend.hosting
         # A Redis blip at b: its publish of the GONE is lost, and the CLAIM of
         # the retry fails once.
@@ -222,11 +226,7 @@ async def test_a_clean_stop_leaves_holding_no_room(redis_url):
     a = await start_on_redis(redis_url)
     b = await start_on_redis(redis_url)
     try:
-        alice, sa = await a.socket("alice")
-        bob, sb = await b.socket("bob")
-        rid = (await a.room(alice))["id"]
-        assert (await sa.join(rid))["data"]["is_successful"]  # a owns the room
-        assert (await sb.join(rid))["data"]["is_successful"]
+        alice, sa, bob, sb, rid = await _shared_room(a, b)
         pid = a.server.backend.process_id
         sending = True
 
@@ -267,11 +267,7 @@ async def test_a_disconnect_that_never_arrives_is_found_by_the_owner(redis_url):
     a = await start_on_redis(redis_url, settings)
     b = await start_on_redis(redis_url, settings)
     try:
-        alice, sa = await a.socket("alice")
-        bob, sb = await b.socket("bob")
-        rid = (await a.room(alice))["id"]
-        assert (await sa.join(rid))["data"]["is_successful"]  # a owns the room
-        assert (await sb.join(rid))["data"]["is_successful"]
+        alice, sa, bob, sb, rid = await _shared_room(a, b)
         hb = b.server.backend.hosting
         real_submit = hb.submit
         hb.submit = lambda work: None if work.kind == "gone" else real_submit(work)
@@ -301,7 +297,7 @@ async def test_a_commit_saved_whose_answer_was_lost_is_delivered_once(redis_url)
         committer = a.server.backend.hosting.committer
         real_saved = committer._saved
 
-        def answer_lost(reply, batch, local):
+        def answer_lost(reply, batch):
             committer._saved = real_saved
             committer._failed(Failure(Unavailable("the store (Redis) failed")), batch)
 

@@ -223,7 +223,7 @@ async def test_corked_redis_commands_leave_together_at_once(redis_url):
     """A commit must not wait for the next reactor iteration to be sent."""
     from twisted.internet import reactor
 
-    from gameserver._redis.connection import RedisAddress, RedisConnection
+    from gameserver._redis.connection import RedisAddress, RedisConnection, _held_by
 
     connection = RedisConnection(RedisAddress.parse(redis_url), reactor)
     await _connected(connection)
@@ -232,7 +232,7 @@ async def test_corked_redis_commands_leave_together_at_once(redis_url):
 
         def held() -> int:
             """Bytes Twisted holds, to send in a later iteration."""
-            return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+            return _held_by(transport)
 
         with connection.corked():
             replies = [connection("ECHO", str(n)) for n in range(3)]

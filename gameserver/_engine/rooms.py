@@ -58,14 +58,14 @@ class Rooms:
         hasher: PasswordHasher,
         games: Mapping[str, IGame],
         hosting: IHosting,
-        live: Mapping[int, LiveRoom] | None = None,
+        live: Mapping[int, LiveRoom],
     ) -> None:
         """``live``: the rooms hosted here, whose records need no store read."""
         self._store = store
         self._hasher = hasher
         self._games = games
         self._hosting = hosting
-        self._live: Mapping[int, LiveRoom] = {} if live is None else live
+        self._live = live
 
     async def create(self, owner: UserRef, body: Any) -> Room:
         if not isinstance(body, dict):

@@ -36,7 +36,6 @@ class FrontDoor(ServerFactory):
     ) -> None:
         self.site = site
         self.websocket = websocket
-        self.clock = clock
         self.path = path
         #: Connections yet to send their request line, and their time to do it.
         self.waiting = Deadlines(clock, timeout)

@@ -140,6 +140,7 @@ class RedisHosting:
         link.seq += 1
         work.origin, work.seq = self.process_id, link.seq
         work.since = self.reactor.seconds()
+        work.prev = next(reversed(link.pending), 0)  # the one before, if any
         link.pending[work.seq] = work
         if work.kind == JOIN and work.user is not None:
             self._rooms_of.setdefault(work.user.id, set()).add(work.room_id)
@@ -159,29 +160,21 @@ class RedisHosting:
                 link.owner = self.process_id
                 self._submit_pending(link, room)
                 return
-            work.prev = _prev(link, work.seq)
             self.engine.submit(room, work)
             return
         owner = link.owner
         if owner is None or owner == self.process_id:
             self._resolve(link)
             return
-        work.prev = _prev(link, work.seq)
         self._publish(owner, work_message(work))
         self._arm_retry(link)
 
     def _submit_pending(self, link: Link, room: LiveRoom) -> None:
-        previous = 0
-        for work in list(link.pending.values()):
-            work.prev = previous
-            previous = work.seq
+        for work in _chained(link):
             self.engine.submit(room, work)
 
     def _publish_pending(self, link: Link, owner: str) -> None:
-        previous = 0
-        for work in list(link.pending.values()):
-            work.prev = previous
-            previous = work.seq
+        for work in _chained(link):
             self._publish(owner, work_message(work))
 
     def _resolve(self, link: Link) -> None:
@@ -199,9 +192,7 @@ class RedisHosting:
         if outcome is None:
             link.pending.clear()
             for work in pending:
-                refusal = missing(work)
-                if refusal is not None and work.reply is not None:
-                    self.sockets.deliver_to(work.reply.connection, refusal)
+                self._refuse_missing(work)
                 _finish(work)
             return
         if isinstance(outcome, str):
@@ -212,6 +203,12 @@ class RedisHosting:
             return
         link.owner = self.process_id
         self._submit_pending(link, outcome)
+
+    def _refuse_missing(self, work: Work) -> None:
+        """Tell the client its room is gone, if its request wants an answer."""
+        refusal = missing(work)
+        if refusal is not None and work.reply is not None:
+            self.sockets.deliver_to(work.reply.connection, refusal)
 
     def _unresolved(self, failure: Any, link: Link) -> None:
         link.resolving = False
@@ -387,11 +384,16 @@ class RedisHosting:
         log.info("gave up room {room}: {reason}", room=room.id, reason=reason)
         left = self.engine.drop(room)
         origins = {w.origin for w in left} | self.committer.forget(room, keep=unknown)
+        self._redirect(room.id, origins)
+
+    def _redirect(self, room_id: int, origins: set[str]) -> None:
+        """The room is not here any more: its senders, this process included,
+        ask Redis who holds it now."""
         origins.discard("")
         origins.discard(self.process_id)
         for origin in sorted(origins):
-            self._publish(origin, pack([MOVED, room.id]))
-        link = self._links.get(room.id)
+            self._publish(origin, pack([MOVED, room_id]))
+        link = self._links.get(room_id)
         if link is not None:
             link.owner = None
             if link.pending:
@@ -511,19 +513,9 @@ class RedisHosting:
         origins = self.committer.forget(room) | {w.origin for w in left}
         for work in left:
             if work.origin == self.process_id:
-                refusal = missing(work)
-                if refusal is not None and work.reply is not None:
-                    self.sockets.deliver_to(work.reply.connection, refusal)
+                self._refuse_missing(work)
                 self.completed(work)
-        origins.discard("")
-        origins.discard(self.process_id)
-        for origin in sorted(origins):
-            self._publish(origin, pack([MOVED, room.id]))
-        link = self._links.get(room.id)
-        if link is not None:
-            link.owner = None
-            if link.pending:
-                self._resolve(link)
+        self._redirect(room.id, origins)
 
     def forget(self, user_id: int, room_id: int) -> None:
         rooms = self._rooms_of.get(user_id)
@@ -542,14 +534,13 @@ class RedisHosting:
             self._fail_pending(link, code, detail)
 
 
-def _prev(link: Link, seq: int) -> int:
-    """The highest of the link's waiting requests before ``seq`` (0: none)."""
+def _chained(link: Link) -> list[Work]:
+    """The link's waiting requests in order, each naming the one before it."""
+    pending = list(link.pending.values())
     previous = 0
-    for waiting in link.pending:
-        if waiting >= seq:
-            break
-        previous = waiting
-    return previous
+    for work in pending:
+        work.prev, previous = previous, work.seq
+    return pending
 
 
 def _finish(work: Work) -> None:
@@ -717,7 +708,12 @@ class RedisCommitter:
         origins: set[str] = set()
         batches = self._in_flight.pop(room.id, [])
         if keep and batches:
-            self._unknown[room.id] = (self._reactor.seconds(), list(batches))
+            now = self._reactor.seconds()
+            for stale in [
+                r for r, (t, _) in self._unknown.items() if now - t > UNKNOWN_KEPT
+            ]:
+                del self._unknown[stale]  # rooms never claimed here again
+            self._unknown[room.id] = (now, list(batches))
         unsent = self._batches.pop(room.id, None)
         if unsent is not None:
             batches.append(unsent)
@@ -739,10 +735,7 @@ class RedisCommitter:
             return
         for batch in kept[1]:
             if batch.target <= version:
-                deliver_local(self._sockets, self._process, batch.local)
-                for work in batch.works:
-                    if work.origin == self._process:
-                        self._hosting.completed(work)
+                self._hand_over(batch)
 
     # ICommitter
 
@@ -820,7 +813,7 @@ class RedisCommitter:
         self._in_flight.setdefault(room.id, []).append(batch)
         self.renewed[room.id] = self._reactor.seconds()
         redis.run(scripts.COMMIT, keys.room_keys(room.id), args).addCallbacks(
-            self._saved, self._failed, (batch, local), errbackArgs=(batch,)
+            self._saved, self._failed, (batch,), errbackArgs=(batch,)
         )
 
     def _ops(self, batch: Batch) -> list[Any]:
@@ -932,7 +925,7 @@ class RedisCommitter:
                 )
         return local, per
 
-    def _saved(self, reply: Any, batch: Batch, local: list[Out]) -> None:
+    def _saved(self, reply: Any, batch: Batch) -> None:
         room = batch.room
         in_flight = self._in_flight.get(room.id)
         if in_flight and in_flight[0] is batch:
@@ -950,15 +943,20 @@ class RedisCommitter:
             return
         try:
             self._engine.saved(room, batch.turns, batch.works)
-            deliver_local(self._sockets, self._process, local)
-            for work in batch.works:
-                if work.origin == self._process:
-                    self._hosting.completed(work)
+            self._hand_over(batch)
             self._after(batch)
         finally:  # whatever failed above, the turns waiting for this go out
             waiting = self._batches.get(room.id)
             if waiting is not None and not waiting.held and not in_flight:
                 self._flush_soon()
+
+    def _hand_over(self, batch: Batch) -> None:
+        """A saved batch: its messages to this process's sockets, its
+        requests from here answered."""
+        deliver_local(self._sockets, self._process, batch.local)
+        for work in batch.works:
+            if work.origin == self._process:
+                self._hosting.completed(work)
 
     def _failed(self, failure: Any, batch: Batch) -> None:
         room = batch.room

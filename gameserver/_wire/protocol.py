@@ -184,9 +184,7 @@ class GameServerProtocol(WebSocketServerProtocol):
                 )
             ):
                 return False
-        self.http_request_data = b""  # as onOpen drops it anyway
         self.http_status_line = request.status_line
-        self.http_headers = request.headers
         self.http_request_uri = request.uri
         self.http_request_path = request.path
         self.http_request_params = request.params
