@@ -2,7 +2,8 @@
 
 ``GameClient`` talks to the HTTP API; ``connect()`` opens a WebSocket whose
 ``receive()`` waits for the next message matching what you ask for, keeping
-the others for later.
+the others for later. ``format="msgpack"`` speaks MessagePack on the socket
+instead of JSON; messages are the same dicts either way.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
+import msgpack
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString
@@ -21,6 +23,9 @@ from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 
 from gameserver._wire import messages
+
+#: The subprotocol each wire format offers; JSON, the default, offers none.
+SUBPROTOCOLS: dict[str, str | None] = {"json": None, "msgpack": "gameserver.msgpack"}
 
 Message = dict[str, Any]
 Match = Callable[[Message], bool]
@@ -43,7 +48,12 @@ class ClientProtocol(WebSocketClientProtocol):
         self.factory.opened.callback(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        message = json.loads(payload)
+        if isBinary != self.factory.binary:
+            # 1003: a kind of data the endpoint cannot accept (RFC 6455, 7.4.1).
+            kind = "binary" if isBinary else "text"
+            self.sendClose(1003, f"a {kind} frame on a {self.factory.format} socket")
+            return
+        message = msgpack.unpackb(payload) if isBinary else json.loads(payload)
         for i, (match, waiter) in enumerate(self.waiters):
             if match(message):
                 del self.waiters[i]
@@ -64,17 +74,23 @@ class ClientProtocol(WebSocketClientProtocol):
 class _ClientFactory(WebSocketClientFactory):
     protocol = ClientProtocol
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, format: str = "json", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.format = format
+        #: Whether the server's messages come in binary frames.
+        self.binary = format == "msgpack"
         #: Fires with the protocol once the handshake is done.
         self.opened: Deferred[ClientProtocol] = Deferred()
 
 
 class Connection:
-    """One WebSocket to a gameserver."""
+    """One WebSocket to a gameserver, speaking ``format`` (json or msgpack)."""
 
-    def __init__(self, protocol: ClientProtocol, reactor: Any) -> None:
+    def __init__(
+        self, protocol: ClientProtocol, reactor: Any, format: str = "json"
+    ) -> None:
         self.protocol = protocol
+        self.format = format
         self._reactor = reactor
 
     @property
@@ -90,7 +106,10 @@ class Connection:
             envelope["room_id"] = room_id
         if data is not None:
             envelope["data"] = data
-        self.send_raw(json.dumps(envelope))
+        if self.format == "msgpack":
+            self.send_raw(msgpack.packb(envelope), binary=True)
+        else:
+            self.send_raw(json.dumps(envelope))
 
     def send_raw(self, payload: str | bytes, binary: bool = False) -> None:
         if isinstance(payload, str):
@@ -161,12 +180,23 @@ class Connection:
 
 
 class GameClient:
-    """A user of a gameserver at ``base_url`` (``http://host:port``)."""
+    """A user of a gameserver at ``base_url`` (``http://host:port``).
 
-    def __init__(self, base_url: str, *, reactor: Any = None) -> None:
+    ``format`` is the wire format of its sockets: ``"json"`` (the default)
+    or ``"msgpack"``.
+    """
+
+    def __init__(
+        self, base_url: str, *, reactor: Any = None, format: str = "json"
+    ) -> None:
+        if format not in SUBPROTOCOLS:
+            raise ValueError(
+                f"format must be one of {sorted(SUBPROTOCOLS)}: {format!r}"
+            )
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
+        self.format = format
         self.base_url = base_url.rstrip("/")
         self._agent = Agent(reactor)
         self.access: str | None = None
@@ -216,13 +246,20 @@ class GameClient:
     async def connect(
         self, *, validate: bool = True, origin: str | None = None
     ) -> Connection:
-        """Open ``/ws``; with ``validate``, send ``VALIDATE_CONNECTION`` first."""
+        """Open ``/ws``; with ``validate``, send ``VALIDATE_CONNECTION`` first.
+
+        JSON offers no subprotocol (what any WebSocket client gets), and
+        MessagePack offers ``gameserver.msgpack``.
+        """
         url = urlsplit(self.base_url)
         scheme = "wss" if url.scheme == "https" else "ws"
+        subprotocol = SUBPROTOCOLS[self.format]
         factory = _ClientFactory(
             f"{scheme}://{url.netloc}{url.path}/ws",
             origin=origin,
+            protocols=[subprotocol] if subprotocol else None,
             reactor=self._reactor,
+            format=self.format,
         )
         kind = "tls" if scheme == "wss" else "tcp"
         endpoint = clientFromString(
@@ -230,7 +267,13 @@ class GameClient:
         )
         await endpoint.connect(factory)
         protocol = await factory.opened
-        connection = Connection(protocol, self._reactor)
+        if protocol.websocket_protocol_in_use != subprotocol:
+            protocol.sendClose()
+            raise ConnectionError(
+                f"the server answered subprotocol {protocol.websocket_protocol_in_use!r}"
+                f" to an offer of {subprotocol!r}"
+            )
+        connection = Connection(protocol, self._reactor, self.format)
         if validate:
             if self.access is None:
                 raise ConnectionError("log in first: there is no access token")

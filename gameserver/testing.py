@@ -19,6 +19,10 @@ on the wire::
 Everything completes at once, because nothing waits on real I/O; a handler
 that does is reported instead of hanging the test. The per-socket rate
 limit is lifted, so that a test may send as fast as it likes.
+
+``GameTest(..., format="msgpack")`` has its players speak MessagePack
+instead of JSON: their messages go through that format's decoder, and
+what they receive is decoded from the binary frames the server writes.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import attrs
+import msgpack
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
 
@@ -38,6 +43,7 @@ from gameserver._memory.store import MemoryStore
 from gameserver._models import Room, UserRef
 from gameserver._server import GameServer
 from gameserver._settings import Settings
+from gameserver._wire.formats import FORMATS, WireFormat
 from gameserver._wire.messages import dumps
 from gameserver._wire.session import Session
 
@@ -73,13 +79,23 @@ def frame_payload(frame: bytes) -> bytes:
 class Recorder:
     """Stands in for the socket: keeps every message the server sends, decoded."""
 
-    def __init__(self) -> None:
+    def __init__(self, wire_format: WireFormat) -> None:
         self.messages: list[dict[str, Any]] = []
         self.closed: tuple[int, str] | None = None
         self.session: Session | None = None
+        self._opcode = 0x82 if wire_format.binary else 0x81
+        self._format = wire_format
 
     def write(self, data: bytes) -> None:
-        self.messages.append(json.loads(frame_payload(data)))
+        if data[0] != self._opcode:
+            raise AssertionError(
+                f"the server sent a frame with opcode {data[0] & 0x0F}"
+                f" to a {self._format.name} connection"
+            )
+        payload = frame_payload(data)
+        self.messages.append(
+            msgpack.unpackb(payload) if self._format.binary else json.loads(payload)
+        )
 
     def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
@@ -90,15 +106,19 @@ class Recorder:
 class Player:
     """A user with one connection; ``room`` is the room last joined."""
 
-    def __init__(self, test: GameTest, user: UserRef) -> None:
+    def __init__(
+        self, test: GameTest, user: UserRef, wire_format: WireFormat | None = None
+    ) -> None:
         self.test = test
         self.user = user
+        #: The wire format its connections speak.
+        self.format = wire_format or test.format
         self.room: int | None = None
         self._recorder, self.session = self._connect()
 
     def _connect(self) -> tuple[Recorder, Session]:
         server = self.test.server
-        recorder = Recorder()
+        recorder = Recorder(self.format)
         session = Session(
             recorder,
             server.dispatcher,
@@ -106,6 +126,7 @@ class Player:
             self.test.clock,
             next(_connection_ids),
             peer=f"test:{self.user.username}",
+            wire_format=self.format,
         )
         recorder.session = session
         token = server.tokens.issue(self.user.id, ACCESS)
@@ -134,7 +155,8 @@ class Player:
             self.test.check_settled()
 
     def send_raw(self, payload: bytes | str, *, binary: bool = False) -> None:
-        """Send bytes as they are, as a client could: the decoder judges them."""
+        """Send bytes as they are, as a client could: the decoder judges them
+        (as text frames unless ``binary``, whatever the format)."""
         raw = payload.encode("utf-8") if isinstance(payload, str) else payload
         self.session.received(raw, binary)
 
@@ -145,7 +167,10 @@ class Player:
         if room_id is not None:
             envelope["room_id"] = room_id
         envelope["data"] = data
-        session.received(dumps(envelope), False)
+        if self.format.binary:
+            session.received(msgpack.packb(envelope), True)
+        else:
+            session.received(dumps(envelope), False)
 
     def join(
         self, room: int | Room | dict, password: str | None = None
@@ -192,9 +217,13 @@ class Player:
 
 
 class GameTest:
-    """A server with the given games, an in-memory store and a ``Clock``."""
+    """A server with the given games, an in-memory store and a ``Clock``;
+    its players speak ``format``, ``"json"`` or ``"msgpack"``."""
 
-    def __init__(self, *games: IGame, settings: Settings | None = None) -> None:
+    def __init__(
+        self, *games: IGame, settings: Settings | None = None, format: str = "json"
+    ) -> None:
+        self.format = _format(format)
         self.clock = Clock()
         self.store = MemoryStore()
         settings = settings or Settings(secret=_TEST_SECRET)
@@ -206,9 +235,10 @@ class GameTest:
             clock=self.clock,
         )
 
-    def player(self, username: str) -> Player:
+    def player(self, username: str, *, format: str | None = None) -> Player:
+        """A new user, connected and validated; ``format`` overrides the test's."""
         record = settle(self.store.create_user(username, "!"))
-        return Player(self, record.ref)
+        return Player(self, record.ref, None if format is None else _format(format))
 
     def create_room(
         self, game: str, *, owner: Player, name: str = "test room", **options: Any
@@ -254,6 +284,12 @@ class GameTest:
                     f"a turn of room {room.id} did not finish:"
                     " does a handler wait on real I/O?"
                 )
+
+
+def _format(name: str) -> WireFormat:
+    if name not in FORMATS:
+        raise ValueError(f"format must be one of {sorted(FORMATS)}: {name!r}")
+    return FORMATS[name]
 
 
 def _room_id(room: Room | dict) -> int:

@@ -35,9 +35,11 @@ class Running:
     clock: Any
     port: Any = None
     connections: list[Connection] = attrs.Factory(list)
+    #: The wire format of the clients it makes.
+    format: str = "json"
 
     def client(self) -> GameClient:
-        return GameClient(self.url)
+        return GameClient(self.url, format=self.format)
 
     async def user(self, name: str | None = None) -> GameClient:
         """A registered, logged-in user."""

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 try:
@@ -275,8 +276,8 @@ PHONE = {
 # -- helpers -----------------------------------------------------------------
 
 
-def sign_up(page: Page, url: str, name: str) -> None:
-    page.goto(url + "/")
+def sign_up(page: Page, url: str, name: str, query: str = "") -> None:
+    page.goto(url + "/" + query)
     expect(page.get_by_test_id("auth-view")).to_be_visible()
     page.get_by_test_id("auth-username").fill(name)
     page.get_by_test_id("auth-password").fill(PASSWORD)
@@ -345,6 +346,19 @@ const forge = (claims) =>
 """
 
 
+def websocket_frames(page: Page) -> list[tuple[str, str | bytes]]:
+    """The page's WebSocket frames, ``("sent" | "received", payload)``, as they
+    go: a text frame's payload is a str, a binary frame's bytes."""
+    frames: list[tuple[str, str | bytes]] = []
+
+    def opened(socket: Any) -> None:
+        socket.on("framesent", lambda payload: frames.append(("sent", payload)))
+        socket.on("framereceived", lambda payload: frames.append(("received", payload)))
+
+    page.on("websocket", opened)
+    return frames
+
+
 def api_requests(page: Page, path: str = "/api/") -> list[str]:
     """The URLs of the page's requests to ``path``, as they are made."""
     seen: list[str] = []
@@ -355,21 +369,30 @@ def api_requests(page: Page, path: str = "/api/") -> list[str]:
 # -- the tests ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("wire_format", ["json", "msgpack"])
 def test_two_players_password_room_chat_tictactoe_and_a_dropped_connection(
-    server: Server, contexts, shots: Path
+    server: Server, contexts, shots: Path, wire_format: str
 ) -> None:
+    # One game in each wire format, on one server: other names the second
+    # time (a username is taken for good); the README's pictures are JSON's.
+    query = "?format=msgpack" if wire_format == "msgpack" else ""
+    a, b, duel = ("alice", "bob", "Duel")
+    if wire_format != "json":
+        a, b, duel = (f"{a}-{wire_format}", f"{b}-{wire_format}", f"Duel {wire_format}")
     _, alice = contexts()
     bob_context, bob = contexts(**PHONE)
-    sign_up(alice, server.url, "alice")
-    sign_up(bob, server.url, "bob")
+    alice_frames = websocket_frames(alice)
+    bob_frames = websocket_frames(bob)
+    sign_up(alice, server.url, a, query)
+    sign_up(bob, server.url, b, query)
 
-    create_room(alice, "tictactoe", "Duel", password="mint")
+    create_room(alice, "tictactoe", duel, password="mint")
     expect(alice.get_by_test_id("ttt-status")).to_have_text(
         "Waiting for a second player…"
     )
 
     # Bob finds the room (the list refreshes by itself), locked.
-    row = room_row(bob, "Duel")
+    row = room_row(bob, duel)
     expect(row).to_be_visible()
     expect(row.get_by_test_id("room-lock")).to_be_visible()
     expect(row.get_by_test_id("room-players")).to_have_text("1/2 players")
@@ -386,15 +409,15 @@ def test_two_players_password_room_chat_tictactoe_and_a_dropped_connection(
 
     # The game starts with both seated: Alice, seated first, is X.
     expect(alice.get_by_test_id("ttt-status")).to_have_text("Your turn: you are X.")
-    expect(bob.get_by_test_id("ttt-status")).to_have_text("alice's turn (X).")
+    expect(bob.get_by_test_id("ttt-status")).to_have_text(f"{a}'s turn (X).")
     expect(alice.get_by_test_id("room-state")).to_have_text("playing")
-    expect(member(alice, "bob")).to_have_attribute("data-online", "yes")
+    expect(member(alice, b)).to_have_attribute("data-online", "yes")
 
     # Chat, both ways.
-    say(alice, "hello bob")
-    expect(bob.get_by_test_id("chat-message").last).to_contain_text("alice hello bob")
-    say(bob, "hi alice")
-    expect(alice.get_by_test_id("chat-message").last).to_contain_text("bob hi alice")
+    say(alice, f"hello {b}")
+    expect(bob.get_by_test_id("chat-message").last).to_contain_text(f"{a} hello {b}")
+    say(bob, f"hi {a}")
+    expect(alice.get_by_test_id("chat-message").last).to_contain_text(f"{b} hi {a}")
 
     # An illegal move is explained, from the server's ERROR detail.
     cell(bob, 4).click()
@@ -413,12 +436,12 @@ def test_two_players_password_room_chat_tictactoe_and_a_dropped_connection(
     bob.evaluate("window.gameserverLobby.client.socket.close()")
     expect(bob.get_by_test_id("connection-banner")).to_be_visible()
     expect(bob.get_by_test_id("connection-banner")).to_contain_text("reconnecting")
-    expect(member(alice, "bob")).to_have_attribute("data-online", "no")
+    expect(member(alice, b)).to_have_attribute("data-online", "no")
     bob_context.set_offline(False)
 
     # He comes back to the same game in the same state, and it goes on.
     expect(bob.get_by_test_id("connection-banner")).to_be_hidden()
-    expect(member(alice, "bob")).to_have_attribute("data-online", "yes")
+    expect(member(alice, b)).to_have_attribute("data-online", "yes")
     for index, mark in [(0, "X"), (1, "X"), (3, "O")]:
         expect(cell(bob, index)).to_have_text(mark)
     expect(bob.get_by_test_id("ttt-status")).to_have_text("Your turn: you are O.")
@@ -426,23 +449,24 @@ def test_two_players_password_room_chat_tictactoe_and_a_dropped_connection(
     say(bob, "good luck")
     expect(alice.get_by_test_id("chat-message").last).to_contain_text("good luck")
     expect(alice.get_by_test_id("ttt-status")).to_have_text("Your turn: you are X.")
-    alice.screenshot(path=str(shots / "game.png"))
-    bob.screenshot(path=str(shots / "game-phone.png"), full_page=True)
+    if wire_format == "json":
+        alice.screenshot(path=str(shots / "game.png"))
+        bob.screenshot(path=str(shots / "game-phone.png"), full_page=True)
     assert fits(bob)
 
     move(alice, bob, 2, "X")
     expect(alice.get_by_test_id("ttt-status")).to_have_text("You won!")
-    expect(bob.get_by_test_id("ttt-status")).to_have_text("alice won.")
+    expect(bob.get_by_test_id("ttt-status")).to_have_text(f"{a} won.")
     for index in (0, 1, 2):
         expect(cell(alice, index)).to_have_class(re.compile(r"\bwin\b"))
     expect(alice.get_by_test_id("room-state")).to_have_text("finished")
 
     # A rematch: both ask, and the other player starts.
     alice.get_by_test_id("rematch").click()
-    expect(bob.get_by_test_id("rematch-status")).to_have_text("alice wants a rematch.")
+    expect(bob.get_by_test_id("rematch-status")).to_have_text(f"{a} wants a rematch.")
     bob.get_by_test_id("rematch").click()
     expect(bob.get_by_test_id("ttt-status")).to_have_text("Your turn: you are X.")
-    expect(alice.get_by_test_id("ttt-status")).to_have_text("bob's turn (X).")
+    expect(alice.get_by_test_id("ttt-status")).to_have_text(f"{b}'s turn (X).")
     for index in range(9):
         expect(cell(alice, index)).to_have_text("")
     move(bob, alice, 8, "X")
@@ -450,9 +474,32 @@ def test_two_players_password_room_chat_tictactoe_and_a_dropped_connection(
     # A reload keeps the session and brings Alice back to her seat.
     alice.reload()
     expect(alice.get_by_test_id("room-view")).to_be_visible()
-    expect(alice.get_by_test_id("username")).to_have_text("alice")
+    expect(alice.get_by_test_id("username")).to_have_text(a)
     expect(cell(alice, 8)).to_have_text("X")
     expect(alice.get_by_test_id("ttt-status")).to_have_text("Your turn: you are O.")
+
+    # The pages spoke the format asked for, on every socket (Bob's second,
+    # Alice's after the reload): each frame both ways is an envelope in
+    # MessagePack, in a binary frame, or in JSON, in a text frame.
+    protocol = "gameserver.msgpack" if wire_format == "msgpack" else ""
+    for page, frames in ((alice, alice_frames), (bob, bob_frames)):
+        expect(page.get_by_test_id("wire-format")).to_have_text(wire_format)
+        assert page.evaluate("window.gameserverLobby.client.socket.protocol") == (
+            protocol
+        )
+        sent: set[str] = set()
+        received: set[str] = set()
+        for direction, payload in frames:
+            if wire_format == "msgpack":
+                assert isinstance(payload, bytes), (direction, payload)
+                message = msgpack.unpackb(payload)
+            else:
+                assert isinstance(payload, str), (direction, payload)
+                message = json.loads(payload)
+            assert set(message) <= {"type", "room_id", "data"}, message
+            (sent if direction == "sent" else received).add(message["type"])
+        assert {"VALIDATE_CONNECTION", "JOIN_ROOM", "CHAT_MESSAGE", "MOVE"} <= sent
+        assert {"VALIDATE_CONNECTION", "JOIN_ROOM", "CHAT_MESSAGE", "BOARD"} <= received
 
 
 def test_lobby_lists_filters_and_shows_the_rooms(

@@ -66,7 +66,8 @@ def test_the_answer_carries_the_accept_key_of_rfc_6455():
         _request(first="GET /ws#top HTTP/1.1"),
         _request("Host: other.example"),  # twice
         _request("Sec-WebSocket-Key: " + KEY),  # twice
-        _request("Sec-WebSocket-Protocol: chat"),
+        _request("Sec-WebSocket-Protocol: chat, chat"),
+        _request("Sec-WebSocket-Protocol: chat", "Sec-WebSocket-Protocol: chat"),
         _request("X-Forwarded-For: 10.0.0.1"),
         _request(" folded: line"),
         _request("no colon"),
@@ -165,8 +166,8 @@ async def test_what_the_lean_path_doubts_autobahn_answers(make_server, autobahn_
     assert refused.startswith(b"HTTP/1.1 400 ") and b"not allowed" in refused
     assert autobahn_calls == [1]
     chat = await _answer(server, _request("Sec-WebSocket-Protocol: chat"))
-    assert chat.startswith(b"HTTP/1.1 101 ")
-    assert b"Sec-WebSocket-Protocol" not in chat  # none chosen, as before
+    assert chat.startswith(b"HTTP/1.1 400 ")  # a format this server lacks
+    assert b"unsupported WebSocket subprotocol 'chat'" in chat
     assert autobahn_calls == [1, 1]
     first = _Raw()
     port = server.port.getHost().port
@@ -196,3 +197,48 @@ async def test_frames_sent_with_the_request_are_read_once_open(running):
     await raw.lost
     assert raw.received.startswith(b"HTTP/1.1 101 ")
     assert b"not_authenticated" in raw.received
+
+
+# The wire format, chosen by subprotocol
+
+
+@pytest.mark.parametrize(
+    ("offer", "chosen"),
+    [
+        (None, None),  # no offer: JSON, and no subprotocol in the answer
+        ("gameserver.json", "gameserver.json"),
+        ("gameserver.msgpack", "gameserver.msgpack"),
+        ("chat, gameserver.msgpack, gameserver.json", "gameserver.msgpack"),
+        ("gameserver.json,gameserver.msgpack", "gameserver.json"),
+    ],
+)
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "autobahn"])
+@pytest_twisted.ensureDeferred
+async def test_the_answer_names_the_format_chosen(
+    running, autobahn_calls, offer, chosen, lean
+):
+    lines = [] if offer is None else [f"Sec-WebSocket-Protocol: {offer}"]
+    if not lean:  # a header the lean path leaves to Autobahn
+        lines.append("X-Forwarded-For: 10.0.0.1")
+    answer = await _answer(running, _request(*lines))
+    assert answer.startswith(b"HTTP/1.1 101 ")
+    headers = answer.split(b"\r\n")
+    named = [h for h in headers if h.lower().startswith(b"sec-websocket-protocol:")]
+    assert named == (
+        [] if chosen is None else [f"Sec-WebSocket-Protocol: {chosen}".encode()]
+    )
+    assert autobahn_calls == ([] if lean else [1])
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "autobahn"])
+@pytest_twisted.ensureDeferred
+async def test_an_offer_of_neither_format_is_refused_with_the_reason(running, lean):
+    lines = ["Sec-WebSocket-Protocol: wamp.2.json, gameserver.xml"]
+    if not lean:
+        lines.append("X-Forwarded-For: 10.0.0.1")
+    answer = await _answer(running, _request(*lines))
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert (
+        b"unsupported WebSocket subprotocol 'wamp.2.json', 'gameserver.xml':"
+        b" this server speaks gameserver.json or gameserver.msgpack"
+    ) in answer

@@ -336,11 +336,19 @@ async def _move(
     return seen
 
 
+@pytest.mark.parametrize(
+    "formats",
+    [("json", "json"), ("msgpack", "msgpack"), ("json", "msgpack")],
+    ids=["json", "msgpack", "mixed"],
+)
 @pytest_twisted.ensureDeferred
-async def test_a_game_over_websockets_with_a_dropped_connection(make_server):
+async def test_a_game_over_websockets_with_a_dropped_connection(make_server, formats):
     server = await make_server(games={"tictactoe": TicTacToe()})
+    server.format = formats[0]
     alice, a = await server.socket("alice")
+    server.format = formats[1]
     bob, b = await server.socket("bob")
+    assert (a.format, b.format) == formats
     room = await server.room(alice, game="tictactoe")
     rid = room["id"]
     assert (await a.join(rid))["data"]["is_successful"]

@@ -451,14 +451,16 @@ async def ws_answer(
     return await connection.receive("ANSWERED", "ERROR", room_id=room_id)
 
 
+@pytest.mark.parametrize("wire", ["json", "msgpack"])
 @pytest_twisted.ensureDeferred
-async def test_two_rounds_over_websockets(make_server):
+async def test_two_rounds_over_websockets(make_server, wire):
     clock = Clock()
     clock.advance(1_800_000_000)
     server = await make_server(
         games={"trivia": Trivia(rng=random.Random(5), questions=BANK, pause=3)},
         clock=clock,
     )
+    server.format = wire
     alice, a = await server.socket("alice")
     bob, b = await server.socket("bob")
     rid = (await server.room(alice, game="trivia"))["id"]

@@ -5,7 +5,8 @@ logs each step and goes through a ``Deferred`` for ``onConnect``; profiled,
 it was the largest part of a connection's cost. ``read`` takes only the
 request every client sends (``GET``, HTTP/1.1, a host, ``Upgrade:
 websocket``, ``Connection: Upgrade``, version 13, a well-formed key, each
-of those once, no subprotocol) and answers ``None`` for anything else,
+of those once, subprotocols offered at most once each) and answers
+``None`` for anything else,
 which Autobahn then reads and answers as it always does, errors included.
 The protocol applies the same checks Autobahn would to what ``read``
 returns (origin, connection count) and leaves anything it doubts to
@@ -57,6 +58,8 @@ class Request:
     #: The Origin header, or "" without one.
     origin: str
     key: str
+    #: The subprotocols offered, in the client's order.
+    protocols: tuple[str, ...]
     #: Bytes after the request: the client's first frames, perhaps.
     rest: bytes
 
@@ -86,7 +89,11 @@ def read(data: bytes) -> Request | None:
             return None
         value = value.strip()
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    if "sec-websocket-protocol" in headers or "x-forwarded-for" in headers:
+    if "x-forwarded-for" in headers:
+        return None
+    offered = headers.get("sec-websocket-protocol")
+    protocols = () if offered is None else tuple(p.strip() for p in offered.split(","))
+    if len(set(protocols)) != len(protocols):
         return None
     if not _has_token(headers.get("upgrade"), "websocket"):
         return None
@@ -117,18 +124,21 @@ def read(data: bytes) -> Request | None:
         port=port,
         origin=headers.get("origin", ""),
         key=key,
+        protocols=protocols,
         rest=data[end + 4 :],
     )
 
 
-def response(key: str, server: str | None) -> bytes:
-    """The 101 answer, as Autobahn writes it."""
+def response(key: str, server: str | None, protocol: str | None = None) -> bytes:
+    """The 101 answer, as Autobahn writes it, with the subprotocol chosen."""
     accept = base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest())
     return b"".join(
         (
             b"HTTP/1.1 101 Switching Protocols\r\n",
             f"Server: {server}\r\n".encode("latin-1") if server else b"",
-            b"Upgrade: WebSocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+            b"Upgrade: WebSocket\r\nConnection: Upgrade\r\n",
+            f"Sec-WebSocket-Protocol: {protocol}\r\n".encode() if protocol else b"",
+            b"Sec-WebSocket-Accept: ",
             accept,
             b"\r\n\r\n",
         )

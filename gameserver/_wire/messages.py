@@ -1,8 +1,15 @@
-"""The wire format: JSON text frames holding ``{type, room_id?, data?}``.
+"""The messages: ``{type, room_id?, data?}`` in JSON text or MessagePack.
 
-Decoding is strict, because Python's ``json`` is not: it accepts ``NaN``,
-lone surrogates and duplicate keys, and raises odd exceptions on huge
-integers or deep nesting. Each of those becomes a ``BadMessage`` here.
+Decoding is strict in both, because neither library is: Python's ``json``
+accepts ``NaN``, lone surrogates and duplicate keys, and raises odd
+exceptions on huge integers or deep nesting; ``msgpack`` also takes bytes,
+extension types and non-string keys, which JSON cannot hold. Each of those
+becomes a ``BadMessage`` here, so a message means the same in either format
+and what a game keeps stays JSON.
+
+Everything the server sends is encoded in JSON first, once (``Frame``);
+the MessagePack frame is made from it when a socket that speaks it needs
+it, once per message as well.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import re
 from typing import Any
 
 import attrs
+import msgpack
+from twisted.logger import Logger
 
 from gameserver._errors import BadMessage
 
@@ -32,8 +41,13 @@ GAME_STARTED = "GAME_STARTED"
 GAME_FINISHED = "GAME_FINISHED"
 
 MAX_TYPE_LENGTH = 64
+#: Levels of nesting a message may have (the envelope is the first), in
+#: either format: deeper input would only cost the decoder.
+MAX_DEPTH = 100
 _ENVELOPE_KEYS = frozenset({"type", "room_id", "data"})
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+log = Logger()
 
 
 @attrs.frozen(slots=True)
@@ -49,17 +63,20 @@ class Frame:
     ``payload`` is the JSON text; ``wire`` the whole WebSocket frame (a
     server's frames are not masked, so one frame serves every socket),
     built the first time a socket needs it: a frame only handed to another
-    process is never framed here. ``data`` keeps the encoding of the
+    process is never framed here. ``binary`` is the same message as a
+    MessagePack binary frame, made from the JSON the first time a socket
+    that speaks MessagePack needs it. ``data`` keeps the encoding of the
     message's ``data`` alone when the frame was built from it, so that a
     chat message is stored without being encoded a second time.
     """
 
-    __slots__ = ("_wire", "data", "payload")
+    __slots__ = ("_binary", "_wire", "data", "payload")
 
     def __init__(self, payload: bytes, data: bytes | None = None) -> None:
         self.payload = payload
         self.data = data
         self._wire: bytes | None = None
+        self._binary: bytes | None = None
 
     @classmethod
     def of(cls, payload: bytes) -> Frame:
@@ -87,6 +104,13 @@ class Frame:
             wire = self._wire = text_frame(self.payload)
         return wire
 
+    @property
+    def binary(self) -> bytes:
+        binary = self._binary
+        if binary is None:
+            binary = self._binary = binary_frame(_repack(self.payload))
+        return binary
+
 
 @functools.lru_cache(maxsize=1024)
 def _type_prefix(type_: str) -> bytes:
@@ -95,13 +119,22 @@ def _type_prefix(type_: str) -> bytes:
 
 def text_frame(payload: bytes) -> bytes:
     """An unmasked, final WebSocket text frame (RFC 6455, section 5.2)."""
+    return _frame(0x81, payload)
+
+
+def binary_frame(payload: bytes) -> bytes:
+    """An unmasked, final WebSocket binary frame."""
+    return _frame(0x82, payload)
+
+
+def _frame(first: int, payload: bytes) -> bytes:
     n = len(payload)
     if n < 126:
-        header = bytes((0x81, n))
+        header = bytes((first, n))
     elif n < 0x10000:
-        header = b"\x81\x7e" + n.to_bytes(2, "big")
+        header = bytes((first, 0x7E)) + n.to_bytes(2, "big")
     else:
-        header = b"\x81\x7f" + n.to_bytes(8, "big")
+        header = bytes((first, 0x7F)) + n.to_bytes(8, "big")
     return header + payload
 
 
@@ -120,8 +153,23 @@ def _finite_float(literal: str) -> float:
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
-        raise BadMessage("duplicate key in JSON object")
+        raise BadMessage("duplicate key in an object")
     return obj
+
+
+def _depth(value: Any) -> int:
+    """Levels of nesting of lists and objects (a scalar is 0)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in item)
+    return deepest
 
 
 def _check_strings(value: Any) -> None:
@@ -162,13 +210,25 @@ def loads(text: str | bytes) -> Any:
         raise BadMessage(f"malformed JSON: {e}") from None
     if _SURROGATE_ESCAPE.search(text):
         _check_strings(value)
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+        raise BadMessage(f"nested deeper than {MAX_DEPTH} levels")
     return value
 
 
 def decode(payload: str | bytes) -> Envelope:
-    obj = loads(payload)
+    """A JSON message, as a client sent it."""
+    return envelope(loads(payload), "a JSON object")
+
+
+def decode_msgpack(payload: bytes) -> Envelope:
+    """A MessagePack message, as a client sent it."""
+    return envelope(unpack(payload), "a MessagePack map")
+
+
+def envelope(obj: Any, kind: str) -> Envelope:
+    """Check a decoded message's envelope, whatever the format."""
     if not isinstance(obj, dict):
-        raise BadMessage("a message must be a JSON object")
+        raise BadMessage(f"a message must be {kind}")
     unknown = obj.keys() - _ENVELOPE_KEYS
     if unknown:
         raise BadMessage(f"unknown envelope key(s): {', '.join(sorted(unknown))}")
@@ -184,8 +244,106 @@ def decode(payload: str | bytes) -> Envelope:
     if data is None:
         data = {}
     elif not isinstance(data, dict):
-        raise BadMessage("'data' must be a JSON object")
+        raise BadMessage(f"'data' must be {kind}")
     return Envelope(type_, room_id, data)
+
+
+def _refuse_extension(code: int, data: bytes) -> Any:
+    raise BadMessage(
+        f"MessagePack extension type {code} is not allowed: JSON values only"
+    )
+
+
+_unpackb = functools.partial(
+    msgpack.unpackb,
+    raw=False,
+    strict_map_key=True,
+    object_pairs_hook=_unique_keys,
+    ext_hook=_refuse_extension,
+)
+
+
+def unpack(payload: bytes) -> Any:
+    """Parse MessagePack strictly, to JSON values only, raising only ``BadMessage``."""
+    try:
+        value = _unpackb(payload)
+    except BadMessage:
+        raise
+    except UnicodeDecodeError:
+        raise BadMessage("a MessagePack string is not valid UTF-8") from None
+    except msgpack.StackError:
+        raise BadMessage(f"nested deeper than {MAX_DEPTH} levels") from None
+    except msgpack.ExtraData:
+        raise BadMessage("bytes after the end of the MessagePack message") from None
+    except msgpack.FormatError:
+        raise BadMessage("malformed MessagePack: a byte that starts no value") from None
+    except (ValueError, TypeError, OverflowError) as e:
+        if "map key" in str(e):
+            raise BadMessage("object keys must be strings") from None
+        raise BadMessage(f"malformed MessagePack: {e}") from None
+    _check_json_values(value)
+    return value
+
+
+def _check_json_values(value: Any) -> None:
+    """Refuse what JSON could not hold: msgpack has no option to."""
+    stack: list[tuple[Any, int]] = [([value], 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise BadMessage(f"nested deeper than {MAX_DEPTH} levels")
+        children = item.values() if type(item) is dict else item
+        if type(item) is dict:
+            for key in item:
+                if type(key) is not str:
+                    raise BadMessage("object keys must be strings")
+        for child in children:
+            kind = type(child)
+            if kind is str or kind is int or kind is bool or child is None:
+                continue
+            if kind is dict or kind is list:
+                stack.append((child, depth + 1))
+            elif kind is float:
+                if not math.isfinite(child):
+                    raise BadMessage("NaN and Infinity are not valid JSON numbers")
+            elif kind is bytes:
+                raise BadMessage(
+                    "MessagePack bin values are not allowed: JSON values only"
+                )
+            else:
+                raise BadMessage(f"MessagePack {kind.__name__} values are not allowed")
+
+
+def _repack(payload: bytes) -> bytes:
+    """The MessagePack form of a message the server encoded in JSON.
+
+    JSON integers have no bound and MessagePack's stop at 64 bits: a message
+    with a bigger one cannot go to a MessagePack socket, which gets an
+    ``ERROR`` saying so instead of nothing.
+    """
+    value = _trusted_decode(payload.decode("utf-8"))
+    try:
+        return msgpack.packb(value)
+    except OverflowError:
+        log.error(
+            "a {type} message holds an integer beyond 64 bits: not sent in MessagePack",
+            type=value.get("type"),
+        )
+        return msgpack.packb(
+            error(
+                "unencodable",
+                "a message for this connection held an integer beyond 64 bits,"
+                " which MessagePack cannot carry",
+                room_id=value.get("room_id"),
+                request_type=value.get("type"),
+            )
+        )
+
+
+def pack(message: dict[str, Any]) -> bytes:
+    """Encode a message in MessagePack; bigger than 64-bit integers raise
+    ``OverflowError``."""
+    return msgpack.packb(message)
 
 
 def dumps(value: Any) -> bytes:
@@ -193,7 +351,8 @@ def dumps(value: Any) -> bytes:
     return _encode(value).encode("utf-8")
 
 
-# One encoder and one decoder for the process: ``json.dumps`` and
+# One encoder and one decoder for the process (and one that trusts its
+# input, for what the server encoded itself): ``json.dumps`` and
 # ``json.loads`` build a new one for every call given options.
 _encode = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=False, allow_nan=False
@@ -203,6 +362,7 @@ _decode = json.JSONDecoder(
     parse_float=_finite_float,
     object_pairs_hook=_unique_keys,
 ).decode
+_trusted_decode = json.JSONDecoder().decode
 
 
 def message(type_: str, data: dict[str, Any], room_id: int | None = None) -> dict:

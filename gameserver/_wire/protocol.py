@@ -40,11 +40,12 @@ import autobahn.util
 import autobahn.websocket.protocol as _autobahn
 import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 
 from gameserver._settings import Settings
-from gameserver._wire import handshake
+from gameserver._wire import formats, handshake
 from gameserver._wire.limits import Deadlines, OutboundWatch
 from gameserver._wire.origins import OriginPolicy
 from gameserver._wire.session import Dispatch, Session
@@ -115,8 +116,6 @@ class _LazyUtf8Validator:
 _Utf8Validator = _autobahn.Utf8Validator
 _autobahn.Utf8Validator = _LazyUtf8Validator  # type: ignore[assignment,misc]
 
-_AUTOBAHN_ON_CONNECT = WebSocketServerProtocol.onConnect
-
 #: Seconds a client has for the WebSocket handshake, once it has connected
 #: (Autobahn's default).
 HANDSHAKE_TIMEOUT = 5.0
@@ -135,6 +134,8 @@ class GameServerProtocol(WebSocketServerProtocol):
     _limit = 0
     #: Frames of this reactor iteration, sent together at its end.
     _pending: list[bytes] | None = None
+    #: The wire format chosen in the handshake.
+    _wire_format: formats.WireFormat = formats.JSON
 
     def _connectionMade(self) -> None:
         super()._connectionMade()
@@ -164,8 +165,11 @@ class GameServerProtocol(WebSocketServerProtocol):
         Autobahn (which refuses what it must: an origin not allowed, a port
         not ours, one connection too many)."""
         factory = self.factory
-        if factory.headers or type(self).onConnect is not _AUTOBAHN_ON_CONNECT:
+        if factory.headers or type(self).onConnect is not GameServerProtocol.onConnect:
             return False
+        chosen = formats.choose(request.protocols)
+        if chosen is None:
+            return False  # Autobahn refuses it, through onConnect
         if factory.externalPort and request.port not in (None, factory.externalPort):
             return False
         if self.maxConnections > 0 and factory.countConnections > self.maxConnections:
@@ -190,13 +194,15 @@ class GameServerProtocol(WebSocketServerProtocol):
         self.http_request_params = request.params
         self.http_request_host = request.host
         self.websocket_version = 13
-        self.websocket_protocols = []
+        self.websocket_protocols = list(request.protocols)
         self.websocket_origin = request.origin
         self.websocket_extensions = []
-        self.websocket_protocol_in_use = None
+        protocol = chosen.subprotocol if request.protocols else None
+        self.websocket_protocol_in_use = protocol
         self.websocket_extensions_in_use = []
         self.data = request.rest
-        self.sendData(handshake.response(request.key, factory.server))
+        self._wire_format = chosen
+        self.sendData(handshake.response(request.key, factory.server, protocol))
         self.state = self.STATE_OPEN
         self.inside_message = False
         self.current_frame = None  # type: ignore[assignment]
@@ -211,6 +217,14 @@ class GameServerProtocol(WebSocketServerProtocol):
         if self.data:
             self.consumeData()
         return True
+
+    def onConnect(self, request: ConnectionRequest) -> str | None:
+        """The wire format, by the subprotocol offered (``formats.choose``)."""
+        chosen = formats.choose(request.protocols)
+        if chosen is None:
+            raise ConnectionDeny(400, formats.refusal(request.protocols))
+        self._wire_format = chosen
+        return chosen.subprotocol if request.protocols else None
 
     def _connectionLost(self, reason: Any) -> None:
         self.factory.handshakes.cancel(self)
@@ -234,6 +248,7 @@ class GameServerProtocol(WebSocketServerProtocol):
             next(_ids),
             peer=self.peer or "",
             deadlines=factory.validation,
+            wire_format=self._wire_format,
         )
 
     def _dataReceived(self, data: bytes) -> None:

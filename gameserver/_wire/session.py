@@ -24,6 +24,7 @@ from gameserver._interfaces import IConnection
 from gameserver._models import UserRef
 from gameserver._settings import Settings
 from gameserver._wire import messages
+from gameserver._wire.formats import JSON, WireFormat
 from gameserver._wire.limits import Deadlines, TokenBucket
 from gameserver._wire.messages import Frame
 
@@ -63,6 +64,7 @@ class SessionTransport(Protocol):
 class Session:
     __slots__ = (
         "__provides__",
+        "_binary",
         "_bucket",
         "_deadlines",
         "_dispatcher",
@@ -71,6 +73,7 @@ class Session:
         "_strikes",
         "_transport",
         "_waiting",
+        "format",
         "id",
         "open",
         "peer",
@@ -86,10 +89,14 @@ class Session:
         connection_id: int,
         peer: str = "",
         deadlines: Deadlines | None = None,
+        wire_format: WireFormat = JSON,
     ) -> None:
-        """``deadlines``: the validation timeouts, shared by a server's sessions."""
+        """``deadlines``: the validation timeouts, shared by a server's sessions;
+        ``wire_format``: what the client chose in the handshake."""
         self.id = connection_id
         self.peer = peer
+        self.format = wire_format
+        self._binary = wire_format.binary
         self.user: UserRef | None = None
         self.open = True
         self._transport = transport
@@ -115,8 +122,8 @@ class Session:
         """One whole message from the client."""
         if not self.open or not self._admit():
             return
-        if is_binary:
-            self.send(messages.error("bad_message", "binary frames are not supported"))
+        if is_binary != self._binary:
+            self.send(messages.error("bad_message", self.format.mismatch()))
             return
         if self._waiting is not None:
             if self._held is None:
@@ -147,7 +154,7 @@ class Session:
 
     def send_frame(self, frame: Frame) -> None:
         if self.open:
-            self._transport.write(frame.wire)
+            self._transport.write(frame.binary if self._binary else frame.wire)
 
     def authenticated(self, user: UserRef) -> None:
         self.user = user
@@ -175,7 +182,7 @@ class Session:
 
     def _handle(self, payload: bytes) -> None:
         try:
-            envelope = messages.decode(payload)
+            envelope = self.format.decode(payload)
         except BadMessage as e:
             self.send(messages.error(e.code, e.detail))
             return

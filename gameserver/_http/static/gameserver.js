@@ -1,9 +1,11 @@
 // gameserver.js: the browser client for a gameserver.
 //
-// A plain ES module with no dependencies and no build step:
+// A plain ES module with no build step. Its one dependency, the MessagePack
+// codec for the "msgpack" wire format (@msgpack/msgpack), is vendored beside
+// it, in vendor/msgpack/, and imported from there:
 //
 //   import { GameClient } from "/static/gameserver.js";
-//   const client = new GameClient({ storage: localStorage });
+//   const client = new GameClient({ storage: localStorage }); // format: "json"
 //   await client.login("alice", "alice-secret");
 //   await client.connect();
 //   const room = await client.join(7, "mint");
@@ -14,8 +16,12 @@
 // over one WebSocket. Access tokens are refreshed before they expire; a
 // dropped socket is reopened with backoff and jitter, validated again, and
 // every room the client was in is joined again, so a player mid-game gets
-// the seat and the game's state back. See README.md, "The lobby and the
+// the seat and the game's state back. Messages are JSON text frames, or
+// with `format: "msgpack"` MessagePack binary frames (the WebSocket
+// subprotocol "gameserver.msgpack"). See README.md, "The lobby and the
 // JavaScript client", for the whole API.
+
+import { decode, encode } from "./vendor/msgpack/index.mjs";
 
 export const CONNECTING = "connecting";
 export const OPEN = "open";
@@ -25,6 +31,20 @@ export const CLOSED = "closed";
 // Close codes the server uses (README, "Limits").
 const CLOSE_UNAUTHORIZED = 4001;
 const CLOSE_TOO_MANY_CONNECTIONS = 4008;
+
+// Wire formats and the WebSocket subprotocol each one asks for. "json" asks
+// for none: the server's default, and what a client before the choice sent.
+const SUBPROTOCOLS = new Map([
+  ["json", null],
+  ["msgpack", "gameserver.msgpack"],
+]);
+// What the server may answer for each: "json" also takes its explicit name.
+const ANSWERS = new Map([
+  ["json", ["", "gameserver.json"]],
+  ["msgpack", ["gameserver.msgpack"]],
+]);
+// As JSON.stringify: an undefined property is left out, not sent as nil.
+const ENCODE_OPTIONS = { ignoreUndefined: true };
 
 // Message types that get a reply of the same type carrying `is_successful`.
 const VALIDATE_CONNECTION = "VALIDATE_CONNECTION";
@@ -59,6 +79,7 @@ export function decodeToken(token) {
 
 const DEFAULTS = {
   url: null, // the server's base URL; default: the page's directory
+  format: "json", // the wire format: "json" (text frames) or "msgpack" (binary)
   storage: null, // e.g. localStorage, to keep the session across reloads
   storageKey: "gameserver.session",
   requestTimeout: 15000, // ms to wait for a reply
@@ -86,6 +107,11 @@ export class GameClient extends EventTarget {
   constructor(options = {}) {
     super();
     this.options = { ...DEFAULTS, ...options };
+    const format = this.options.format ?? DEFAULTS.format;
+    if (!SUBPROTOCOLS.has(format)) {
+      throw new GameServerError("bad_format", `unknown format ${JSON.stringify(format)}: use "json" or "msgpack"`);
+    }
+    this.options.format = format;
     const base = new URL(this.options.url ?? ".", globalThis.location?.href);
     if (!base.pathname.endsWith("/")) base.pathname += "/";
     this.baseUrl = base;
@@ -328,6 +354,11 @@ export class GameClient extends EventTarget {
     return this._ws;
   }
 
+  /** The wire format: "json" or "msgpack". */
+  get format() {
+    return this.options.format;
+  }
+
   /** The ids of the rooms this client is in (and rejoins after a drop). */
   get rooms() {
     return [...this._rooms.keys()];
@@ -413,14 +444,29 @@ export class GameClient extends EventTarget {
     if (!this._wanted || this._ws) return;
     const url = new URL("ws", this.baseUrl);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    const protocol = SUBPROTOCOLS.get(this.format);
     let ws;
     try {
-      ws = new this.options.WebSocket(url);
+      ws = protocol ? new this.options.WebSocket(url, [protocol]) : new this.options.WebSocket(url);
     } catch (error) {
       return this._fatal(new GameServerError("bad_url", error.message));
     }
+    if (protocol) ws.binaryType = "arraybuffer";
     this._ws = ws;
-    ws.onopen = () => this._validate(ws, token);
+    ws.onopen = () => {
+      if (ws !== this._ws) return;
+      const answered = ws.protocol ?? "";
+      if (!ANSWERS.get(this.format).includes(answered)) {
+        // A server that cannot speak the format would garble every message.
+        return this._fatal(
+          new GameServerError(
+            "protocol_mismatch",
+            `the client asked for the ${this.format} format (subprotocol ${protocol ?? "none"}) and the server answered ${answered || "none"}`,
+          ),
+        );
+      }
+      this._validate(ws, token);
+    };
     ws.onmessage = (event) => {
       if (ws === this._ws) this._receive(event.data);
     };
@@ -585,7 +631,7 @@ export class GameClient extends EventTarget {
     const message = { type };
     if (roomId !== null && roomId !== undefined) message.room_id = roomId;
     if (data && Object.keys(data).length) message.data = data;
-    this._ws.send(JSON.stringify(message));
+    this._ws.send(this.format === "msgpack" ? encode(message, ENCODE_OPTIONS) : JSON.stringify(message));
   }
 
   /**
@@ -666,7 +712,14 @@ export class GameClient extends EventTarget {
   _receive(raw) {
     let message;
     try {
-      message = JSON.parse(raw);
+      // A frame of the other kind (text for msgpack, binary for json) is
+      // not a message: dropped like one that does not parse.
+      if (this.format === "msgpack") {
+        if (typeof raw === "string") return;
+        message = decode(raw);
+      } else {
+        message = JSON.parse(raw);
+      }
     } catch {
       return;
     }

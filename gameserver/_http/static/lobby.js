@@ -31,7 +31,10 @@ const sessionStore = {
   },
 };
 
-const client = new GameClient({ storage: sessionStore });
+// The wire format: "?format=msgpack" in the page's address speaks
+// MessagePack (binary frames) to the server; anything else, JSON.
+const format = new URLSearchParams(location.search).get("format") === "msgpack" ? "msgpack" : "json";
+const client = new GameClient({ storage: sessionStore, format });
 // For debugging and the browser tests: the client, and joining by room id.
 window.gameserverLobby = { client, joinRoom: (room, password = null) => joinRoom(room, password) };
 
@@ -117,6 +120,7 @@ const MESSAGES = {
   too_many_connections: () => "You are connected from too many tabs or devices.",
   forbidden: (e) => sentence(e.detail),
   timeout: () => "The server did not answer in time.",
+  protocol_mismatch: () => `The server does not speak the ${client.format} wire format.`,
 };
 
 function describe(error) {
@@ -138,6 +142,7 @@ function notice(message) {
 
 $("notice-close").addEventListener("click", () => show($("notice"), false));
 
+$("wire-format").textContent = client.format;
 client.addEventListener("statechange", ({ detail: { state } }) => renderConnection(state));
 
 function renderConnection(state = client.state) {
