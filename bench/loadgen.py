@@ -3,8 +3,11 @@
     python bench/loadgen.py --scenario fanout \\
         --target memory=gameserver,http://127.0.0.1:8000,1234
 
-(``name=kind,url,pids``; give several ``--target`` to compare them in one
-run: ``bench/run.py`` starts the servers and does this.)
+(``name=kind,url,pids[,format]``; give several ``--target`` to compare them
+in one run: ``bench/run.py`` starts the servers and does this.) A
+gameserver target speaks ``--format`` (``json``, the default, or
+``msgpack``: binary frames, subprotocol ``gameserver.msgpack``) unless its
+spec names its own.
 
 It speaks just enough HTTP and WebSocket itself (asyncio, on uvloop when
 installed) to sign users up, connect, validate, join and send, and parses
@@ -17,7 +20,8 @@ Scenarios (one JSON object on stdout):
 
 - ``fanout``: rooms x members, open-loop steps of rising rates; for each
   step the deliveries offered and delivered per second, p50/p99 latency,
-  loss, and the server's CPU per delivery (every pid given, Redis too);
+  loss, the server's CPU per delivery (every pid given, Redis too), and
+  the bytes of one delivered chat frame and of one sent;
 - ``idle``: the server's RSS as validated, joined, idle connections are
   added, 10 % at a time; the slope from 10 % to 100 % is the cost of one;
 - ``connect``: connect + validate + join per second, 50 in flight, in
@@ -40,6 +44,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgpack
+
 try:
     import uvloop
 except ImportError:  # the standard loop is fine, just slower
@@ -48,6 +54,8 @@ except ImportError:  # the standard loop is fine, just slower
 PASSWORD = "benchmark password"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TEXT_KEY = b'"text":"'
+PACKED_TEXT_KEY = b"\xa4text"
+SUBPROTOCOLS = {"json": None, "msgpack": "gameserver.msgpack"}
 
 
 # Measuring processes
@@ -109,15 +117,17 @@ async def http(
 
 
 class Socket(asyncio.Protocol):
-    """A client WebSocket: frames out (masked with a zero key), text frames in."""
+    """A client WebSocket: frames out (masked with a zero key), data frames in
+    (text or binary, whichever the format is)."""
 
-    def __init__(self, on_text: Any = None) -> None:
+    def __init__(self, on_text: Any = None, opcode: int = 0x81) -> None:
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.buffer = b""
         self.handshaking = True
         self.on_text = on_text
+        self.opcode = opcode
         self.waiting: asyncio.Future[bytes] | None = None
 
     def connection_made(self, transport: Any) -> None:
@@ -158,7 +168,7 @@ class Socket(asyncio.Protocol):
                 break
             opcode = buffer[i] & 0x0F
             i = end
-            if opcode == 1:
+            if opcode == 1 or opcode == 2:
                 payload = buffer[start:end]
                 if self.waiting is not None and not self.waiting.done():
                     self.waiting.set_result(payload)
@@ -189,7 +199,7 @@ class Socket(asyncio.Protocol):
         self.transport.write(header + b"\x00\x00\x00\x00" + payload)
 
     def send(self, payload: bytes) -> None:
-        self._send(0x81, payload)
+        self._send(self.opcode, payload)
 
     async def request(self, payload: bytes) -> bytes:
         self.waiting = asyncio.get_running_loop().create_future()
@@ -199,14 +209,21 @@ class Socket(asyncio.Protocol):
         return reply
 
 
-async def open_socket(host: str, port: int, path: str, on_text: Any = None) -> Socket:
+async def open_socket(
+    host: str, port: int, path: str, on_text: Any = None, format: str = "json"
+) -> Socket:
     loop = asyncio.get_running_loop()
-    _, socket = await loop.create_connection(lambda: Socket(on_text), host, port)
+    opcode = 0x82 if format == "msgpack" else 0x81
+    _, socket = await loop.create_connection(
+        lambda: Socket(on_text, opcode), host, port
+    )
     key = base64.b64encode(os.urandom(16)).decode()
+    subprotocol = SUBPROTOCOLS[format]
+    offer = f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else ""
     socket.transport.write(
         (
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\n"
+            f"Connection: Upgrade\r\n{offer}"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
     )
@@ -218,9 +235,10 @@ async def open_socket(host: str, port: int, path: str, on_text: Any = None) -> S
 
 
 class Target:
-    def __init__(self, kind: str, url: str) -> None:
+    def __init__(self, kind: str, url: str, format: str = "json") -> None:
         parts = urlsplit(url)
         self.kind = kind
+        self.format = format
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.tokens: list[str] = []
         self.rooms: list[int] = []
@@ -272,7 +290,7 @@ class Target:
     async def join(self, index: int, room: int, on_text: Any = None) -> Socket:
         """Connect, validate and join ``room``: what a player does first."""
         path = "/" if self.kind == "bare" else "/ws"
-        socket = await open_socket(self.host, self.port, path, on_text)
+        socket = await open_socket(self.host, self.port, path, on_text, self.format)
         if self.kind == "bare":
             reply = await socket.request(
                 json.dumps({"type": "JOIN", "room": room}).encode()
@@ -280,23 +298,37 @@ class Target:
             assert b"JOINED" in reply, reply
             return socket
         token = self.tokens[index]
-        reply = await socket.request(
-            json.dumps(
-                {"type": "VALIDATE_CONNECTION", "data": {"token": token}}
-            ).encode()
+        reply = self.decode(
+            await socket.request(
+                self.encode({"type": "VALIDATE_CONNECTION", "data": {"token": token}})
+            )
         )
-        assert b'"is_successful":true' in reply, reply
+        assert reply["data"]["is_successful"] is True, reply
         socket.waiting = asyncio.get_running_loop().create_future()
-        socket.send(json.dumps({"type": "JOIN_ROOM", "room_id": room}).encode())
-        while b'"JOIN_ROOM"' not in (reply := await socket.waiting):
+        socket.send(self.encode({"type": "JOIN_ROOM", "room_id": room}))
+        while (reply := self.decode(await socket.waiting))["type"] != "JOIN_ROOM":
             socket.waiting = asyncio.get_running_loop().create_future()
         socket.waiting = None
-        assert b'"is_successful":true' in reply, reply
+        assert reply["data"]["is_successful"] is True, reply
         return socket
+
+    def encode(self, message: dict) -> bytes:
+        if self.format == "msgpack":
+            return msgpack.packb(message)
+        return json.dumps(message).encode()
+
+    def decode(self, payload: bytes) -> dict:
+        if self.format == "msgpack":
+            return msgpack.unpackb(payload)
+        return json.loads(payload)
 
     def chat(self, room: int, text: str) -> bytes:
         if self.kind == "bare":
             return b'{"type":"CHAT_MESSAGE","data":{"text":"%s"}}' % text.encode()
+        if self.format == "msgpack":
+            return msgpack.packb(
+                {"type": "CHAT_MESSAGE", "room_id": room, "data": {"text": text}}
+            )
         return b'{"type":"CHAT_MESSAGE","room_id":%d,"data":{"text":"%s"}}' % (
             room,
             text.encode(),
@@ -318,19 +350,39 @@ class Fanout:
         self.latencies: dict[int, list[float]] = {}
         self.steps: list[dict[str, Any]] = []
         self.failures = 0
+        self.bytes: dict[int, int] = {}
+        self.on_text = self.on_packed if target.format == "msgpack" else self.on_json
 
-    def on_text(self, payload: bytes) -> None:
+    def on_json(self, payload: bytes) -> None:
         at = payload.find(TEXT_KEY)
         if at < 0:
             return
         start = at + 8
         stop = payload.index(b'"', start)
-        step, _, sent = payload[start:stop].partition(b":")
+        self.count(payload, payload[start:stop])
+
+    def on_packed(self, payload: bytes) -> None:
+        at = payload.find(PACKED_TEXT_KEY)
+        if at < 0:
+            return
+        header = payload[at + 5]
+        if header & 0xE0 == 0xA0:  # a fixstr
+            start, length = at + 6, header & 0x1F
+        elif header == 0xD9:  # a str 8
+            start, length = at + 7, payload[at + 6]
+        else:
+            return
+        self.count(payload, payload[start : start + length])
+
+    def count(self, payload: bytes, text: bytes) -> None:
+        step, _, sent = text.partition(b":")
         number = int(step)
         latencies = self.latencies.get(number)
         if latencies is None:
             return
         self.received[number] += 1
+        # The frame's header: 2 bytes, 4 from 126 bytes of payload on.
+        self.bytes[number] += len(payload) + (2 if len(payload) < 126 else 4)
         latencies.append((time.perf_counter_ns() - int(sent)) / 1e6)
 
     async def prepare(self, rooms: int, members: int) -> None:
@@ -348,6 +400,7 @@ class Fanout:
         """Offer ``rate`` deliveries a second for ``args.step`` seconds, open-loop."""
         rooms, members = len(self.sockets), len(self.sockets[0])
         self.received[number] = 0
+        self.bytes[number] = 0
         self.latencies[number] = []
         per_second = rate / members  # each message is delivered to every member
         perf = time.perf_counter_ns
@@ -375,7 +428,9 @@ class Fanout:
         cpu1, own1, wall1 = cpu_seconds(self.pids), own_cpu(), time.monotonic()
         each1 = [cpu_seconds([pid]) for pid in self.pids]
         got = self.received[number]
+        wire_bytes = self.bytes.pop(number)
         latencies = sorted(self.latencies.pop(number))
+        sample = chat(room_ids[0], f"{number}:{perf()}")
         result = {
             "offered": round(expected / args.step),
             "delivered": round(got / args.step),
@@ -392,6 +447,8 @@ class Fanout:
                 for a, b in zip(each0, each1, strict=True)
             ],
             "generator_cpu": round((own1 - own0) / (wall1 - wall0), 2),
+            "bytes_per_delivery": round(wire_bytes / got, 1) if got else None,
+            "bytes_per_message_sent": len(sample) + 6,  # header and mask
         }
         return result
 
@@ -546,8 +603,14 @@ def main() -> None:
         "--target",
         action="append",
         required=True,
-        metavar="NAME=KIND,URL,PID[+PID]",
+        metavar="NAME=KIND,URL,PID[+PID][,FORMAT]",
         help="a server to load (KIND: gameserver or bare); fan-out takes several",
+    )
+    parser.add_argument(
+        "--format",
+        choices=sorted(SUBPROTOCOLS),
+        default="json",
+        help="the wire format of gameserver targets that name none",
     )
     parser.add_argument(
         "--scenario", choices=["fanout", "idle", "connect"], required=True
@@ -578,8 +641,11 @@ def main() -> None:
     targets = []
     for spec in args.target:
         name, _, rest = spec.partition("=")
-        kind, url, pids = rest.split(",")
-        targets.append((name, Target(kind, url), [int(p) for p in pids.split("+")]))
+        kind, url, pids, *named = rest.split(",")
+        format = named[0] if named else args.format
+        targets.append(
+            (name, Target(kind, url, format), [int(p) for p in pids.split("+")])
+        )
     if uvloop is not None:
         uvloop.install()
     if args.scenario == "fanout":

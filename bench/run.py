@@ -2,6 +2,8 @@
 
     python bench/run.py                       # everything, about 25 minutes
     python bench/run.py --targets memory,autobahn --scenarios fanout
+    python bench/run.py --targets memory,memory-msgpack,redis,redis-msgpack \
+        --scenarios fanout                    # the two wire formats
 
 Each server runs pinned to core 0 (with its Redis, for the Redis target, so
 that the figure is per core), the load generator (``bench/loadgen.py``) to
@@ -31,6 +33,8 @@ SECRET = "benchmark secret, long enough for HS256 tokens"
 TARGETS = {
     "memory": "gameserver, in memory",
     "redis": "gameserver, on Redis (Redis on the server's core)",
+    "memory-msgpack": "gameserver, in memory, MessagePack",
+    "redis-msgpack": "gameserver, on Redis, MessagePack",
     "autobahn": "bare Autobahn (json + sendMessage per member)",
     "websockets": "bare websockets (broadcast())",
 }
@@ -60,6 +64,9 @@ class Server:
 
     def __init__(self, target: str, log_dir: Path, profile: Path | None) -> None:
         self.target = target
+        #: What runs: memory or redis (either format), or a bare server.
+        self.server, _, format = target.partition("-")
+        self.format = format or "json"
         self.port = free_port()
         self.processes: list[subprocess.Popen] = []
         self.log = (log_dir / f"{target}.log").open("ab")
@@ -72,7 +79,7 @@ class Server:
     def start(self) -> list[int]:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         pin = ["taskset", "-c", "0"]
-        if self.target in ("memory", "redis"):
+        if self.server in ("memory", "redis"):
             command = [
                 sys.executable,
                 "-m",
@@ -106,7 +113,7 @@ class Server:
                 "--secret",
                 SECRET,
             ]
-            if self.target == "redis":
+            if self.server == "redis":
                 redis_port = free_port()
                 redis = subprocess.Popen(
                     [
@@ -130,7 +137,7 @@ class Server:
         else:
             command = [
                 sys.executable,
-                str(REPO / "bench" / f"bare_{self.target}.py"),
+                str(REPO / "bench" / f"bare_{self.server}.py"),
                 "--port",
                 str(self.port),
             ]
@@ -148,7 +155,7 @@ class Server:
 
     @property
     def kind(self) -> str:
-        return "gameserver" if self.target in ("memory", "redis") else "bare"
+        return "gameserver" if self.server in ("memory", "redis") else "bare"
 
     def stop(self) -> None:
         for process in self.processes:
@@ -183,7 +190,8 @@ def run_generator(
         pids = "+".join(str(pid) for pid in server.pids)
         command += [
             "--target",
-            f"{server.target}={server.kind},http://127.0.0.1:{server.port},{pids}",
+            f"{server.target}={server.kind},http://127.0.0.1:{server.port},{pids}"
+            f",{server.format}",
         ]
     if args.rates:
         command += ["--rates", args.rates]
@@ -251,6 +259,32 @@ def table(results: dict[str, dict[str, dict]]) -> str:
     return "\n".join(rows)
 
 
+def formats_table(results: dict[str, dict[str, dict]]) -> str:
+    """JSON against MessagePack: the wire bytes and the server's CPU."""
+    rows = [
+        "| server | bytes per delivered chat frame | bytes per chat message sent"
+        " | server CPU µs per delivery at 50k/s | fan-out knee, deliveries/s"
+        " | server CPU µs per delivery at the knee |",
+        "|---|---|---|---|---|---|",
+    ]
+    for target, scenarios in results.items():
+        fanout = scenarios.get("fanout")
+        if not fanout or target.partition("-")[0] not in ("memory", "redis"):
+            continue
+        knee = fanout.get("knee") or {}
+        steps = fanout.get("steps") or [{}]
+        at_50k = min(steps, key=lambda s: abs(s.get("offered", 0) - 50_000))
+        at_least = "≥ " if _never_failed(fanout) else ""
+        rows.append(
+            f"| {TARGETS[target]} | {at_50k.get('bytes_per_delivery', '-')}"
+            f" | {at_50k.get('bytes_per_message_sent', '-')}"
+            f" | {at_50k.get('server_us_per_delivery', '-')}"
+            f" | {at_least}{knee.get('delivered', 0):,}"
+            f" | {knee.get('server_us_per_delivery', '-')} |"
+        )
+    return "\n".join(rows)
+
+
 def _never_failed(fanout: dict) -> bool:
     """The knee is the top rate offered: the server may go further."""
     steps, knee = fanout.get("steps") or [], fanout.get("knee")
@@ -272,6 +306,8 @@ def ratios(results: dict[str, dict[str, dict]]) -> list[str]:
         ("fan-out knee, Redis / memory", "redis", "memory", knee),
         ("connects per second, memory / bare Autobahn", "memory", "autobahn", connects),
         ("connects per second, Redis / bare Autobahn", "redis", "autobahn", connects),
+        ("fan-out knee, msgpack / JSON, in memory", "memory-msgpack", "memory", knee),
+        ("fan-out knee, msgpack / JSON, on Redis", "redis-msgpack", "redis", knee),
     ]:
         x, y = get(a), get(b)
         if x and y:
@@ -361,6 +397,9 @@ def main() -> None:
     plot(results, out.with_suffix(".png"))
     print(table(results))
     print()
+    if any(target.endswith("-msgpack") for target in targets):
+        print(formats_table(results))
+        print()
     print("\n".join(ratios(results)))
 
 
