@@ -484,9 +484,8 @@ def test_two_players_password_room_chat_tictactoe_and_a_dropped_connection(
     protocol = "gameserver.msgpack" if wire_format == "msgpack" else ""
     for page, frames in ((alice, alice_frames), (bob, bob_frames)):
         expect(page.get_by_test_id("wire-format")).to_have_text(wire_format)
-        assert page.evaluate("window.gameserverLobby.client.socket.protocol") == (
-            protocol
-        )
+        spoken = page.evaluate("window.gameserverLobby.client.socket.protocol")
+        assert spoken == protocol
         sent: set[str] = set()
         received: set[str] = set()
         for direction, payload in frames:
@@ -678,16 +677,22 @@ def test_trivia_round_with_teams_countdown_and_scores(
 
 #: Runs in the page: the client library on its own, against the server.
 CLIENT_SCRIPT = """
-async ({ name, password }) => {
+async ({ name, password, format }) => {
   const { GameClient, decodeToken } = await import("/static/gameserver.js");
+  const out = {};
+  // A wire format the client does not know is refused at once.
+  try {
+    new GameClient({ format: "nope" });
+  } catch (e) {
+    out.badFormat = [e.name, e.code];
+  }
   const store = new Map();
   const storage = {
     getItem: (k) => store.get(k) ?? null,
     setItem: (k, v) => store.set(k, v),
     removeItem: (k) => store.delete(k),
   };
-  const out = {};
-  const client = new GameClient({ storage, minReconnectDelay: 100 });
+  const client = new GameClient({ storage, minReconnectDelay: 100, format });
   const states = [];
   client.addEventListener("statechange", (e) => states.push(e.detail.state));
   const errors = [];
@@ -722,6 +727,8 @@ async ({ name, password }) => {
   client.session.access = forge(Math.floor(Date.now() / 1000) + 3600);
   out.user = (await client.connect()).username;
   out.state = client.state;
+  out.format = client.format;
+  out.protocol = client.socket.protocol;
   out.offset = Math.abs(client.clockOffset);
 
   try {
@@ -778,18 +785,25 @@ async ({ name, password }) => {
 """
 
 
-def test_javascript_client_library(server: Server, contexts) -> None:
+@pytest.mark.parametrize("wire_format", ["json", "msgpack"])
+def test_javascript_client_library(server: Server, contexts, wire_format: str) -> None:
     _, page = contexts()
     page.goto(server.url + "/")
-    out = page.evaluate(CLIENT_SCRIPT, {"name": "jsclient", "password": PASSWORD})
+    name = f"jsclient-{wire_format}"
+    out = page.evaluate(
+        CLIENT_SCRIPT, {"name": name, "password": PASSWORD, "format": wire_format}
+    )
+    assert out["badFormat"] == ["GameServerError", "bad_format"]
     assert out["taken"] == ["username_taken", 409]
-    assert out["stored"] == "jsclient"
+    assert out["stored"] == name
     assert out["lifetime"] == 300
     assert set(out["games"]) == {"chat", "tictactoe", "trivia"}
     assert out["refreshed"] is True
     assert out["createdAfter401"] == "js"
-    assert out["user"] == "jsclient"
+    assert out["user"] == name
     assert out["state"] == "open"
+    assert out["format"] == wire_format
+    assert out["protocol"] == ("gameserver.msgpack" if wire_format == "msgpack" else "")
     assert out["offset"] < 5
     assert out["missing"][:2] == ["GameServerError", "room_not_found"]
     assert out["missing"][2]

@@ -277,7 +277,15 @@ def test_wheel_holds_the_dropins_and_packages(installed: Installed) -> None:
     # No top-level name another distribution might also install.
     assert not [n for n in names if n.startswith("games/")]
     # The lobby and the JavaScript client are package data.
-    for name in ("index.html", "gameserver.js", "lobby.js", "lobby.css"):
+    for name in (
+        "index.html",
+        "gameserver.js",
+        "lobby.js",
+        "lobby.css",
+        "vendor/msgpack/index.mjs",
+        "vendor/msgpack/utils/utf8.mjs",
+        "vendor/msgpack/LICENSE",
+    ):
         assert f"gameserver/_http/static/{name}" in names, name
     assert not [n for n in names if n.startswith("tests/")]
 

@@ -65,8 +65,12 @@ async def test_the_client_library_is_an_es_module(running):
     source = response.body.decode("utf-8")
     for name in ("GameClient", "GameServerError", "decodeToken"):
         assert re.search(rf"^export (class|function) {name}\b", source, re.M), name
-    # No dependencies: nothing imported, so no build step is needed.
-    assert not re.search(r"^\s*import\s", source, re.M)
+    # No build step: one import, of the vendored codec, by a relative path.
+    imports = re.findall(r'^\s*import\s.*?from\s+"([^"]+)"', source, re.M)
+    assert imports == ["./vendor/msgpack/index.mjs"]
+    codec = await running.client().http("GET", "/static/vendor/msgpack/index.mjs")
+    assert codec.status == 200
+    assert header(codec, "Content-Type").startswith("application/javascript")
 
 
 @pytest_twisted.ensureDeferred

@@ -63,8 +63,11 @@ class StaticFile(static.File):
 
     def __init__(self, path: str | Path, *args: Any, **kwargs: Any) -> None:
         super().__init__(str(path), *args, **kwargs)
-        # File.__init__ and createSimilarFile copy these per instance.
+        # File.__init__ and createSimilarFile copy these per instance (and
+        # File.__init__ would make a file with no known extension, such as
+        # vendor/msgpack/LICENSE, text/html).
         self.contentTypes = CONTENT_TYPES
+        self.defaultType = StaticFile.defaultType
         self.indexNames = []
 
     def render(self, request: Request) -> bytes | int:
