@@ -642,7 +642,9 @@ def main() -> None:
     for spec in args.target:
         name, _, rest = spec.partition("=")
         kind, url, pids, *named = rest.split(",")
-        format = named[0] if named else args.format
+        format = named[0] if named else args.format if kind == "gameserver" else "json"
+        if kind == "bare" and format != "json":
+            parser.error(f"{name}: the bare servers speak JSON only")
         targets.append(
             (name, Target(kind, url, format), [int(p) for p in pids.split("+")])
         )

@@ -154,11 +154,14 @@ class Player:
         if wait:
             self.test.check_settled()
 
-    def send_raw(self, payload: bytes | str, *, binary: bool = False) -> None:
-        """Send bytes as they are, as a client could: the decoder judges them
-        (as text frames unless ``binary``, whatever the format)."""
+    def send_raw(self, payload: bytes | str, *, binary: bool | None = None) -> None:
+        """Send bytes as they are, as a client could: the decoder judges them.
+
+        They go in the frame of the player's format unless ``binary`` says
+        otherwise (text if ``False``).
+        """
         raw = payload.encode("utf-8") if isinstance(payload, str) else payload
-        self.session.received(raw, binary)
+        self.session.received(raw, self.format.binary if binary is None else binary)
 
     def _feed(
         self, session: Session, type_: str, room_id: int | None, data: dict

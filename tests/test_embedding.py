@@ -31,6 +31,14 @@ async def test_embedded_site_serves_under_a_prefix():
         reply = await connection.join(room["id"])
         assert reply["data"]["is_successful"] is True
         await connection.close()
+        # Through WebSocketResource, the subprotocol chooses the format too.
+        packed = GameClient(base + "/game", format="msgpack")
+        packed.access = client.access
+        connection = await packed.connect()
+        assert connection.protocol.websocket_protocol_in_use == "gameserver.msgpack"
+        reply = await connection.join(room["id"])
+        assert reply["data"]["is_successful"] is True
+        await connection.close()
     finally:
         await port.stopListening()
 

@@ -242,3 +242,39 @@ async def test_an_offer_of_neither_format_is_refused_with_the_reason(running, le
         b"unsupported WebSocket subprotocol 'wamp.2.json', 'gameserver.xml':"
         b" this server speaks gameserver.json or gameserver.msgpack"
     ) in answer
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_msgpack_frame_sent_with_the_request_is_read_once_open(running):
+    import msgpack
+
+    raw = _Raw()
+    port = running.port.getHost().port
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), raw)
+    message = msgpack.packb({"type": "NOPE"})
+    raw.transport.write(
+        _request("Sec-WebSocket-Protocol: gameserver.msgpack")
+        + bytes((0x82, 0x80 | len(message)))
+        + bytes(4)
+        + message
+    )
+    for _ in range(200):
+        if b"not_authenticated" in raw.received:
+            break
+        await _tick()
+    raw.transport.abortConnection()
+    await raw.lost
+    head, _, frames = raw.received.partition(b"\r\n\r\n")
+    assert b"Sec-WebSocket-Protocol: gameserver.msgpack" in head
+    assert frames[0] == 0x82  # the refusal, in a binary frame
+    assert msgpack.unpackb(frames[2:])["data"]["code"] == "not_authenticated"
+
+
+def test_a_refusal_names_a_few_of_the_offers():
+    from gameserver._wire import formats
+
+    reason = formats.refusal([f"p{n}" for n in range(10)] + ["x" * 500])
+    assert reason.startswith(
+        "unsupported WebSocket subprotocol 'p0', 'p1', 'p2' and 8 more"
+    )
+    assert len(reason) < 200

@@ -138,6 +138,24 @@ def test_deep_nesting(opening, closing):
     _refused(opening * depth + closing * depth)
 
 
+@pytest.mark.parametrize("wrap", [lambda v: [v], lambda v: {"k": v}])
+def test_nesting_is_limited_to_the_same_depth_in_both_formats(wrap):
+    import msgpack
+
+    def envelope(levels: int) -> dict:
+        value: object = 1
+        for _ in range(levels - 2):  # the envelope and data are two levels
+            value = wrap(value)
+        return {"type": "X", "data": {"v": value}}
+
+    deepest, deeper = envelope(messages.MAX_DEPTH), envelope(messages.MAX_DEPTH + 1)
+    assert decode(dumps(deepest)).data == deepest["data"]
+    assert messages.decode_msgpack(msgpack.packb(deepest)).data == deepest["data"]
+    assert "nested deeper than 100" in _refused(dumps(deeper)).detail
+    with pytest.raises(BadMessage, match="nested deeper than 100"):
+        messages.decode_msgpack(msgpack.packb(deeper))
+
+
 @pytest.mark.parametrize(
     "payload",
     [

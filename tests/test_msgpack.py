@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import msgpack
-import pytest
 import pytest_twisted
 
 from gameserver import BaseRouter, Game
@@ -193,21 +192,21 @@ async def test_an_oversized_msgpack_message_closes_1009(make_server):
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_handshake_refuses_an_unknown_subprotocol(running):
-    from autobahn.twisted.websocket import WebSocketClientFactory
-    from twisted.internet import reactor
-    from twisted.internet.endpoints import TCP4ClientEndpoint
-
-    from gameserver.client import _ClientFactory
-
-    factory = _ClientFactory(
-        running.url.replace("http", "ws") + "/ws", protocols=["gameserver.cbor"]
-    )
-    assert isinstance(factory, WebSocketClientFactory)
-    port = running.port.getHost().port
-    await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
-    with pytest.raises(ConnectionError):
-        await factory.opened
+async def test_a_message_over_the_limit_in_json_is_refused(make_server):
+    """MessagePack is denser: ``"\x01"`` is two bytes in it, eight in JSON."""
+    server = await make_server(make_settings(max_message_size=4096), games=ECHO_GAMES)
+    server.format = "msgpack"
+    client, connection = await server.socket()
+    rid = (await server.room(client, game="echo"))["id"]
+    await connection.join(rid)
+    dense = {"l": ["\x01"] * 1000}  # 3 KB in MessagePack, 9 KB in JSON
+    assert len(msgpack.packb({"type": "ECHO", "data": dense})) < 4096
+    connection.send("ECHO", rid, dense)
+    reply = await connection.receive("ERROR")  # from the decoder: no room_id
+    assert reply["data"]["code"] == "bad_message"
+    assert "in JSON, over the limit of 4096" in reply["data"]["detail"]
+    fits = {"l": ["\x01"] * 400}
+    assert (await connection.request("ECHO", rid, fits))["data"] == fits
 
 
 # With GameTest: the real decoder of each format, and mixed rooms

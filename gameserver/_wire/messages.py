@@ -292,11 +292,12 @@ def _check_json_values(value: Any) -> None:
         item, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise BadMessage(f"nested deeper than {MAX_DEPTH} levels")
-        children = item.values() if type(item) is dict else item
+        children = item
         if type(item) is dict:
             for key in item:
                 if type(key) is not str:
                     raise BadMessage("object keys must be strings")
+            children = item.values()
         for child in children:
             kind = type(child)
             if kind is str or kind is int or kind is bool or child is None:
@@ -338,12 +339,6 @@ def _repack(payload: bytes) -> bytes:
                 request_type=value.get("type"),
             )
         )
-
-
-def pack(message: dict[str, Any]) -> bytes:
-    """Encode a message in MessagePack; bigger than 64-bit integers raise
-    ``OverflowError``."""
-    return msgpack.packb(message)
 
 
 def dumps(value: Any) -> bytes:

@@ -197,7 +197,7 @@ class GameServerProtocol(WebSocketServerProtocol):
         self.websocket_protocols = list(request.protocols)
         self.websocket_origin = request.origin
         self.websocket_extensions = []
-        protocol = chosen.subprotocol if request.protocols else None
+        protocol = chosen.answer(request.protocols)
         self.websocket_protocol_in_use = protocol
         self.websocket_extensions_in_use = []
         self.data = request.rest
@@ -224,7 +224,7 @@ class GameServerProtocol(WebSocketServerProtocol):
         if chosen is None:
             raise ConnectionDeny(400, formats.refusal(request.protocols))
         self._wire_format = chosen
-        return chosen.subprotocol if request.protocols else None
+        return chosen.answer(request.protocols)
 
     def _connectionLost(self, reason: Any) -> None:
         self.factory.handshakes.cancel(self)

@@ -69,6 +69,7 @@ class Session:
         "_deadlines",
         "_dispatcher",
         "_held",
+        "_limit",
         "_refused_in_a_row",
         "_strikes",
         "_transport",
@@ -97,6 +98,7 @@ class Session:
         self.peer = peer
         self.format = wire_format
         self._binary = wire_format.binary
+        self._limit = settings.max_message_size
         self.user: UserRef | None = None
         self.open = True
         self._transport = transport
@@ -182,7 +184,7 @@ class Session:
 
     def _handle(self, payload: bytes) -> None:
         try:
-            envelope = self.format.decode(payload)
+            envelope = self.format.decode(payload, self._limit)
         except BadMessage as e:
             self.send(messages.error(e.code, e.detail))
             return
