@@ -80,13 +80,15 @@ class Server:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         pin = ["taskset", "-c", "0"]
         if self.server in ("memory", "redis"):
-            command = [
-                sys.executable,
-                "-m",
-                "twisted",
-            ]
+            # ``twist`` runs the plugin; only ``twistd`` can profile it.
+            command = [sys.executable, "-m", "twisted", "--log-format=text"]
             if self.profile is not None:
-                command += [
+                command = [
+                    sys.executable,
+                    "-c",
+                    "from twisted.scripts.twistd import run; run()",
+                    "--nodaemon",
+                    "--pidfile=",
                     "--profile",
                     str(self.profile),
                     "--profiler",
@@ -94,7 +96,6 @@ class Server:
                     "--savestats",
                 ]
             command += [
-                "--log-format=text",
                 "gameserver",
                 "--listen",
                 f"tcp:{self.port}:interface=127.0.0.1:backlog=1024",
@@ -217,7 +218,11 @@ def run_scenario(
         try:
             for target in group:
                 profile = None
-                if args.profile and target == "memory" and scenario == "fanout":
+                if (
+                    args.profile
+                    and target == args.profile_target
+                    and scenario == "fanout"
+                ):
                     profile = Path(args.profile)
                 server = Server(target, log_dir, profile)
                 servers.append(server)
@@ -263,7 +268,7 @@ def formats_table(results: dict[str, dict[str, dict]]) -> str:
     """JSON against MessagePack: the wire bytes and the server's CPU."""
     rows = [
         "| server | bytes per delivered chat frame | bytes per chat message sent"
-        " | server CPU µs per delivery at 50k/s | fan-out knee, deliveries/s"
+        " | server CPU µs per delivery at 100k/s | fan-out knee, deliveries/s"
         " | server CPU µs per delivery at the knee |",
         "|---|---|---|---|---|---|",
     ]
@@ -273,12 +278,13 @@ def formats_table(results: dict[str, dict[str, dict]]) -> str:
             continue
         knee = fanout.get("knee") or {}
         steps = fanout.get("steps") or [{}]
-        at_50k = min(steps, key=lambda s: abs(s.get("offered", 0) - 50_000))
+        # Below the rates where the server's core is busy all the time.
+        at_100k = min(steps, key=lambda s: abs(s.get("offered", 0) - 100_000))
         at_least = "≥ " if _never_failed(fanout) else ""
         rows.append(
-            f"| {TARGETS[target]} | {at_50k.get('bytes_per_delivery', '-')}"
-            f" | {at_50k.get('bytes_per_message_sent', '-')}"
-            f" | {at_50k.get('server_us_per_delivery', '-')}"
+            f"| {TARGETS[target]} | {at_100k.get('bytes_per_delivery', '-')}"
+            f" | {at_100k.get('bytes_per_message_sent', '-')}"
+            f" | {at_100k.get('server_us_per_delivery', '-')}"
             f" | {at_least}{knee.get('delivered', 0):,}"
             f" | {knee.get('server_us_per_delivery', '-')} |"
         )
@@ -381,7 +387,10 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         default="",
-        help="cProfile the memory target's fan-out to this file",
+        help="cProfile one target's fan-out to this file",
+    )
+    parser.add_argument(
+        "--profile-target", default="memory", help="the target --profile profiles"
     )
     args = parser.parse_args()
     targets = args.targets.split(",")
