@@ -74,6 +74,22 @@ class NotInRoom(GameServerError):
     status = 403
 
 
+class TooManyRequests(GameServerError):
+    """Over a rate: the HTTP answer says when to try again."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, detail: str, *, retry_after: float) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class NotAGuest(GameServerError):
+    code = "not_a_guest"
+    status = 409
+
+
 class UnknownType(GameServerError):
     code = "unknown_type"
 

@@ -31,8 +31,22 @@ class IStore(Interface):
     the process that owns the room, and is saved by its committer.
     """
 
-    def create_user(username: str, password_hash: str) -> Awaitable[UserRecord]:
-        """Store a new user; raise ``UsernameTaken`` (case-insensitive)."""
+    def create_user(
+        username: str, password_hash: str, guest_until: float | None = None
+    ) -> Awaitable[UserRecord]:
+        """Store a new user (a guest until ``guest_until``, if given); raise
+        ``UsernameTaken`` (case-insensitive)."""
+
+    def claim_guest(user_id: int, password_hash: str) -> Awaitable[UserRecord | None]:
+        """Make a guest a full account with this password; ``None`` if the
+        user is not a guest (any more: an expiring guest cannot be claimed)."""
+
+    def expired_guests(now: float, limit: int) -> Awaitable[list[UserRecord]]:
+        """Up to ``limit`` guests whose time is over, each handed out once
+        (across processes), for ``remove_user``."""
+
+    def remove_user(user_id: int) -> Awaitable[None]:
+        """Forget a user and free their name."""
 
     def get_user(user_id: int) -> Awaitable[UserRecord | None]:
         """The ``UserRecord`` with this id, or ``None``."""

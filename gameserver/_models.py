@@ -32,6 +32,9 @@ class UserRecord:
     id: int
     username: str
     password_hash: str = attrs.field(repr=False)
+    #: A guest account's end (seconds, on the server's clock), when its
+    #: refresh token expires; ``None`` for an account with a password.
+    guest_until: float | None = None
 
     @property
     def ref(self) -> UserRef:

@@ -97,7 +97,14 @@ class GameServer:
             refresh_lifetime=settings.refresh_lifetime,
             clock=clock,
         )
-        self.accounts = Accounts(self.store, hasher, self.tokens)
+        self.accounts = Accounts(
+            self.store,
+            hasher,
+            self.tokens,
+            clock=clock,
+            guest_rate=settings.guest_rate,
+            guest_burst=settings.guest_burst,
+        )
         self.rooms = Rooms(
             self.store, hasher, self.games, self.hosting, self.engine.rooms
         )

@@ -39,6 +39,9 @@ class Settings:
     #: Token lifetimes, in seconds.
     access_lifetime: float = attrs.field(default=5 * 60, validator=_positive)
     refresh_lifetime: float = attrs.field(default=24 * 60 * 60, validator=_positive)
+    #: Guest accounts made per second by the whole server, and in a burst.
+    guest_rate: float = attrs.field(default=2.0, validator=_positive)
+    guest_burst: int = attrs.field(default=20, validator=_positive)
     #: Origins allowed for WebSocket upgrades and CORS; Autobahn-style
     #: wildcards (``https://*.example.com``). ``*`` allows all.
     allowed_origins: tuple[str, ...] = attrs.field(default=("*",), converter=_to_tuple)

@@ -64,6 +64,30 @@ def test_provides_istore(store):
 
 
 @pytest_twisted.ensureDeferred
+async def test_guests_are_handed_out_once_when_their_time_is_over(store):
+    early = await store.create_user("guest-0001", "", guest_until=100.0)
+    late = await store.create_user("guest-0002", "", guest_until=200.0)
+    account = await store.create_user("member", "hash-m")
+    assert early.guest_until == 100.0 and account.guest_until is None
+    assert (await store.get_user(late.id)).guest_until == 200.0
+    assert await store.expired_guests(99.0, 10) == []
+    assert [r.id for r in await store.expired_guests(150.0, 10)] == [early.id]
+    assert await store.expired_guests(150.0, 10) == []  # once
+    # An expiring guest cannot be claimed any more; the other one can.
+    assert await store.claim_guest(early.id, "hash-e") is None
+    claimed = await store.claim_guest(late.id, "hash-l")
+    assert claimed is not None and claimed.guest_until is None
+    assert (await store.get_user(late.id)).password_hash == "hash-l"
+    assert await store.expired_guests(1e12, 10) == []  # claimed: no end
+    assert await store.claim_guest(account.id, "x") is None  # never a guest
+    await store.remove_user(early.id)
+    assert await store.get_user(early.id) is None
+    assert await store.get_user_by_name("guest-0001") is None
+    again = await store.create_user("GUEST-0001", "")  # the name is free
+    assert again.id != early.id
+
+
+@pytest_twisted.ensureDeferred
 async def test_create_and_get_user(store):
     user = await store.create_user("Alice", "hash-a")
     assert isinstance(user, UserRecord)

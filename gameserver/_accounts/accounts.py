@@ -1,19 +1,57 @@
-"""Sign-up and log-in: users, passwords and the tokens they are traded for."""
+"""Sign-up and log-in: users, passwords and the tokens they are traded for.
+
+A guest is an account with no password, made on request, that lasts as
+long as its refresh token: then it is removed (``GuestSweeper``), unless
+its player chose a password first and claimed it.
+"""
 
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
 
 from gameserver._accounts.passwords import PasswordHasher
 from gameserver._accounts.tokens import ACCESS, REFRESH, Tokens
-from gameserver._errors import InvalidInput, InvalidToken, NotAuthenticated
+from gameserver._errors import (
+    InvalidInput,
+    InvalidToken,
+    NotAGuest,
+    NotAuthenticated,
+    TooManyRequests,
+    UsernameTaken,
+)
 from gameserver._interfaces import IStore
 from gameserver._models import UserRef
+from gameserver._wire.limits import TokenBucket
 
 USERNAME = re.compile(r"[A-Za-z0-9_.-]{3,32}")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256
+#: Names made for guests start with this, and no other name may.
+GUEST_PREFIX = "guest-"
+#: Tries at a free made-up guest name: 4 hex digits, then 8.
+_GUEST_NAME_TRIES = 8
+
+
+def _username(username: object) -> str:
+    if not isinstance(username, str) or not USERNAME.fullmatch(username):
+        raise InvalidInput("a username is 3 to 32 letters, digits, '.', '_' or '-'")
+    if username.casefold().startswith(GUEST_PREFIX):
+        raise InvalidInput(f"names starting with {GUEST_PREFIX!r} are kept for guests")
+    return username
+
+
+def _password(password: object) -> str:
+    if not isinstance(password, str) or not (
+        MIN_PASSWORD <= len(password) <= MAX_PASSWORD
+    ):
+        raise InvalidInput(
+            f"a password is {MIN_PASSWORD} to {MAX_PASSWORD} characters long"
+        )
+    return password
 
 
 def _credentials(body: Any) -> tuple[str, str]:
@@ -26,27 +64,77 @@ def _credentials(body: Any) -> tuple[str, str]:
 
 
 class Accounts:
-    def __init__(self, store: IStore, hasher: PasswordHasher, tokens: Tokens) -> None:
+    def __init__(
+        self,
+        store: IStore,
+        hasher: PasswordHasher,
+        tokens: Tokens,
+        *,
+        clock: IReactorTime,
+        guest_rate: float = 2.0,
+        guest_burst: int = 20,
+    ) -> None:
+        """``guest_rate``/``guest_burst``: guests made per second, server-wide."""
         self._store = store
         self._hasher = hasher
         self._tokens = tokens
+        self._guests = TokenBucket(guest_rate, guest_burst, clock)
+        self._guest_rate = guest_rate
 
     async def register(self, body: Any) -> UserRef:
         username, password = _credentials(body)
-        if not USERNAME.fullmatch(username):
-            raise InvalidInput("a username is 3 to 32 letters, digits, '.', '_' or '-'")
-        if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-            raise InvalidInput(
-                f"a password is {MIN_PASSWORD} to {MAX_PASSWORD} characters long"
-            )
+        _username(username)
+        _password(password)
         password_hash = await self._hasher.hash(password)
         record = await self._store.create_user(username, password_hash)
+        return record.ref
+
+    async def guest(self, body: Any) -> dict[str, Any]:
+        """A new guest account (``username`` optional) and its tokens."""
+        if not isinstance(body, dict):
+            raise InvalidInput("expected a JSON object, with 'username' or without")
+        chosen = body.get("username")
+        if chosen is not None:
+            _username(chosen)
+        if not self._guests.take():
+            raise TooManyRequests(
+                "too many guest accounts at once: try again shortly",
+                retry_after=1 / self._guest_rate,
+            )
+        until = self._tokens.expires(REFRESH)
+        if chosen is not None:
+            record = await self._store.create_user(chosen, "", guest_until=until)
+        else:
+            for attempt in range(_GUEST_NAME_TRIES):
+                digits = 2 if attempt < _GUEST_NAME_TRIES // 2 else 4
+                name = GUEST_PREFIX + secrets.token_hex(digits)
+                try:
+                    record = await self._store.create_user(name, "", guest_until=until)
+                    break
+                except UsernameTaken:
+                    continue
+            else:
+                raise UsernameTaken("no free guest name: try again")
+        return {
+            "access": self._tokens.issue(record.id, ACCESS),
+            "refresh": self._tokens.issue(record.id, REFRESH),
+            "user": record.ref.to_json(),
+        }
+
+    async def claim(self, user: UserRef, body: Any) -> UserRef:
+        """Make a guest a full account, keeping its id and name."""
+        password = _password(body.get("password") if isinstance(body, dict) else None)
+        password_hash = await self._hasher.hash(password)
+        record = await self._store.claim_guest(user.id, password_hash)
+        if record is None:
+            raise NotAGuest("only a guest account can be claimed, and only once")
         return record.ref
 
     async def login(self, body: Any) -> dict[str, str]:
         username, password = _credentials(body)
         record = await self._store.get_user_by_name(username)
-        if record is None:
+        if record is None or record.guest_until is not None:
+            # A guest has no password: it cannot log in, only refresh.
             await self._hasher.spend(password)
         elif await self._hasher.verify(password, record.password_hash):
             return {

@@ -69,6 +69,10 @@ class Tokens:
         self._lifetimes = {ACCESS: access_lifetime, REFRESH: refresh_lifetime}
         self._clock = clock
 
+    def expires(self, token_type: str) -> int:
+        """When a token of this type issued now expires (its ``exp``)."""
+        return int(self._clock.seconds()) + int(self._lifetimes[token_type])
+
     def issue(self, user_id: int, token_type: str) -> str:
         now = int(self._clock.seconds())
         claims = {

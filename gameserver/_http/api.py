@@ -6,6 +6,7 @@ handler never lets a traceback reach the client.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -18,7 +19,13 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from gameserver._accounts.accounts import Accounts
 from gameserver._engine.rooms import Rooms
-from gameserver._errors import GameServerError, InvalidInput, NotAuthenticated, NotFound
+from gameserver._errors import (
+    GameServerError,
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    TooManyRequests,
+)
 from gameserver._interfaces import IGame
 from gameserver._models import UserRef
 from gameserver._settings import Settings
@@ -104,8 +111,10 @@ class ApiResource(Resource):
             tuple[tuple[object, ...], dict[bytes, Callable[..., Awaitable[Result]]]]
         ] = [
             (("users",), {b"POST": self._create_user}),
+            (("users", "claim"), {b"POST": self._claim}),
             (("token",), {b"POST": self._token}),
             (("token", "refresh"), {b"POST": self._refresh}),
+            (("token", "guest"), {b"POST": self._guest}),
             (("games",), {b"GET": self._list_games}),
             (("rooms",), {b"GET": self._list_rooms, b"POST": self._create_room}),
             (("rooms", _ID), {b"GET": self._get_room, b"DELETE": self._delete_room}),
@@ -125,6 +134,9 @@ class ApiResource(Resource):
             status, body = e.status, {"detail": e.detail, "code": e.code}
             if e.status == 401:
                 request.setHeader(b"WWW-Authenticate", b"Bearer")
+            if isinstance(e, TooManyRequests):
+                seconds = max(1, math.ceil(e.retry_after))
+                request.setHeader(b"Retry-After", str(seconds).encode())
         except Exception:
             log.failure("{method} {uri} failed", method=request.method, uri=request.uri)
             status, body = (
@@ -176,12 +188,15 @@ class ApiResource(Resource):
             return await handler(request, *args)
         raise NotFound("no such endpoint")
 
-    def _body(self, request: Request) -> Any:
+    def _body(self, request: Request, empty: Any = None) -> Any:
+        """The JSON body; ``empty`` (if given) for a request with none."""
         limit = self._settings.max_request_body
         content: Any = request.content
         raw = content.read(limit + 1)
         if len(raw) > limit:
             raise PayloadTooLarge(f"the body is over {limit} bytes")
+        if empty is not None and not raw.strip():
+            return empty
         try:
             return messages.loads(raw)
         except GameServerError as e:
@@ -202,6 +217,14 @@ class ApiResource(Resource):
 
     async def _token(self, request: Request) -> Result:
         return 200, await self._accounts.login(self._body(request))
+
+    async def _guest(self, request: Request) -> Result:
+        return 200, await self._accounts.guest(self._body(request, empty={}))
+
+    async def _claim(self, request: Request) -> Result:
+        user = await self._user(request)
+        claimed = await self._accounts.claim(user, self._body(request))
+        return 200, claimed.to_json()
 
     async def _refresh(self, request: Request) -> Result:
         return 200, await self._accounts.refresh(self._body(request))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 
+import attrs
 from zope.interface import implementer
 
 from gameserver._errors import UsernameTaken
@@ -20,19 +21,46 @@ from gameserver._models import Page, Room, UserRecord, UserRef
 class MemoryStore:
     def __init__(self) -> None:
         self._users: dict[int, UserRecord] = {}
+        #: Guests not yet handed out as expired, and their end.
+        self._guests: dict[int, float] = {}
         self._user_ids_by_name: dict[str, int] = {}
         self._rooms: dict[int, Room] = {}
         self._user_ids = itertools.count(1)
         self._room_ids = itertools.count(1)
 
-    async def create_user(self, username: str, password_hash: str) -> UserRecord:
+    async def create_user(
+        self, username: str, password_hash: str, guest_until: float | None = None
+    ) -> UserRecord:
         key = username.casefold()
         if key in self._user_ids_by_name:
             raise UsernameTaken(f"the username {username!r} is taken")
-        record = UserRecord(next(self._user_ids), username, password_hash)
+        record = UserRecord(next(self._user_ids), username, password_hash, guest_until)
         self._users[record.id] = record
         self._user_ids_by_name[key] = record.id
+        if guest_until is not None:
+            self._guests[record.id] = guest_until
         return record
+
+    async def claim_guest(self, user_id: int, password_hash: str) -> UserRecord | None:
+        if self._guests.pop(user_id, None) is None:
+            return None
+        record = attrs.evolve(
+            self._users[user_id], password_hash=password_hash, guest_until=None
+        )
+        self._users[user_id] = record
+        return record
+
+    async def expired_guests(self, now: float, limit: int) -> list[UserRecord]:
+        due = [i for i, until in self._guests.items() if until <= now][:limit]
+        for user_id in due:
+            del self._guests[user_id]
+        return [self._users[user_id] for user_id in due]
+
+    async def remove_user(self, user_id: int) -> None:
+        record = self._users.pop(user_id, None)
+        self._guests.pop(user_id, None)
+        if record is not None:
+            self._user_ids_by_name.pop(record.username.casefold(), None)
 
     async def get_user(self, user_id: int) -> UserRecord | None:
         return self._users.get(user_id)

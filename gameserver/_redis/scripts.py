@@ -77,6 +77,14 @@ for j = last + 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[j], ARGV[j + 1]) end
 return 1
 """)
 
+#: Hand out guests whose time is over, each once: taken from the set here.
+#: KEYS: the guests. ARGV: now, at most how many. Returns their ids.
+EXPIRED_GUESTS = Script("""
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
+return due
+""")
+
 #: Extend the lease if this holder still has it. ARGV: lease, milliseconds.
 RENEW = Script("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then

@@ -17,7 +17,7 @@ from zope.interface import implementer
 from gameserver._errors import UsernameTaken
 from gameserver._interfaces import IStore
 from gameserver._models import Page, Room, RoomState, UserRecord, UserRef
-from gameserver._redis import keys
+from gameserver._redis import keys, scripts
 from gameserver._redis.connection import RedisConnection
 
 
@@ -28,17 +28,46 @@ class RedisStore:
 
     # Users
 
-    async def create_user(self, username: str, password_hash: str) -> UserRecord:
+    async def create_user(
+        self, username: str, password_hash: str, guest_until: float | None = None
+    ) -> UserRecord:
         key = username.casefold()
         user_id = int(await self._redis("INCR", keys.USER_IDS))
-        record = UserRecord(user_id, username, password_hash)
+        record = UserRecord(user_id, username, password_hash, guest_until)
         # The record first: a name is never taken by a user who is not there.
         record_key = keys.user(user_id)
         await self._redis("SET", record_key, json.dumps(attrs.asdict(record)))
         if not int(await self._redis("HSETNX", keys.USER_NAMES, key, user_id)):
             await self._redis("DEL", record_key)
             raise UsernameTaken(f"the username {username!r} is taken")
+        if guest_until is not None:
+            await self._redis("ZADD", keys.GUESTS, repr(guest_until), user_id)
         return record
+
+    async def claim_guest(self, user_id: int, password_hash: str) -> UserRecord | None:
+        # Out of the set first: a guest handed out as expired is not claimed.
+        if not int(await self._redis("ZREM", keys.GUESTS, user_id)):
+            return None
+        record = await self.get_user(user_id)
+        if record is None:
+            return None
+        record = attrs.evolve(record, password_hash=password_hash, guest_until=None)
+        await self._redis("SET", keys.user(user_id), json.dumps(attrs.asdict(record)))
+        return record
+
+    async def expired_guests(self, now: float, limit: int) -> list[UserRecord]:
+        due = await self._redis.run(
+            scripts.EXPIRED_GUESTS, [keys.GUESTS], [repr(now), limit]
+        )
+        found = [await self.get_user(int(user_id)) for user_id in due]
+        return [record for record in found if record is not None]
+
+    async def remove_user(self, user_id: int) -> None:
+        record = await self.get_user(user_id)
+        await self._redis("ZREM", keys.GUESTS, user_id)
+        await self._redis("DEL", keys.user(user_id))
+        if record is not None:
+            await self._redis("HDEL", keys.USER_NAMES, record.username.casefold())
 
     async def get_user(self, user_id: int) -> UserRecord | None:
         raw = await self._redis("GET", keys.user(user_id))

@@ -1,0 +1,120 @@
+"""Guest play: accounts with no password, made on request, that can be claimed."""
+
+from __future__ import annotations
+
+import re
+
+import pytest_twisted
+
+from gameserver.client import GameClient
+from tests.conftest import PASSWORD, make_settings
+
+
+async def _guest(server, body=None) -> GameClient:
+    client = server.client()
+    response = await client.http("POST", "/api/token/guest/", body)
+    assert response.status == 200, response.body
+    client.access = response.body["access"]
+    client.refresh = response.body["refresh"]
+    client.user_id = response.body["user"]["id"]
+    client.username = response.body["user"]["username"]
+    return client
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_guest_gets_a_made_up_name_and_plays(start_any):
+    server = await start_any()
+    guest = await _guest(server)
+    assert re.fullmatch(r"guest-[0-9a-f]{4}", guest.username)
+    other = await _guest(server)
+    assert other.username != guest.username
+    # A guest can do what an account can: create a room, join it, chat.
+    room = (await guest.create_room("guest room", "chat")).body
+    assert room["owner"]["id"] == guest.user_id
+    connection = await server.connect(guest)
+    assert (await connection.join(room["id"]))["data"]["is_successful"] is True
+    connection.send("CHAT_MESSAGE", room["id"], {"text": "hi as a guest"})
+    chat = await connection.receive("CHAT_MESSAGE")
+    assert chat["data"]["user"] == {"id": guest.user_id, "username": guest.username}
+    # Its refresh token works like any other.
+    refreshed = await guest.http(
+        "POST", "/api/token/refresh/", {"refresh": guest.refresh}
+    )
+    assert refreshed.status == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_guest_may_choose_a_name_validated_like_any(start_any):
+    server = await start_any()
+    chosen = await _guest(server, {"username": "Wanderer"})
+    assert chosen.username == "Wanderer"
+    client = server.client()
+    for body, code in [
+        ({"username": "wanderer"}, 409),  # taken, in any case
+        ({"username": "x"}, 400),
+        ({"username": "no spaces"}, 400),
+        ({"username": 5}, 400),
+        ({"username": "guest-1f3a"}, 400),  # kept for made-up names
+        ([1], 400),
+    ]:
+        response = await client.http("POST", "/api/token/guest/", body)
+        assert response.status == code, (body, response.body)
+    # Accounts cannot take a guest's name either, nor the guests' prefix.
+    assert (await client.register("WANDERER", PASSWORD)).status == 409
+    refused = await client.register("guest-abcd", PASSWORD)
+    assert refused.status == 400
+    assert "kept for guests" in refused.body["detail"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_guest_cannot_log_in_with_a_password(start_any):
+    server = await start_any()
+    guest = await _guest(server)
+    client = server.client()
+    for password in ("", "anything at all"):
+        response = await client.http(
+            "POST", "/api/token/", {"username": guest.username, "password": password}
+        )
+        assert response.status == 401
+        assert response.body["code"] == "bad_credentials"
+
+
+@pytest_twisted.ensureDeferred
+async def test_claiming_keeps_the_id_and_makes_a_full_account(start_any):
+    server = await start_any()
+    guest = await _guest(server)
+    short = await guest.http("POST", "/api/users/claim/", {"password": "short"})
+    assert short.status == 400
+    claimed = await guest.http("POST", "/api/users/claim/", {"password": PASSWORD})
+    assert claimed.status == 200
+    assert claimed.body == {"id": guest.user_id, "username": guest.username}
+    again = await guest.http("POST", "/api/users/claim/", {"password": PASSWORD})
+    assert (again.status, again.body["code"]) == (409, "not_a_guest")
+    logged = server.client()
+    assert (await logged.login(guest.username, PASSWORD)).status == 200
+    assert (await logged.connect()).protocol is not None
+    # Nor can an account that was never a guest be claimed, or anyone without a token.
+    account = await server.user()
+    refused = await account.http("POST", "/api/users/claim/", {"password": PASSWORD})
+    assert refused.status == 409
+    anonymous = await server.client().http(
+        "POST", "/api/users/claim/", {"password": PASSWORD}
+    )
+    assert anonymous.status == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_guests_are_made_at_a_bounded_rate(make_server):
+    server = await make_server(make_settings(guest_rate=0.001, guest_burst=3))
+    client = server.client()
+    for _ in range(3):
+        assert (await client.http("POST", "/api/token/guest/")).status == 200
+    refused = await client.http("POST", "/api/token/guest/")
+    assert refused.status == 429
+    assert refused.body["code"] == "rate_limited"
+    assert refused.headers.getRawHeaders(b"retry-after") == [b"1000"]
+    # A refused request makes no account.
+    assert (
+        await client.http("POST", "/api/token/guest/", {"username": "late"})
+    ).status == 429
+    assert (await client.register("late", PASSWORD)).status == 201
