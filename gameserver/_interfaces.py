@@ -138,6 +138,9 @@ class IHosting(Interface):
     def user_disconnected(user: UserRef) -> None:
         """The user's last socket in this process closed."""
 
+    def rooms_of(user: UserRef) -> Awaitable[tuple[list[int], list[int]]]:
+        """The rooms the user is seated or present in, and those it made."""
+
 
 class ICommitter(Interface):
     """Saves what turns changed, then delivers what they sent."""

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application import strports
-from twisted.application.service import IService
+from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorTime
@@ -16,6 +16,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from gameserver._accounts.accounts import Accounts
+from gameserver._accounts.guests import GuestSweeper
 from gameserver._accounts.passwords import PasswordHasher
 from gameserver._accounts.tokens import Tokens
 from gameserver._engine.dispatcher import Dispatcher
@@ -108,6 +109,10 @@ class GameServer:
         self.rooms = Rooms(
             self.store, hasher, self.games, self.hosting, self.engine.rooms
         )
+        #: Removes expired guests; ``service`` and ``listen`` start it.
+        self.guests = GuestSweeper(
+            self.store, self.hosting, self.sockets, clock, settings.guest_sweep
+        )
         self.dispatcher = Dispatcher(
             settings, self.accounts, self.rooms, self.hosting, self.sockets, self.engine
         )
@@ -146,9 +151,18 @@ class GameServer:
         return FrontDoor(self.site(), self.websocket_factory, self._reactor)
 
     def service(self, endpoint: str) -> IService:
-        """A service listening on a Twisted endpoint string, e.g. ``tcp:8000``."""
-        return strports.service(endpoint, self.factory(), reactor=self._reactor)
+        """A service listening on a Twisted endpoint string, e.g. ``tcp:8000``,
+        with the sweeper of expired guests."""
+        service = MultiService()
+        self.guests.setServiceParent(service)
+        strports.service(
+            endpoint, self.factory(), reactor=self._reactor
+        ).setServiceParent(service)
+        return service
 
     def listen(self, endpoint: str) -> Deferred[IListeningPort]:
-        """Listen now, without a service: ``tcp:0`` picks a free port."""
+        """Listen now, without a service: ``tcp:0`` picks a free port (the
+        sweeper of expired guests starts too)."""
+        if not self.guests.running:
+            self.guests.startService()
         return serverFromString(self._reactor, endpoint).listen(self.factory())

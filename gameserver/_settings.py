@@ -42,6 +42,8 @@ class Settings:
     #: Guest accounts made per second by the whole server, and in a burst.
     guest_rate: float = attrs.field(default=2.0, validator=_positive)
     guest_burst: int = attrs.field(default=20, validator=_positive)
+    #: Seconds between looks for guests whose refresh token has expired.
+    guest_sweep: float = attrs.field(default=60.0, validator=_positive)
     #: Origins allowed for WebSocket upgrades and CORS; Autobahn-style
     #: wildcards (``https://*.example.com``). ``*`` allows all.
     allowed_origins: tuple[str, ...] = attrs.field(default=("*",), converter=_to_tuple)

@@ -103,6 +103,8 @@ async def stop(running: Running) -> None:
         if connection.protocol.transport is not None:
             connection.abort()
     await running.port.stopListening()
+    if running.server.guests.running:
+        running.server.guests.stopService()
     if running.server.backend is not None and running.server.backend.running:
         await running.server.backend.stopService()
 

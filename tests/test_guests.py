@@ -118,3 +118,57 @@ async def test_guests_are_made_at_a_bounded_rate(make_server):
         await client.http("POST", "/api/token/guest/", {"username": "late"})
     ).status == 429
     assert (await client.register("late", PASSWORD)).status == 201
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_expired_guest_leaves_every_room_and_is_removed(start_any):
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    clock.advance(1_800_000_000)
+    settings = make_settings(refresh_lifetime=3600, guest_sweep=60)
+    server = await start_any(settings, clock=clock)
+    guest = await _guest(server, {"username": "traveller"})
+    g = await server.connect(guest)
+    bob, b = await server.socket()
+    carol, c = await server.socket("carol")
+    # The guest's own room, another room it sits in; and another guest, who
+    # dropped out of a game, so that only its seat is left.
+    own = (await guest.create_room("the guest's", "chat")).body["id"]
+    other = (await server.room(carol))["id"]
+    duel = (await server.room(carol, game="duel"))["id"]
+    for connection, room in ((g, own), (b, own), (g, other), (c, other), (c, duel)):
+        assert (await connection.join(room))["data"]["is_successful"] is True
+    dropout = await _guest(server)
+    d = await server.connect(dropout)
+    assert (await d.join(duel))["data"]["is_successful"] is True
+    await c.request("START_GAME", duel, reply="GAME_STARTED")
+    d.abort()
+    await c.receive("USER_DISCONNECTED", room_id=duel)
+
+    clock.advance(3599)  # not yet: the refresh token is still good, and the
+    # sweeper (every 60 s of the server's clock) has left the guests alone
+    assert (
+        await guest.http("POST", "/api/token/refresh/", {"refresh": guest.refresh})
+    ).status == 200
+    clock.advance(60)  # the next sweep finds both
+
+    assert (await b.receive("ROOM_DELETED", room_id=own))["room_id"] == own
+    left = await c.receive("USER_LEFT", room_id=other)
+    assert left["data"]["user"]["id"] == guest.user_id
+    left = await c.receive("USER_LEFT", room_id=duel)
+    assert left["data"]["user"]["id"] == dropout.user_id
+    assert (await g.closed)[0] == 4001
+    # An hour on, carol's own tokens have expired too.
+    assert (await carol.login("carol", PASSWORD)).status == 200
+    for room, players in ((other, [carol.user_id]), (duel, [carol.user_id])):
+        listed = (await carol.http("GET", f"/api/rooms/{room}/")).body
+        assert [p["id"] for p in listed["players"]] == players
+    assert (await carol.http("GET", f"/api/rooms/{own}/")).status == 404
+    refused = await guest.http(
+        "POST", "/api/token/refresh/", {"refresh": guest.refresh}
+    )
+    assert refused.status == 401
+    # The name is free again, and nothing is left to sweep.
+    assert (await server.client().register("traveller", PASSWORD)).status == 201
+    assert await server.server.guests.sweep() == 0

@@ -65,6 +65,10 @@ class LocalSockets:
         if connection is not None:
             connection.send_frame(frame)
 
+    def close_user(self, user_id: int, code: int, reason: str) -> None:
+        for connection in list(self._by_user.get(user_id, ())):
+            connection.close(code, reason)
+
     def close_all(self, code: int, reason: str) -> None:
         for connection in list(self._by_id.values()):
             connection.close(code, reason)

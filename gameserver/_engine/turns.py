@@ -84,6 +84,8 @@ class Changes:
     present: tuple[int, ...] = ()
     #: The room's present users before the turn, when it changed them.
     present_before: dict[int, frozenset[str]] | None = None
+    #: The ids of the room's players before the turn, when it changed them.
+    players_before: tuple[int, ...] | None = None
     #: The turn queued lifecycle hooks: save it with them, not before.
     more: bool = False
     #: The room is deleted: drop everything it has.
@@ -470,6 +472,8 @@ class Engine:
             self._failed(turn, Failure())
             return
         if turn.players is not None or turn.status is not None:
+            if turn.players is not None:
+                changes.players_before = tuple(p.id for p in room.record.players)
             room.record = attrs.evolve(
                 room.record, players=turn.players_now(), state=turn.status_now()
             )

@@ -67,6 +67,10 @@ class MemoryHosting:
         for room_id in sorted(self._rooms_of.pop(user.id, ())):
             self.submit(Work(GONE, room_id, user, processes=(process,)))
 
+    async def rooms_of(self, user: UserRef) -> tuple[list[int], list[int]]:
+        seated, owned = self._store.rooms_of(user.id)
+        return sorted({*seated, *self._rooms_of.get(user.id, ())}), owned
+
     def forget(self, user_id: int, room_id: int) -> None:
         """The user is no longer present in the room."""
         rooms = self._rooms_of.get(user_id)

@@ -99,6 +99,14 @@ class MemoryStore:
 
     # For the in-memory committer: a room's record as its turns change it.
 
+    def rooms_of(self, user_id: int) -> tuple[list[int], list[int]]:
+        """The rooms the user holds a seat in, and those it made."""
+        rooms = self._rooms.values()
+        return (
+            [r.id for r in rooms if r.has_player(user_id)],
+            [r.id for r in rooms if r.owner.id == user_id],
+        )
+
     def record(self, room_id: int) -> Room | None:
         return self._rooms.get(room_id)
 

@@ -480,6 +480,16 @@ class RedisHosting:
         for room_id in sorted(int(r) for r in rooms):
             self.submit(Work(HERE, room_id, user, processes=(self.process_id,)))
 
+    async def rooms_of(self, user: UserRef) -> tuple[list[int], list[int]]:
+        seated, present, owned = await gather(
+            self.redis("SMEMBERS", keys.user_seats(user.id)),
+            self.redis("SMEMBERS", keys.user_rooms(user.id)),
+            self.redis("SMEMBERS", keys.user_owns(user.id)),
+        )
+        rooms = {*(int(r) for r in seated), *(int(r) for r in present)}
+        rooms.update(self._rooms_of.get(user.id, ()))
+        return sorted(rooms), sorted(int(r) for r in owned)
+
     def user_disconnected(self, user: UserRef) -> None:
         ensureDeferred(self.let_go(user)).addErrback(
             lambda f: log.failure("telling the rooms {user} left failed", f, user=user)
@@ -587,6 +597,7 @@ class Batch:
         "held",
         "local",
         "out",
+        "players_before",
         "record",
         "room",
         "routes",
@@ -614,6 +625,8 @@ class Batch:
         self.routes: dict[int, frozenset[str]] = {}
         #: Their processes after the batch, taken when it is sent.
         self.after: dict[int, frozenset[str] | None] = {}
+        #: The ids of the room's players before the batch, if it changed them.
+        self.players_before: tuple[int, ...] | None = None
         self.out: list[Out] = []
         self.works: list[Work] = []
         #: The last turn queued hooks: wait for them before saving.
@@ -627,6 +640,8 @@ class Batch:
         self.turns += 1
         self.state |= changes.state
         self.record |= changes.record
+        if self.players_before is None:
+            self.players_before = changes.players_before
         self.drop |= changes.drop
         if changes.clear_timers:
             self.clear_timers = True
@@ -986,9 +1001,20 @@ class RedisCommitter:
             elif before and not now:
                 redis("SREM", keys.user_rooms(user_id), room.id).addErrback(quiet)
                 self._hosting.forget(user_id, room.id)
+        if batch.players_before is not None and not batch.drop:
+            seated = {p.id for p in room.record.players}
+            was = set(batch.players_before)
+            for user_id in seated - was:
+                redis("SADD", keys.user_seats(user_id), room.id).addErrback(quiet)
+            for user_id in was - seated:
+                redis("SREM", keys.user_seats(user_id), room.id).addErrback(quiet)
         if batch.drop:
             for user_id in room.present:
                 redis("SREM", keys.user_rooms(user_id), room.id).addErrback(quiet)
+            for player in room.record.players:
+                redis("SREM", keys.user_seats(player.id), room.id).addErrback(quiet)
+            owner = room.record.owner.id
+            redis("SREM", keys.user_owns(owner), room.id).addErrback(quiet)
             ensureDeferred(self._hosting.store.unlist_room(room.id, room.record.game))
             self._hosting.deleted(room)
 

@@ -61,6 +61,16 @@ def user_rooms(user_id: int) -> str:
     return f"{PREFIX}:{{user:{user_id}}}:rooms"
 
 
+def user_seats(user_id: int) -> str:
+    """Set: the rooms the user holds a seat in (kept by the rooms' owners)."""
+    return f"{PREFIX}:{{user:{user_id}}}:seats"
+
+
+def user_owns(user_id: int) -> str:
+    """Set: the rooms the user made (kept by the store and the owners)."""
+    return f"{PREFIX}:{{user:{user_id}}}:owns"
+
+
 def alive(process_id: str) -> str:
     return f"{PREFIX}:{{processes}}:alive:{process_id}"
 

@@ -102,6 +102,7 @@ class RedisStore:
         await self._redis("HSET", meta, *(x for kv in fields.items() for x in kv))
         await self._redis("ZADD", keys.ROOMS, room_id, room_id)
         await self._redis("ZADD", keys.rooms_of_game(game), room_id, room_id)
+        await self._redis("SADD", keys.user_owns(owner.id), room_id)
         return room
 
     async def get_room(self, room_id: int) -> Room | None:
