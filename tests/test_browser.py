@@ -57,8 +57,8 @@ PASSWORD = "correct horse battery"
 TIMEOUT_MS = 15_000
 
 #: The test server: real games, a cheap password hash, and a trivia bank
-#: whose right answer is always "Right". Its arguments: the token secret and
-#: the access tokens' lifetime in seconds.
+#: whose right answer is always "Right". Its arguments: the token secret, the
+#: access tokens' lifetime in seconds, and more settings as a JSON object.
 SERVER = """
 import json, random, sys
 
@@ -80,7 +80,10 @@ questions = [
 trivia = Trivia(questions=questions, rng=random.Random(0), pause=1.0)
 server = GameServer(
     Settings(
-        secret=sys.argv[1], password_cost=10, access_lifetime=float(sys.argv[2])
+        secret=sys.argv[1],
+        password_cost=10,
+        access_lifetime=float(sys.argv[2]),
+        **json.loads(sys.argv[3]),
     ),
     games={"chat": chat, "tictactoe": tictactoe, "trivia": trivia},
 )
@@ -153,8 +156,18 @@ def short_lived_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
 SHORT_LIFETIME = 10
 
 
+@pytest.fixture(scope="module")
+def one_guest_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server that makes one guest account, then refuses more (for 1000 s)."""
+    yield from run_server(
+        tmp_path_factory, access_lifetime=300, guest_burst=1, guest_rate=0.001
+    )
+
+
 def run_server(
-    tmp_path_factory: pytest.TempPathFactory, access_lifetime: float
+    tmp_path_factory: pytest.TempPathFactory,
+    access_lifetime: float,
+    **settings: Any,
 ) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("browser") / "server.log"
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
@@ -166,6 +179,7 @@ def run_server(
                 SERVER,
                 secrets.token_urlsafe(32),
                 str(access_lifetime),
+                json.dumps(settings),
             ],
             cwd=REPO,
             env=env,
@@ -673,6 +687,76 @@ def test_trivia_round_with_teams_countdown_and_scores(
     expect(quinn.get_by_test_id("room-state")).to_have_text("finished")
     expect(quinn.get_by_test_id("trivia-start")).to_have_text("Play again")
     assert robin.get_by_test_id("chat-message").filter(has_text="psst").count() == 0
+
+
+def test_a_guest_plays_chats_and_keeps_the_account(
+    one_guest_server: Server, contexts
+) -> None:
+    server = one_guest_server
+    _, host = contexts()
+    _, guest = contexts(**PHONE)
+    sign_up(host, server.url, "hostess")
+    create_room(host, "chat", "Guests welcome")
+
+    # No account, no password: the server makes up a name.
+    guest.goto(server.url + "/")
+    guest.get_by_test_id("guest-play").click()
+    expect(guest.get_by_test_id("lobby-view")).to_be_visible()
+    expect(guest.get_by_test_id("username")).to_have_text(
+        re.compile(r"^guest-[0-9a-f]{4,8}$")
+    )
+    name = guest.get_by_test_id("username").text_content()
+    expect(guest.get_by_test_id("connection-state")).to_have_attribute(
+        "data-state", "open"
+    )
+    expect(guest.get_by_test_id("guest-name")).to_have_text(name)
+    expect(guest.get_by_test_id("guest-claim")).to_be_visible()
+    assert fits(guest)
+
+    # A guest joins, chats and is seen like anyone.
+    room_row(guest, "Guests welcome").get_by_test_id("room-join").click()
+    expect(guest.get_by_test_id("room-view")).to_be_visible()
+    expect(member(host, name)).to_be_visible()
+    say(guest, "hello from a guest")
+    expect(host.get_by_test_id("chat-message").last).to_contain_text(
+        f"{name} hello from a guest"
+    )
+
+    # Keeping the account: a short password is refused, a good one taken.
+    guest.get_by_test_id("guest-claim").click()
+    guest.get_by_test_id("claim-password").fill("short")
+    guest.get_by_test_id("claim-submit").click()
+    expect(guest.get_by_test_id("claim-error")).to_have_text(
+        "A password is at least 8 characters long."
+    )
+    guest.get_by_test_id("claim-password").fill(PASSWORD)
+    guest.get_by_test_id("claim-submit").click()
+    expect(guest.get_by_test_id("claim-dialog")).to_be_hidden()
+    expect(guest.get_by_test_id("notice-text")).to_contain_text(name)
+    expect(guest.get_by_test_id("guest-claim")).to_be_hidden()
+    assert guest.evaluate("window.gameserverLobby.client.isGuest") is False
+    again = "window.gameserverLobby.client.claim('x'.repeat(8)).catch((e) => e.code)"
+    assert guest.evaluate(again) == "not_a_guest"
+    assert fits(guest)
+    # The session goes on, with the same tokens.
+    say(guest, "still here")
+    expect(host.get_by_test_id("chat-message").last).to_contain_text(
+        f"{name} still here"
+    )
+
+    # This server makes one guest only: the next is refused, in words...
+    _, fresh = contexts()
+    fresh.goto(server.url + "/")
+    fresh.get_by_test_id("guest-play").click()
+    expect(fresh.get_by_test_id("auth-error")).to_contain_text("guest")
+    expect(fresh.get_by_test_id("auth-view")).to_be_visible()
+    # ...and the kept account logs in with its password.
+    fresh.get_by_test_id("auth-username").fill(name)
+    fresh.get_by_test_id("auth-password").fill(PASSWORD)
+    fresh.get_by_test_id("login").click()
+    expect(fresh.get_by_test_id("lobby-view")).to_be_visible()
+    expect(fresh.get_by_test_id("username")).to_have_text(name)
+    expect(fresh.get_by_test_id("guest-bar")).to_be_hidden()
 
 
 #: Runs in the page: the client library on its own, against the server.

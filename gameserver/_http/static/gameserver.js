@@ -6,17 +6,19 @@
 //
 //   import { GameClient } from "/static/gameserver.js";
 //   const client = new GameClient({ storage: localStorage }); // format: "json"
-//   await client.login("alice", "alice-secret");
+//   await client.login("alice", "alice-secret"); // or: await client.guest();
 //   await client.connect();
 //   const room = await client.join(7, "mint");
 //   client.on("CHAT_MESSAGE", (msg) => console.log(msg.data.text));
 //   client.send("CHAT_MESSAGE", room.id, { text: "hello" });
 //
 // The HTTP API (accounts, tokens, rooms) is reached with fetch, the game
-// over one WebSocket. Access tokens are refreshed before they expire; a
-// dropped socket is reopened with backoff and jitter, validated again, and
-// every room the client was in is joined again, so a player mid-game gets
-// the seat and the game's state back. Messages are JSON text frames, or
+// over one WebSocket. A guest (`guest()`) plays with no password, under a
+// made-up name, and may keep the account with `claim(password)`. Access
+// tokens are refreshed before they expire; a dropped socket is reopened
+// with backoff and jitter, validated again, and every room the client was
+// in is joined again, so a player mid-game gets the seat and the game's
+// state back. Messages are JSON text frames, or
 // with `format: "msgpack"` MessagePack binary frames (the WebSocket
 // subprotocol "gameserver.msgpack"). See README.md, "The lobby and the
 // JavaScript client", for the whole API.
@@ -98,8 +100,8 @@ const DEFAULTS = {
  *   "statechange" {state}   connecting / open / reconnecting / closed
  *   "error"       GameServerError: an ERROR no request was waiting for,
  *                 an expired session, a refused connection...
- *   "session"     {user: {id, username}} after a login, null after logout
- *                 or expiry
+ *   "session"     {user: {id, username}} after a login (or guest()), null
+ *                 after logout or expiry
  *   "rejoin"      {roomId, room} or {roomId, error} after a reconnect (a
  *                 failed rejoin is reported here only, not as "error")
  */
@@ -140,13 +142,21 @@ export class GameClient extends EventTarget {
 
   // -- Session -------------------------------------------------------------
 
-  /** `{username, access, refresh}`, or null when logged out. */
+  /**
+   * `{username, userId, access, refresh}`, with `guest: true` for a guest,
+   * or null when logged out.
+   */
   get session() {
     return this._session;
   }
 
   get loggedIn() {
     return this._session !== null;
+  }
+
+  /** A guest's session: no password yet, so logging out loses the account. */
+  get isGuest() {
+    return Boolean(this._session?.guest);
   }
 
   async register(username, password) {
@@ -158,6 +168,46 @@ export class GameClient extends EventTarget {
     this._learnClock(tokens.access);
     this._setSession({ username, userId: Number(decodeToken(tokens.access)?.sub), ...tokens });
     return this._session;
+  }
+
+  /**
+   * Play as a guest: a new account with no password, named `username` or,
+   * without one, a made-up `guest-…` name. The session is kept as after
+   * login(), with `session.guest` true; it lasts as long as its refresh
+   * token, and a guest cannot log in again after logout().
+   */
+  async guest(username = null) {
+    const body = username ? { username } : {};
+    const { access, refresh, user } = await this.api("POST", "api/token/guest/", body, { auth: false });
+    this._learnClock(access);
+    this._setSession({ username: user.username, userId: user.id, access, refresh, guest: true });
+    return this._session;
+  }
+
+  /**
+   * Keep a guest's account: give it a password (8–256 characters) to log
+   * in with later; its id and name stay. Resolves with the user,
+   * `{id, username}`. The tokens stay valid: the session goes on, no
+   * longer a guest's.
+   */
+  async claim(password) {
+    try {
+      const user = await this.api("POST", "api/users/claim/", { password });
+      this._notGuest(user.id);
+      return user;
+    } catch (error) {
+      // Claimed already (in another tab, say): not a guest any more.
+      if (error.code === "not_a_guest") this._notGuest(this._session?.userId);
+      throw error;
+    }
+  }
+
+  _notGuest(userId) {
+    const session = this._session;
+    if (!session?.guest || session.userId !== userId) return;
+    const claimed = { ...session };
+    delete claimed.guest;
+    this._setSession(claimed);
   }
 
   /** Forget the tokens and close the socket. */

@@ -109,7 +109,9 @@ const MESSAGES = {
   username_taken: () => "That username is taken: pick another one.",
   bad_credentials: () => "Wrong username or password.",
   unavailable: () => "The server is busy: try again in a moment.",
-  rate_limited: () => "Slow down a little: too many messages.",
+  // Over the HTTP API (too many new guests at once), or messages on the socket.
+  rate_limited: (e) => (e.status ? sentence(e.detail) : "Slow down a little: too many messages."),
+  not_a_guest: () => "This account already has a password.",
   not_owner: () => "Only the room's owner can start the game.",
   not_enough_players: (e) => sentence(e.detail),
   chat_refused: (e) =>
@@ -133,7 +135,9 @@ function describe(error) {
 
 let noticeTimer = null;
 
-function notice(message) {
+/** A message under the top bar for a few seconds: a refusal, or `kind` "ok". */
+function notice(message, kind = "error") {
+  $("notice").dataset.kind = kind;
   $("notice-text").textContent = message;
   show($("notice"), true);
   clearTimeout(noticeTimer);
@@ -183,6 +187,7 @@ function connect() {
 }
 
 client.addEventListener("session", ({ detail }) => {
+  renderGuest();
   if (!detail) {
     wantConnection = false;
     leaveRoomView();
@@ -213,6 +218,8 @@ function showView(name) {
 function showAuth() {
   stopPolling();
   show($("whoami"), false);
+  if ($("claim-dialog").open) $("claim-dialog").close();
+  renderGuest();
   showView("auth-view");
   renderConnection();
   $("auth-username").focus();
@@ -242,6 +249,69 @@ $("auth-form").addEventListener("submit", async (event) => {
     buttons.forEach((b) => (b.disabled = false));
   }
 });
+
+$("guest-play").addEventListener("click", async () => {
+  const errorEl = $("auth-error");
+  setError(errorEl, "");
+  const buttons = $("auth-form").querySelectorAll("button");
+  buttons.forEach((b) => (b.disabled = true));
+  try {
+    await client.guest(); // the server makes up a name
+    $("auth-password").value = "";
+    enterLobby();
+  } catch (error) {
+    setError(errorEl, describe(error));
+  } finally {
+    buttons.forEach((b) => (b.disabled = false));
+  }
+});
+
+// -- A guest keeps the account ----------------------------------------------
+
+/** The guest bar, with its "Keep this account" button: for a guest only. */
+function renderGuest() {
+  $("guest-name").textContent = client.session?.username ?? "";
+  show($("guest-bar"), client.loggedIn && client.isGuest);
+}
+
+$("guest-claim").addEventListener("click", () => {
+  const name = client.session?.username ?? "";
+  $("claim-username").textContent = name;
+  $("claim-username-field").value = name; // for password managers
+  $("claim-password").value = "";
+  setError($("claim-error"), "");
+  $("claim-dialog").showModal();
+  $("claim-password").focus();
+});
+
+$("claim-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const password = $("claim-password").value;
+  const errorEl = $("claim-error");
+  if (password.length < 8) return setError(errorEl, "A password is at least 8 characters long.");
+  if (password.length > 256) return setError(errorEl, "A password is at most 256 characters long.");
+  const button = $("claim-submit");
+  button.disabled = true;
+  try {
+    const user = await client.claim(password);
+    $("claim-dialog").close();
+    notice(`The account is yours: log in as ${user.username} with your password from now on.`, "ok");
+  } catch (error) {
+    if (error.code === "not_a_guest") {
+      // Kept already (in another tab, say): nothing left to do here.
+      $("claim-dialog").close();
+      notice(describe(error));
+    } else {
+      setError(errorEl, describe(error));
+    }
+  } finally {
+    button.disabled = false;
+    renderGuest();
+  }
+});
+
+$("claim-cancel").addEventListener("click", () => $("claim-dialog").close());
+$("claim-dialog").addEventListener("close", () => ($("claim-password").value = ""));
 
 $("logout").addEventListener("click", () => {
   sessionStorage.removeItem(ROOM_KEY);
@@ -294,6 +364,7 @@ $("create-game").addEventListener("change", updateCreateForm);
 
 async function enterLobby() {
   show($("whoami"), true);
+  renderGuest();
   $("username").textContent = client.session.username;
   if (!wantConnection) connect();
   await loadGames();
