@@ -79,6 +79,12 @@ class Game:
         """The state document of a new room."""
         return {}
 
+    def match_key(self, user: Any, options: dict[str, Any]) -> str:
+        """Who ``QUICK_JOIN`` may seat together: users with the same key (a
+        language, a skill band). Raise a ``GameServerError`` for bad ``options``.
+        One pool for the whole game unless overridden."""
+        return ""
+
     # The hooks call each router's hook of the same name, in order. They
     # return an awaitable (``await super().on_join(...)`` works), which is
     # already done when no router's hook waited on anything.

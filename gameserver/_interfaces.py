@@ -69,6 +69,23 @@ class IStore(Interface):
     def list_rooms(game: str | None, offset: int, limit: int) -> Awaitable[Page]:
         """A ``Page`` of rooms, newest first, optionally of one game only."""
 
+    def pool_rooms(game: str, key: str) -> Awaitable[list[int]]:
+        """The rooms ``QUICK_JOIN`` may seat a user of this game and match key
+        in (a superset: some may have filled, started or gone since)."""
+
+    def pool_add(game: str, key: str, room_id: int) -> Awaitable[None]:
+        """Offer a room to quick joins of this game and match key."""
+
+    def pool_remove(game: str, key: str, room_ids: list[int]) -> Awaitable[None]:
+        """Offer these rooms no more."""
+
+    def pool_lock(game: str, key: str, holder: str, ttl: float) -> Awaitable[bool]:
+        """Take the pool's lock for ``ttl`` seconds unless another holder has it,
+        so that quick joins of several processes choose rooms one at a time."""
+
+    def pool_unlock(game: str, key: str, holder: str) -> Awaitable[None]:
+        """Give the lock back, if this holder still has it."""
+
 
 class IConnection(Interface):
     """One client socket, as the dispatcher, the engine and the tests see it."""
@@ -175,6 +192,9 @@ class IGame(Interface):
 
     def initial_state() -> Any:
         """The JSON state document of a new room."""
+
+    def match_key(user: UserRef, options: dict[str, Any]) -> str:
+        """The pool ``QUICK_JOIN`` seats the user from, given its ``options``."""
 
     def can_start(
         room: GameRoom, user: UserRef, helper: Helper, options: dict[str, Any]

@@ -20,6 +20,7 @@ from gameserver._accounts.guests import GuestSweeper
 from gameserver._accounts.passwords import PasswordHasher
 from gameserver._accounts.tokens import Tokens
 from gameserver._engine.dispatcher import Dispatcher
+from gameserver._engine.matchmaking import Matchmaker
 from gameserver._engine.rooms import Rooms
 from gameserver._engine.sockets import LocalSockets
 from gameserver._engine.turns import Engine
@@ -113,8 +114,23 @@ class GameServer:
         self.guests = GuestSweeper(
             self.store, self.hosting, self.sockets, clock, settings.guest_sweep
         )
+        self.matchmaker = Matchmaker(
+            self.store,
+            self.games,
+            self.hosting,
+            self.engine.rooms,
+            reactor,
+            self.engine.process_id,
+        )
+        self.rooms.matchmaker = self.matchmaker
         self.dispatcher = Dispatcher(
-            settings, self.accounts, self.rooms, self.hosting, self.sockets, self.engine
+            settings,
+            self.accounts,
+            self.rooms,
+            self.hosting,
+            self.sockets,
+            self.engine,
+            self.matchmaker,
         )
         self.websocket_factory = GameServerFactory(
             self.dispatcher, settings, clock=clock, reactor=reactor

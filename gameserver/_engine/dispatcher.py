@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 
 from gameserver._accounts.accounts import Accounts
 from gameserver._engine.drive import Pending, settle
+from gameserver._engine.matchmaking import Matchmaker
 from gameserver._engine.room import JOIN, LEAVE, MESSAGE, Reply, Work
 from gameserver._engine.rooms import Rooms
 from gameserver._engine.sockets import LocalSockets
@@ -62,8 +63,10 @@ class Dispatcher:
         hosting: IHosting,
         sockets: LocalSockets,
         engine: Engine,
+        matchmaker: Matchmaker,
     ) -> None:
         self._settings = settings
+        self._matchmaker = matchmaker
         self._accounts = accounts
         self._rooms = rooms
         self._hosting = hosting
@@ -82,6 +85,9 @@ class Dispatcher:
                 raise NotAuthenticated("send VALIDATE_CONNECTION with a token first")
             if type_ == messages.JOIN_ROOM:
                 return self._guard(session, envelope, self._join(session, envelope))
+            if type_ == messages.QUICK_JOIN:
+                work = self._matchmaker.quick_join(session, envelope)
+                return self._guard(session, envelope, work)
             room_id = envelope.room_id
             if type_ == messages.LEAVE_ROOM:
                 if room_id is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gameserver._engine.room import JOIN, LEAVE, MESSAGE, Work
+from gameserver._engine.room import JOIN, LEAVE, MESSAGE, Work, join_type
 from gameserver._engine.sockets import LocalSockets
 from gameserver._engine.turns import Out
 from gameserver._wire import messages
@@ -21,7 +21,7 @@ def missing(work: Work) -> Frame | None:
             "error": "room_not_found",
             "detail": f"there is no room {room_id}",
         }
-        return Frame.build(messages.JOIN_ROOM, data, room_id)
+        return Frame.build(join_type(work), data, room_id)
     if work.kind == LEAVE:
         data = {
             "is_successful": False,
@@ -42,7 +42,7 @@ def missing(work: Work) -> Frame | None:
 def error_frame(work: Work, code: str, detail: str) -> Frame:
     """An ``ERROR`` (or a refused JOIN/LEAVE) for work that could not be done."""
     if work.kind in (JOIN, LEAVE):
-        type_ = messages.JOIN_ROOM if work.kind == JOIN else messages.LEAVE_ROOM
+        type_ = join_type(work) if work.kind == JOIN else messages.LEAVE_ROOM
         data = {"is_successful": False, "error": code, "detail": detail}
         return Frame.build(type_, data, work.room_id)
     data = {"code": code, "detail": detail, "request_type": work.type}

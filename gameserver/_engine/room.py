@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IDelayedCall
 from gameserver._interfaces import IGame
 from gameserver._models import Room, RoomData, RoomState, TimerSpec, UserRef
 from gameserver._routers import Handler
+from gameserver._wire import messages
 
 
 @attrs.define(slots=True, eq=False)
@@ -24,6 +25,13 @@ class Reply:
 
     process: str
     connection: int
+
+
+def join_type(work: Work) -> str:
+    """What a join's answer is called: ``QUICK_JOIN`` for a quick join."""
+    if work.type == messages.QUICK_JOIN:
+        return messages.QUICK_JOIN
+    return messages.JOIN_ROOM
 
 
 @attrs.define(slots=True, eq=False)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from gameserver._engine.room import DELETE, HOOK, LiveRoom, Work
+from gameserver._engine.room import DELETE, HOOK, LiveRoom, Work, join_type
 from gameserver._errors import (
     Forbidden,
     GameStarted,
@@ -33,6 +33,7 @@ from gameserver._wire.messages import Frame
 
 if TYPE_CHECKING:
     from gameserver._accounts.passwords import PasswordHasher
+    from gameserver._engine.matchmaking import Matchmaker
     from gameserver._engine.turns import Turn
     from gameserver._gameroom import GameRoom
     from gameserver._helper import Helper
@@ -51,6 +52,9 @@ def _optional(body: dict[str, Any], key: str, kind: type) -> Any:
 
 class Rooms:
     """The rooms as the HTTP API and a join see them: records in the store."""
+
+    #: Offered new rooms to quick joins (set once the server is wired).
+    matchmaker: Matchmaker | None = None
 
     def __init__(
         self,
@@ -95,9 +99,12 @@ class Rooms:
                 f"'password' must be {MIN_ROOM_PASSWORD} to {MAX_ROOM_PASSWORD} characters"
             )
         password_hash = None if password is None else await self._hasher.hash(password)
-        return await self._store.create_room(
+        room = await self._store.create_room(
             name.strip(), game.name, owner, max_players, password_hash
         )
+        if self.matchmaker is not None:
+            await self.matchmaker.add(game, owner, room)
+        return room
 
     async def page(self, number: int, size: int, game: str | None) -> Page:
         if number < 1:
@@ -174,7 +181,7 @@ def join(turn: Turn, view: GameRoom, helper: Helper) -> Any:
         room.record, players=turn.players_now(), state=turn.status_now()
     ).to_json()
     turn.reply(
-        Frame.build(messages.JOIN_ROOM, {"is_successful": True, "room": reply}, room.id)
+        Frame.build(join_type(work), {"is_successful": True, "room": reply}, room.id)
     )
     history = {"messages": _history(turn, user.id)}
     turn.send(Frame.build(messages.CHAT_HISTORY, history, room.id), (user.id,))

@@ -25,6 +25,8 @@ class MemoryStore:
         self._guests: dict[int, float] = {}
         self._user_ids_by_name: dict[str, int] = {}
         self._rooms: dict[int, Room] = {}
+        #: Quick join's rooms, by game and match key.
+        self._pools: dict[tuple[str, str], dict[int, None]] = {}
         self._user_ids = itertools.count(1)
         self._room_ids = itertools.count(1)
 
@@ -98,6 +100,24 @@ class MemoryStore:
         return Page(len(rooms), tuple(rooms[offset : offset + limit]))
 
     # For the in-memory committer: a room's record as its turns change it.
+
+    async def pool_rooms(self, game: str, key: str) -> list[int]:
+        return list(self._pools.get((game, key), ()))
+
+    async def pool_add(self, game: str, key: str, room_id: int) -> None:
+        self._pools.setdefault((game, key), {})[room_id] = None
+
+    async def pool_remove(self, game: str, key: str, room_ids: list[int]) -> None:
+        pool = self._pools.get((game, key))
+        if pool is not None:
+            for room_id in room_ids:
+                pool.pop(room_id, None)
+
+    async def pool_lock(self, game: str, key: str, holder: str, ttl: float) -> bool:
+        return True  # one process: its matchmaker's own lock is enough
+
+    async def pool_unlock(self, game: str, key: str, holder: str) -> None:
+        return None
 
     def rooms_of(self, user_id: int) -> tuple[list[int], list[int]]:
         """The rooms the user holds a seat in, and those it made."""

@@ -61,6 +61,16 @@ def user_rooms(user_id: int) -> str:
     return f"{PREFIX}:{{user:{user_id}}}:rooms"
 
 
+def pool(game: str, key: str) -> str:
+    """Set: the rooms quick joins of this game and match key may seat in."""
+    return f"{PREFIX}:pool:{game}:{key}"
+
+
+def pool_lock(game: str, key: str) -> str:
+    """The holder of the pool's lock (a matchmaker choosing a room)."""
+    return f"{pool(game, key)}:lock"
+
+
 def user_seats(user_id: int) -> str:
     """Set: the rooms the user holds a seat in (kept by the rooms' owners)."""
     return f"{PREFIX}:{{user:{user_id}}}:seats"

@@ -105,6 +105,26 @@ class RedisStore:
         await self._redis("SADD", keys.user_owns(owner.id), room_id)
         return room
 
+    async def pool_rooms(self, game: str, key: str) -> list[int]:
+        members = await self._redis("SMEMBERS", keys.pool(game, key))
+        return sorted(int(m) for m in members)
+
+    async def pool_add(self, game: str, key: str, room_id: int) -> None:
+        await self._redis("SADD", keys.pool(game, key), room_id)
+
+    async def pool_remove(self, game: str, key: str, room_ids: list[int]) -> None:
+        if room_ids:
+            await self._redis("SREM", keys.pool(game, key), *room_ids)
+
+    async def pool_lock(self, game: str, key: str, holder: str, ttl: float) -> bool:
+        taken = await self._redis(
+            "SET", keys.pool_lock(game, key), holder, "NX", "PX", int(ttl * 1000)
+        )
+        return taken is not None
+
+    async def pool_unlock(self, game: str, key: str, holder: str) -> None:
+        await self._redis.run(scripts.RELEASE, [keys.pool_lock(game, key)], [holder])
+
     async def get_room(self, room_id: int) -> Room | None:
         meta = await self._redis("HGETALL", keys.room(room_id, "meta"))
         return room_of(room_id, pairs(meta)) if meta else None

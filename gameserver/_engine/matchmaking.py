@@ -1,0 +1,178 @@
+"""``QUICK_JOIN``: a seat in the fullest open room of a pool, or a new room.
+
+A pool is a game and a match key (``Game.match_key``: a language, a skill
+band; one pool per game unless the game says otherwise). Choosing a room
+goes one quick join at a time per pool, or two users who found no open
+room at the same moment would make two half-empty rooms: it runs under
+the pool's lock (a ``DeferredLock`` in this process and, with Redis, the
+store's lock shared by every process) and keeps it until the join is
+saved, so that the next one sees the seat taken. Whether the seat is free
+is still the room's turn to decide, as for any join, so a room is never
+overfilled, whoever else joins it meanwhile.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from twisted.internet.defer import DeferredLock
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from gameserver._engine.room import JOIN, LiveRoom, Reply, Work
+from gameserver._errors import BadMessage, Busy, GameServerError, InvalidInput
+from gameserver._interfaces import IGame, IHosting, IStore
+from gameserver._models import Room, RoomState, UserRef
+from gameserver._wire import messages
+from gameserver._wire.messages import Envelope
+from gameserver._wire.session import Session
+
+#: Seconds a pool's lock lasts if its holder dies holding it.
+LOCK_TTL = 5.0
+#: Seconds a quick join waits for its pool's lock before ``busy``.
+LOCK_WAIT = 5.0
+
+log = Logger()
+
+
+class Matchmaker:
+    def __init__(
+        self,
+        store: IStore,
+        games: Mapping[str, IGame],
+        hosting: IHosting,
+        live: Mapping[int, LiveRoom],
+        reactor: Any,
+        process_id: str,
+    ) -> None:
+        """``reactor``: real time, for waiting on another process's lock."""
+        self._store = store
+        self._games = games
+        self._hosting = hosting
+        self._live = live
+        self._reactor = reactor
+        self._process = process_id
+        self._locks: dict[tuple[str, str], DeferredLock] = {}
+
+    async def quick_join(self, session: Session, envelope: Envelope) -> None:
+        user = session.user
+        assert user is not None
+        try:
+            game, key = self.pool_of(user, envelope)
+            await self._locked(game.name, key, lambda: self._seat(game, key, session))
+        except GameServerError as e:
+            session.send(
+                messages.message(
+                    messages.QUICK_JOIN,
+                    {"is_successful": False, "error": e.code, "detail": e.detail},
+                )
+            )
+
+    def pool_of(self, user: UserRef, envelope: Envelope) -> tuple[IGame, str]:
+        if envelope.room_id is not None:
+            raise BadMessage("QUICK_JOIN takes no 'room_id': it finds the room")
+        data = envelope.data
+        name = data.get("game")
+        game = self._games.get(name) if isinstance(name, str) else None
+        if game is None:
+            raise InvalidInput(
+                f"'game' must be one of: {', '.join(sorted(self._games)) or '(none)'}"
+            )
+        options = data.get("options", {})
+        if not isinstance(options, dict):
+            raise InvalidInput("'options' must be an object")
+        key = game.match_key(user, options)
+        if not isinstance(key, str):
+            raise TypeError(f"{game.name}.match_key returned {key!r}, not a str")
+        return game, key
+
+    async def add(self, game: IGame, owner: UserRef, room: Room) -> None:
+        """Offer a room made over HTTP to quick joins, if it may be."""
+        if room.has_password:
+            return
+        try:
+            key = game.match_key(owner, {})
+        except GameServerError:
+            return  # the game's pools need options the room was not made with
+        await self._store.pool_add(game.name, key, room.id)
+
+    async def _seat(self, game: IGame, key: str, session: Session) -> None:
+        user = session.user
+        assert user is not None
+        room_id = await self._choose(game.name, key, user)
+        if room_id is None:
+            room = await self._store.create_room(
+                f"{game.name} (quick)", game.name, user, game.max_players, None
+            )
+            await self._store.pool_add(game.name, key, room.id)
+            room_id = room.id
+        await self._hosting.request(
+            Work(
+                JOIN,
+                room_id,
+                user,
+                Reply(self._process, session.id),
+                messages.QUICK_JOIN,
+                {},
+                processes=(self._process,),
+                password_ok=True,
+            )
+        )
+
+    async def _choose(self, game: str, key: str, user: UserRef) -> int | None:
+        """The fullest open room of the pool (the oldest of equals), if any."""
+        best: tuple[int, int] | None = None
+        closed = []
+        for room_id in await self._store.pool_rooms(game, key):
+            live = self._live.get(room_id)
+            room = (
+                live.record if live is not None else await self._store.get_room(room_id)
+            )
+            if room is None or room.state is not RoomState.WAITING or room.has_password:
+                closed.append(room_id)
+                continue
+            if room.has_player(user.id):
+                return room_id  # already seated there: that seat again
+            seated = len(room.players)
+            if seated < room.max_players and (best is None or seated > best[0]):
+                best = (seated, room_id)
+        if closed:
+            await self._store.pool_remove(game, key, closed)
+        return None if best is None else best[1]
+
+    async def _locked(
+        self, game: str, key: str, work: Callable[[], Awaitable[None]]
+    ) -> None:
+        pool = (game, key)
+        local = self._locks.get(pool)
+        if local is None:
+            local = self._locks[pool] = DeferredLock()
+        await local.acquire()
+        try:
+            holder = f"{self._process}:{uuid.uuid4().hex}"
+            await self._shared_lock(game, key, holder)
+            try:
+                await work()
+            finally:
+                try:
+                    await self._store.pool_unlock(game, key, holder)
+                except GameServerError as e:
+                    log.warn(
+                        "giving back the lock of {pool} failed: {e}", pool=pool, e=e
+                    )
+        finally:
+            local.release()
+            if not local.locked and not local.waiting:
+                self._locks.pop(pool, None)
+
+    async def _shared_lock(self, game: str, key: str, holder: str) -> None:
+        """Wait for the store's lock of the pool (another process may have it)."""
+        delay, waited = 0.002, 0.0
+        while not await self._store.pool_lock(game, key, holder, LOCK_TTL):
+            if waited >= LOCK_WAIT:
+                raise Busy("quick join is busy for this game: try again")
+            await deferLater(self._reactor, delay, lambda: None)
+            waited += delay
+            delay = min(delay * 2, 0.05)

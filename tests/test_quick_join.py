@@ -1,0 +1,158 @@
+"""QUICK_JOIN: the fullest open room of a pool, or a new one, atomically."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest_twisted
+from twisted.internet.defer import gatherResults
+
+from gameserver import Game, GameServerError
+from tests.conftest import GAMES
+
+
+class Trio(Game):
+    name = "trio"
+    min_players = 1
+    max_players = 3
+
+
+class ByLanguage(Game):
+    """Players are matched with others who speak their language."""
+
+    name = "parley"
+    min_players = 2
+    max_players = 4
+
+    def match_key(self, user: Any, options: dict[str, Any]) -> str:
+        language = options.get("language", "en")
+        if language not in ("en", "fr"):
+            raise GameServerError("'language' must be en or fr", code="invalid")
+        return language
+
+
+QUICK_GAMES = {**GAMES, "trio": Trio(), "parley": ByLanguage()}
+
+
+async def _quick(connection, game: str, **options: Any) -> dict:
+    data: dict[str, Any] = {"game": game}
+    if options:
+        data["options"] = options
+    return await connection.request("QUICK_JOIN", data=data)
+
+
+async def _players(client, room_id: int) -> list[int]:
+    room = (await client.http("GET", f"/api/rooms/{room_id}/")).body
+    return [p["id"] for p in room["players"]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_forty_at_once_over_two_processes_fill_exactly_twenty_rooms(start_any):
+    """N users quick-join a 2-player game at the same moment: ⌈N/2⌉ rooms,
+    none over capacity, nobody left unseated."""
+    servers = [await start_any(games=QUICK_GAMES)]
+    if start_any.mode == "redis":
+        servers.append(await start_any(games=QUICK_GAMES))
+    sockets = []
+    for n in range(40):
+        server = servers[n % len(servers)]
+        sockets.append(await server.socket())
+    for _, connection in sockets:  # all sent before any answer is read
+        connection.send("QUICK_JOIN", data={"game": "duel"})
+    replies = await gatherResults(
+        [connection.receive("QUICK_JOIN", timeout=20) for _, connection in sockets]
+    )
+    assert all(r["data"]["is_successful"] for r in replies), replies
+    seated = Counter(r["room_id"] for r in replies)
+    assert len(seated) == 20
+    assert set(seated.values()) == {2}
+    client = sockets[0][0]
+    for room_id in seated:
+        assert len(await _players(client, room_id)) == 2
+    everyone = [p for room_id in seated for p in await _players(client, room_id)]
+    assert sorted(everyone) == sorted(c.user_id for c, _ in sockets)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_fullest_open_room_first_and_never_a_closed_one(start_any):
+    server = await start_any(games=QUICK_GAMES)
+    alice, a = await server.socket()
+    bob, b = await server.socket()
+    carol, c = await server.socket()
+    fuller = (await server.room(alice, game="trio"))["id"]
+    emptier = (await server.room(carol, game="trio"))["id"]
+    locked = (await server.room(bob, game="trio", password="mint"))["id"]
+    for connection, room in ((a, fuller), (b, fuller), (c, emptier), (b, locked)):
+        assert (await connection.join(room))["data"]["is_successful"] is True
+    dave, d = await server.socket()
+    reply = await _quick(d, "trio")
+    assert reply["room_id"] == fuller
+    assert reply["data"]["is_successful"] is True
+    assert reply["data"]["room"]["id"] == fuller
+    assert [p["id"] for p in reply["data"]["room"]["players"]] == [
+        alice.user_id,
+        bob.user_id,
+        dave.user_id,
+    ]
+    # Then everything a JOIN_ROOM brings: the others see them, the backlog.
+    joined = [await a.receive("USER_JOINED", room_id=fuller) for _ in range(2)]
+    assert [j["data"]["user"]["id"] for j in joined] == [bob.user_id, dave.user_id]
+    assert "messages" in (await d.receive("CHAT_HISTORY", room_id=fuller))["data"]
+    # Full now: the next one goes to the other open room, not the locked one.
+    erin, e = await server.socket()
+    assert (await _quick(e, "trio"))["room_id"] == emptier
+    # Asked again, a seated user gets the same seat.
+    assert (await _quick(e, "trio"))["room_id"] == emptier
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_new_room_is_owned_by_the_first_and_sized_by_the_game(start_any):
+    server = await start_any(games=QUICK_GAMES)
+    alice, a = await server.socket()
+    reply = await _quick(a, "trio")
+    room = reply["data"]["room"]
+    assert room["owner"]["id"] == alice.user_id
+    assert room["max_players"] == 3
+    assert room["game"] == "trio"
+    assert room["has_password"] is False
+    started = await a.request("START_GAME", reply["room_id"], reply="GAME_STARTED")
+    assert started["type"] == "GAME_STARTED"
+    # A room in game is not open: the next quick join makes another.
+    bob, b = await server.socket()
+    assert (await _quick(b, "trio"))["room_id"] != reply["room_id"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_game_s_match_key_keeps_pools_apart(start_any):
+    server = await start_any(games=QUICK_GAMES)
+    english = [await server.socket() for _ in range(2)]
+    french = await server.socket()
+    rooms = [(await _quick(c, "parley"))["room_id"] for _, c in english]
+    assert rooms[0] == rooms[1]
+    assert (await _quick(french[1], "parley", language="fr"))["room_id"] != rooms[0]
+    refused = await _quick(french[1], "parley", language="de")
+    assert refused["data"] == {
+        "is_successful": False,
+        "error": "invalid",
+        "detail": "'language' must be en or fr",
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_refusals_leave_the_socket_working(start_any):
+    server = await start_any(games=QUICK_GAMES)
+    client, connection = await server.socket()
+    for data, error in [
+        ({"game": "nope"}, "invalid"),
+        ({}, "invalid"),
+        ({"game": "trio", "options": [1]}, "invalid"),
+    ]:
+        reply = await connection.request("QUICK_JOIN", data=data)
+        assert "room_id" not in reply
+        assert reply["data"]["is_successful"] is False
+        assert reply["data"]["error"] == error, data
+    connection.send("QUICK_JOIN", 5, {"game": "trio"})
+    reply = await connection.receive("QUICK_JOIN")
+    assert reply["data"]["error"] == "bad_message"
+    assert (await _quick(connection, "trio"))["data"]["is_successful"] is True
