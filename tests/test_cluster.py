@@ -313,3 +313,26 @@ def test_bad_redis_configuration_is_a_clear_message_at_start(
 
 
 pytestmark = pytest.mark.cluster
+
+
+@pytest_twisted.ensureDeferred
+async def test_forty_quick_joins_over_two_processes_fill_twenty_games(cluster):
+    """Real processes: 40 guests quick-join tic-tac-toe at once, half on each."""
+    a, b = await cluster(), await cluster()
+    players = []
+    for n in range(40):
+        client = (a if n % 2 else b).client()
+        guest = await client.http("POST", "/api/token/guest/")
+        assert guest.status == 200, guest.body
+        client.access = guest.body["access"]
+        players.append((client, await client.connect()))
+    for _, socket in players:
+        socket.send("QUICK_JOIN", data={"game": "tictactoe"})
+    replies = [await socket.receive("QUICK_JOIN", timeout=20) for _, socket in players]
+    assert all(r["data"]["is_successful"] for r in replies), replies
+    rooms = {r["room_id"] for r in replies}
+    assert len(rooms) == 20
+    for room_id in rooms:
+        room = (await players[0][0].http("GET", f"/api/rooms/{room_id}/")).body
+        assert len(room["players"]) == 2
+        assert room["state"] == "in_game"  # tic-tac-toe starts with its second
