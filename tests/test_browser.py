@@ -164,6 +164,12 @@ def one_guest_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
     )
 
 
+@pytest.fixture(scope="module")
+def quick_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server of its own: no other test's open room in its quick-join pools."""
+    yield from run_server(tmp_path_factory, access_lifetime=300)
+
+
 def run_server(
     tmp_path_factory: pytest.TempPathFactory,
     access_lifetime: float,
@@ -757,6 +763,79 @@ def test_a_guest_plays_chats_and_keeps_the_account(
     expect(fresh.get_by_test_id("lobby-view")).to_be_visible()
     expect(fresh.get_by_test_id("username")).to_have_text(name)
     expect(fresh.get_by_test_id("guest-bar")).to_be_hidden()
+
+
+def test_play_now_seats_a_guest_and_a_player_in_one_game(
+    quick_server: Server, contexts
+) -> None:
+    server = quick_server
+    _, guest = contexts(**PHONE)
+    _, player = contexts()
+    guest_frames = websocket_frames(guest)
+    guest.goto(server.url + "/")
+    guest.get_by_test_id("guest-play").click()
+    expect(guest.get_by_test_id("username")).to_have_text(re.compile(r"^guest-"))
+    expect(guest.get_by_test_id("connection-state")).to_have_attribute(
+        "data-state", "open"
+    )
+    name = guest.get_by_test_id("username").text_content()
+    sign_up(player, server.url, "quick-player")
+    # A refusal (it names no room) rejects quickJoin() at once.
+    refused = guest.evaluate(
+        """() => window.gameserverLobby.client.quickJoin("nope").then(
+          () => null, (e) => [e.name, e.code, window.gameserverLobby.client.rooms])"""
+    )
+    assert refused == ["GameServerError", "invalid", []]
+
+    # No room is open: the guest's quick join makes one, the guest's own...
+    guest.get_by_test_id("play-now-tictactoe").click()
+    expect(guest.get_by_test_id("room-view")).to_be_visible()
+    expect(guest.get_by_test_id("room-owner")).to_have_text(name)
+    expect(guest.get_by_test_id("ttt-status")).to_have_text(
+        "Waiting for a second player…"
+    )
+    assert fits(guest)
+    # ...and the player's takes its free seat: the game starts.
+    player.get_by_test_id("play-now-tictactoe").click()
+    expect(player.get_by_test_id("room-view")).to_be_visible()
+    rooms = [
+        page.evaluate("window.gameserverLobby.client.rooms") for page in (guest, player)
+    ]
+    assert len(rooms[0]) == 1 and rooms[0] == rooms[1], rooms
+    (room_id,) = rooms[0]
+    expect(player.get_by_test_id("room-owner")).to_have_text(name)
+    expect(member(guest, "quick-player")).to_be_visible()
+    expect(guest.get_by_test_id("ttt-status")).to_have_text("Your turn: you are X.")
+    expect(player.get_by_test_id("ttt-status")).to_have_text(f"{name}'s turn (X).")
+    move(guest, player, 0, "X")
+    move(player, guest, 3, "O")
+
+    # A quick-joined room is a joined room: after a drop, JOIN_ROOM by its id.
+    rejoined = guest.evaluate(
+        """() => new Promise((resolve) => {
+          const client = window.gameserverLobby.client;
+          client.addEventListener("rejoin", ({ detail }) => resolve(
+            [detail.roomId, detail.room?.id ?? null, detail.error?.code ?? null],
+          ), { once: true });
+          client.socket.close();
+        })"""
+    )
+    assert rejoined == [room_id, room_id, None]
+
+    move(guest, player, 1, "X")
+    move(player, guest, 4, "O")
+    move(guest, player, 2, "X")
+    expect(guest.get_by_test_id("ttt-status")).to_have_text("You won!")
+    expect(player.get_by_test_id("ttt-status")).to_have_text(f"{name} won.")
+    for index in (0, 1, 2):
+        expect(cell(player, index)).to_have_class(re.compile(r"\bwin\b"))
+    expect(player.get_by_test_id("room-state")).to_have_text("finished")
+    sent = [json.loads(p) for way, p in guest_frames if way == "sent"]
+    assert [m["data"] for m in sent if m["type"] == "QUICK_JOIN"] == [
+        {"game": "nope"},
+        {"game": "tictactoe"},
+    ]
+    assert [m.get("room_id") for m in sent if m["type"] == "JOIN_ROOM"] == [room_id]
 
 
 #: Runs in the page: the client library on its own, against the server.

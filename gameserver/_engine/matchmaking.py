@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from twisted.internet.defer import DeferredLock
+from twisted.internet.defer import Deferred, DeferredLock, TimeoutError
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -108,7 +108,7 @@ class Matchmaker:
             )
             await self._store.pool_add(game.name, key, room.id)
             room_id = room.id
-        await self._hosting.request(
+        saved = self._hosting.request(
             Work(
                 JOIN,
                 room_id,
@@ -120,6 +120,15 @@ class Matchmaker:
                 password_ok=True,
             )
         )
+        # The lock is held until the join is saved, but not past its TTL: a
+        # room whose owner is slow to answer (failing over) must not stop
+        # the pool here once the store's lock has lapsed anyway.
+        waited: Deferred[None] = Deferred()
+        saved.chainDeferred(waited)
+        try:
+            await waited.addTimeout(LOCK_TTL, self._reactor)
+        except TimeoutError:
+            log.warn("a quick join to room {room} is not saved yet", room=room_id)
 
     async def _choose(self, game: str, key: str, user: UserRef) -> int | None:
         """The fullest open room of the pool (the oldest of equals), if any."""

@@ -8,7 +8,7 @@
 //   const client = new GameClient({ storage: localStorage }); // format: "json"
 //   await client.login("alice", "alice-secret"); // or: await client.guest();
 //   await client.connect();
-//   const room = await client.join(7, "mint");
+//   const room = await client.join(7, "mint"); // or: await client.quickJoin("tictactoe");
 //   client.on("CHAT_MESSAGE", (msg) => console.log(msg.data.text));
 //   client.send("CHAT_MESSAGE", room.id, { text: "hello" });
 //
@@ -17,11 +17,11 @@
 // made-up name, and may keep the account with `claim(password)`. Access
 // tokens are refreshed before they expire; a dropped socket is reopened
 // with backoff and jitter, validated again, and every room the client was
-// in is joined again, so a player mid-game gets the seat and the game's
-// state back. Messages are JSON text frames, or
-// with `format: "msgpack"` MessagePack binary frames (the WebSocket
-// subprotocol "gameserver.msgpack"). See README.md, "The lobby and the
-// JavaScript client", for the whole API.
+// in is joined again (one found by `quickJoin(game)` too, by its id), so a
+// player mid-game gets the seat and the game's state back. Messages are
+// JSON text frames, or with `format: "msgpack"` MessagePack binary frames
+// (the WebSocket subprotocol "gameserver.msgpack"). See README.md, "The
+// lobby and the JavaScript client", for the whole API.
 
 import { decode, encode } from "./vendor/msgpack/index.mjs";
 
@@ -52,6 +52,8 @@ const ENCODE_OPTIONS = { ignoreUndefined: true };
 const VALIDATE_CONNECTION = "VALIDATE_CONNECTION";
 const JOIN_ROOM = "JOIN_ROOM";
 const LEAVE_ROOM = "LEAVE_ROOM";
+// Its reply names the room it found: answered for whichever room it names.
+const QUICK_JOIN = "QUICK_JOIN";
 
 /** A refusal or failure, with the server's `code` and `detail`. */
 export class GameServerError extends Error {
@@ -694,13 +696,19 @@ export class GameClient extends EventTarget {
     return this._request(type, roomId, data, { reply, timeout });
   }
 
-  async _request(type, roomId, data, { reply = type, timeout = this.options.requestTimeout, whenOpen = true } = {}) {
+  async _request(
+    type,
+    roomId,
+    data,
+    { reply = type, timeout = this.options.requestTimeout, whenOpen = true, anyRoom = false } = {},
+  ) {
     if (whenOpen) await this._whenOpen(timeout);
     if (!this._ws || this._ws.readyState !== 1) {
       throw new GameServerError("not_connected", "not connected", { requestType: type, roomId });
     }
     return new Promise((resolve, reject) => {
-      const entry = { type, reply, roomId: roomId ?? null, resolve, reject };
+      // anyRoom: the reply (or ERROR) may name any room, or none.
+      const entry = { type, reply, roomId: roomId ?? null, anyRoom, resolve, reject };
       entry.timer = setTimeout(() => {
         this._pending = this._pending.filter((e) => e !== entry);
         reject(new GameServerError("timeout", `no answer to ${type}`, { requestType: type, roomId }));
@@ -736,6 +744,20 @@ export class GameClient extends EventTarget {
   async join(roomId, password = null) {
     const reply = await this.request(JOIN_ROOM, roomId, password ? { password } : {});
     this._rooms.set(roomId, { password });
+    return reply.room;
+  }
+
+  /**
+   * Play `game` now: a seat in the fullest open room of the game (waiting,
+   * no password, a free seat; `options` may choose the pool, for a game
+   * that has several), or in a new room of the user's. The room, or a
+   * GameServerError. From then on it is a joined room like any other: in
+   * `rooms`, joined again by its id after a reconnect, left with leave().
+   */
+  async quickJoin(game, options = null) {
+    const data = options ? { game, options } : { game };
+    const reply = await this._request(QUICK_JOIN, null, data, { anyRoom: true });
+    this._rooms.set(reply.room.id, { password: null });
     return reply.room;
   }
 
@@ -778,11 +800,14 @@ export class GameClient extends EventTarget {
     const roomId = message.room_id ?? null;
     if (message.type === "ERROR") {
       const error = new GameServerError(data.code, data.detail, { requestType: data.request_type ?? null, roomId });
-      const entry = data.request_type && this._take((e) => e.type === data.request_type && e.roomId === roomId);
+      const entry =
+        data.request_type && this._take((e) => e.type === data.request_type && (e.roomId === roomId || e.anyRoom));
       if (entry) entry.reject(error);
       else this._emit("error", error);
     } else {
-      const entry = this._take((e) => e.reply === message.type && (e.roomId === roomId || e.type === VALIDATE_CONNECTION));
+      const entry = this._take(
+        (e) => e.reply === message.type && (e.roomId === roomId || e.anyRoom || e.type === VALIDATE_CONNECTION),
+      );
       if (entry) {
         if (data.is_successful === false) {
           entry.reject(new GameServerError(data.error, data.detail, { requestType: entry.type, roomId }));

@@ -342,7 +342,30 @@ async function loadGames() {
     filter.append(h("option", { value: game.name }, game.name));
     create.append(h("option", { value: game.name }, game.name));
   }
+  renderQuickPlay();
   updateCreateForm();
+}
+
+/** "Play now": a button per game, to quick-join it. */
+function renderQuickPlay() {
+  const players = (g) => (g.min_players === g.max_players ? `${g.max_players} players` : `${g.min_players}–${g.max_players} players`);
+  $("quick-games").replaceChildren(
+    ...games.map((game) =>
+      h(
+        "li",
+        { class: "quick-game", testid: "quick-game", "data-game": game.name },
+        h(
+          "div",
+          {},
+          h("strong", {}, game.name),
+          " ",
+          h("span", { class: "muted small" }, players(game)),
+          game.description ? h("div", { class: "muted small" }, game.description) : null,
+        ),
+        h("button", { type: "button", testid: `play-now-${game.name}`, onclick: () => quickPlay(game.name) }, "Play now"),
+      ),
+    ),
+  );
 }
 
 function gameInfo(name) {
@@ -601,12 +624,57 @@ async function joinRoom(room, password, { dialog = false } = {}) {
   return true;
 }
 
+// Refusals worth another try (twice at most): the room chosen filled or
+// started meanwhile, or too many players were choosing at once.
+const QUICK_RETRY = new Set(["room_full", "game_started", "busy"]);
+
+/**
+ * "Play now": quick-join `game` and show the room, as joinRoom() does. The
+ * room's id is known only from the QUICK_JOIN reply: until then `current`
+ * waits with no id, and the "*" listener gives it the reply's (before the
+ * room's own messages, which follow the reply).
+ */
+async function quickPlay(game) {
+  const buttons = $("quick-games").querySelectorAll("button");
+  const errorEl = $("quick-error");
+  setError(errorEl, "");
+  buttons.forEach((b) => (b.disabled = true));
+  const waiting = beginRoom(null);
+  let joined = null;
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        joined = await client.quickJoin(game);
+        break;
+      } catch (error) {
+        if (attempt >= 2 || !QUICK_RETRY.has(error.code)) throw error;
+      }
+    }
+  } catch (error) {
+    if (current === waiting) current = null;
+    setError(errorEl, describe(error));
+    return false;
+  } finally {
+    buttons.forEach((b) => (b.disabled = false));
+  }
+  if (current !== waiting) {
+    // Another room was opened meanwhile (a Join clicked): give the seat back.
+    client.leave(joined.id).catch(() => {});
+    return false;
+  }
+  enterRoom(joined);
+  return true;
+}
+
 // -- Inside a room -----------------------------------------------------------
 
 let current = null; // {id, room, members: Map, names: Map, status}
 let currentView = null;
 
-/** Get ready for a room's messages before JOIN_ROOM is answered. */
+/**
+ * Get ready for a room's messages before JOIN_ROOM is answered (`roomId`
+ * null: before QUICK_JOIN names the room). The new `current`.
+ */
 function beginRoom(roomId) {
   current = {
     id: roomId,
@@ -621,6 +689,7 @@ function beginRoom(roomId) {
   currentView = null;
   $("chat-log").replaceChildren();
   setError($("chat-error"), "");
+  return current;
 }
 
 function enterRoom(room) {
@@ -701,7 +770,11 @@ $("delete-room").addEventListener("click", async () => {
 });
 
 client.on("*", (message) => {
-  if (!current || message.room_id !== current.id) return;
+  // A quick join's room: the one its reply names.
+  if (current?.id === null && message.type === "QUICK_JOIN" && message.data?.is_successful) {
+    current.id = message.room_id;
+  }
+  if (!current || current.id === null || message.room_id !== current.id) return;
   const handler = ROOM_HANDLERS[message.type];
   if (handler) handler(message.data ?? {}, message);
   if (!current) return; // the handler left the room
