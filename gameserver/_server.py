@@ -119,6 +119,7 @@ class GameServer:
             self.games,
             self.hosting,
             self.engine.rooms,
+            self.sockets,
             reactor,
             self.engine.process_id,
         )

@@ -6,7 +6,9 @@ from collections import Counter
 from typing import Any
 
 import pytest_twisted
+from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
+from twisted.internet.task import deferLater
 
 from gameserver import Game, GameServerError
 from tests.conftest import GAMES
@@ -156,3 +158,63 @@ async def test_refusals_leave_the_socket_working(start_any):
     reply = await connection.receive("QUICK_JOIN")
     assert reply["data"]["error"] == "bad_message"
     assert (await _quick(connection, "trio"))["data"]["is_successful"] is True
+
+
+class Gated(Game):
+    """A game whose join hook waits for the test: a join that takes a while."""
+
+    name = "gated"
+    min_players = 1
+    max_players = 4
+    gate: Any = None
+
+    async def on_join(self, room: Any, user: Any, helper: Any) -> Any:
+        if self.gate is not None:
+            await self.gate
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_socket_gone_while_waiting_for_its_turn_is_not_seated(start_any):
+    from twisted.internet.defer import Deferred
+
+    gated = Gated()
+    server = await start_any(games={**QUICK_GAMES, "gated": gated})
+    gated.gate = Deferred()
+    alice, a = await server.socket()
+    bob, b = await server.socket()
+    lock = server.server.matchmaker._locks
+
+    async def until(condition) -> None:
+        for _ in range(250):
+            if condition():
+                return
+            await deferLater(reactor, 0.01, lambda: None)
+        raise AssertionError("not reached in time")
+
+    a.send("QUICK_JOIN", data={"game": "gated"})  # holds the pool while it joins
+    await until(lambda: ("gated", "") in lock and lock["gated", ""].locked)
+    b.send("QUICK_JOIN", data={"game": "gated"})  # waits behind it
+    await until(lambda: lock["gated", ""].waiting)
+    b.abort()
+    await b.closed
+    gated.gate.callback(None)
+    reply = await a.receive("QUICK_JOIN")
+    assert reply["data"]["is_successful"] is True, reply
+    gated.gate = None
+    carol, c = await server.socket()
+    assert (await _quick(c, "gated"))["room_id"] == reply["room_id"]
+    assert await _players(alice, reply["room_id"]) == [alice.user_id, carol.user_id]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_room_its_owner_left_is_not_offered(start_any):
+    server = await start_any(games=QUICK_GAMES)
+    alice, a = await server.socket()
+    first = (await _quick(a, "trio"))["room_id"]
+    assert (await a.leave(first))["data"]["is_successful"] is True
+    bob, b = await server.socket()
+    second = (await _quick(b, "trio"))["room_id"]
+    assert second != first  # alice's room could never start: only she can
+    assert (await b.request("START_GAME", second, reply="GAME_STARTED"))["type"] == (
+        "GAME_STARTED"
+    )

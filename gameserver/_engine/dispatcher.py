@@ -3,8 +3,9 @@
 A session hands every decoded envelope here, in order. Validation is
 answered here; everything about a room becomes a piece of ``Work`` for the
 room's owner (this process or another), which answers it. A join has its
-password checked here first, so hashing never holds up the room. The
-request types (``VALIDATE_CONNECTION``, ``JOIN_ROOM``, ``LEAVE_ROOM``)
+password checked here first, so hashing never holds up the room; a quick
+join has its room chosen here (``matchmaking``). The request types
+(``VALIDATE_CONNECTION``, ``JOIN_ROOM``, ``QUICK_JOIN``, ``LEAVE_ROOM``)
 always get a reply of the same type with ``is_successful``; any other
 failure is an ``ERROR`` message. Neither closes the socket, except a
 failed validation.

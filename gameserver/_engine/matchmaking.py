@@ -17,11 +17,18 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredLock, TimeoutError
+from twisted.internet.defer import (
+    Deferred,
+    DeferredLock,
+    TimeoutError,
+    ensureDeferred,
+    gatherResults,
+)
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from gameserver._engine.room import JOIN, LiveRoom, Reply, Work
+from gameserver._engine.sockets import LocalSockets
 from gameserver._errors import BadMessage, Busy, GameServerError, InvalidInput
 from gameserver._interfaces import IGame, IHosting, IStore
 from gameserver._models import Room, RoomState, UserRef
@@ -44,11 +51,13 @@ class Matchmaker:
         games: Mapping[str, IGame],
         hosting: IHosting,
         live: Mapping[int, LiveRoom],
+        sockets: LocalSockets,
         reactor: Any,
         process_id: str,
     ) -> None:
         """``reactor``: real time, for waiting on another process's lock."""
         self._store = store
+        self._sockets = sockets
         self._games = games
         self._hosting = hosting
         self._live = live
@@ -83,25 +92,34 @@ class Matchmaker:
         options = data.get("options", {})
         if not isinstance(options, dict):
             raise InvalidInput("'options' must be an object")
-        key = game.match_key(user, options)
-        if not isinstance(key, str):
-            raise TypeError(f"{game.name}.match_key returned {key!r}, not a str")
-        return game, key
+        return game, _key(game, user, options)
 
-    async def add(self, game: IGame, owner: UserRef, room: Room) -> None:
-        """Offer a room made over HTTP to quick joins, if it may be."""
-        if room.has_password:
-            return
+    def key_of(self, game: IGame, owner: UserRef) -> str | None:
+        """The pool a room made over HTTP joins, if any: its owner's with no
+        options (``None`` if the game's pools need options)."""
         try:
-            key = game.match_key(owner, {})
+            return _key(game, owner, {})
         except GameServerError:
-            return  # the game's pools need options the room was not made with
+            return None
+
+    async def add(self, game: IGame, key: str, room: Room) -> None:
+        """Offer a room made over HTTP to quick joins of ``key``."""
         await self._store.pool_add(game.name, key, room.id)
+
+    def _gone(self, session: Session) -> bool:
+        """Whether nobody is left to seat: the user's sockets here all closed
+        (its disconnect has gone to its rooms already), as for a join."""
+        user = session.user
+        return not session.open and (user is None or not self._sockets.count(user.id))
 
     async def _seat(self, game: IGame, key: str, session: Session) -> None:
         user = session.user
         assert user is not None
+        if self._gone(session):
+            return
         room_id = await self._choose(game.name, key, user)
+        if self._gone(session):
+            return
         if room_id is None:
             room = await self._store.create_room(
                 f"{game.name} (quick)", game.name, user, game.max_players, None
@@ -134,12 +152,21 @@ class Matchmaker:
         """The fullest open room of the pool (the oldest of equals), if any."""
         best: tuple[int, int] | None = None
         closed = []
-        for room_id in await self._store.pool_rooms(game, key):
+        ids = await self._store.pool_rooms(game, key)
+        elsewhere = [i for i in ids if i not in self._live]
+        stored: list[Room | None] = await gatherResults(
+            [ensureDeferred(self._stored(i)) for i in elsewhere]
+        )
+        records = dict(zip(elsewhere, stored, strict=True))
+        for room_id in ids:
             live = self._live.get(room_id)
-            room = (
-                live.record if live is not None else await self._store.get_room(room_id)
-            )
-            if room is None or room.state is not RoomState.WAITING or room.has_password:
+            room = live.record if live is not None else records[room_id]
+            if (
+                room is None
+                or room.state is not RoomState.WAITING
+                # Only the owner can start a game: a room it left never would.
+                or not room.has_player(room.owner.id)
+            ):
                 closed.append(room_id)
                 continue
             if room.has_player(user.id):
@@ -151,6 +178,9 @@ class Matchmaker:
             await self._store.pool_remove(game, key, closed)
         return None if best is None else best[1]
 
+    async def _stored(self, room_id: int) -> Room | None:
+        return await self._store.get_room(room_id)
+
     async def _locked(
         self, game: str, key: str, work: Callable[[], Awaitable[None]]
     ) -> None:
@@ -158,7 +188,10 @@ class Matchmaker:
         local = self._locks.get(pool)
         if local is None:
             local = self._locks[pool] = DeferredLock()
-        await local.acquire()
+        try:
+            await local.acquire().addTimeout(LOCK_WAIT, self._reactor)
+        except TimeoutError:
+            raise Busy("quick join is busy for this game: try again") from None
         try:
             holder = f"{self._process}:{uuid.uuid4().hex}"
             await self._shared_lock(game, key, holder)
@@ -173,8 +206,12 @@ class Matchmaker:
                     )
         finally:
             local.release()
-            if not local.locked and not local.waiting:
-                self._locks.pop(pool, None)
+            if (
+                not local.locked
+                and not local.waiting
+                and self._locks.get(pool) is local
+            ):
+                del self._locks[pool]
 
     async def _shared_lock(self, game: str, key: str, holder: str) -> None:
         """Wait for the store's lock of the pool (another process may have it)."""
@@ -185,3 +222,10 @@ class Matchmaker:
             await deferLater(self._reactor, delay, lambda: None)
             waited += delay
             delay = min(delay * 2, 0.05)
+
+
+def _key(game: IGame, user: UserRef, options: dict[str, Any]) -> str:
+    key = game.match_key(user, options)
+    if not isinstance(key, str):
+        raise TypeError(f"{game.name}.match_key returned {key!r}, not a str")
+    return key

@@ -98,12 +98,17 @@ class Rooms:
             raise InvalidInput(
                 f"'password' must be {MIN_ROOM_PASSWORD} to {MAX_ROOM_PASSWORD} characters"
             )
+        # The pool first: a game's match_key that fails makes no room.
+        matchmaker = self.matchmaker
+        key = None
+        if password is None and matchmaker is not None:
+            key = matchmaker.key_of(game, owner)
         password_hash = None if password is None else await self._hasher.hash(password)
         room = await self._store.create_room(
             name.strip(), game.name, owner, max_players, password_hash
         )
-        if self.matchmaker is not None:
-            await self.matchmaker.add(game, owner, room)
+        if key is not None and matchmaker is not None:
+            await matchmaker.add(game, key, room)
         return room
 
     async def page(self, number: int, size: int, game: str | None) -> Page:
