@@ -37,13 +37,18 @@ class IStore(Interface):
         """Store a new user (a guest until ``guest_until``, if given); raise
         ``UsernameTaken`` (case-insensitive)."""
 
-    def claim_guest(user_id: int, password_hash: str) -> Awaitable[UserRecord | None]:
-        """Make a guest a full account with this password; ``None`` if the
-        user is not a guest (any more: an expiring guest cannot be claimed)."""
+    def claim_guest(
+        user_id: int, password_hash: str, now: float
+    ) -> Awaitable[UserRecord | None]:
+        """Make a guest whose time is not over a full account with this
+        password, at once; ``None`` if the user is not such a guest."""
 
-    def expired_guests(now: float, limit: int) -> Awaitable[list[UserRecord]]:
-        """Up to ``limit`` guests whose time is over, each handed out once
-        (across processes), for ``remove_user``."""
+    def expired_guests(
+        now: float, limit: int, lease: float
+    ) -> Awaitable[list[UserRecord]]:
+        """Up to ``limit`` guests whose time is over, for ``remove_user``:
+        each handed to one caller (across processes), and to another after
+        ``lease`` seconds if it is still there (its remover failed)."""
 
     def remove_user(user_id: int) -> Awaitable[None]:
         """Forget a user and free their name."""
@@ -154,6 +159,9 @@ class IHosting(Interface):
 
     def user_disconnected(user: UserRef) -> None:
         """The user's last socket in this process closed."""
+
+    def close_user(user: UserRef, code: int, reason: str) -> Awaitable[None]:
+        """Close the user's sockets, in every process."""
 
     def rooms_of(user: UserRef) -> Awaitable[tuple[list[int], list[int]]]:
         """The rooms the user is seated or present in, and those it made."""

@@ -112,7 +112,7 @@ class GameServer:
         )
         #: Removes expired guests; ``service`` and ``listen`` start it.
         self.guests = GuestSweeper(
-            self.store, self.hosting, self.sockets, clock, settings.guest_sweep
+            self.store, self.hosting, clock, settings.guest_sweep
         )
         self.matchmaker = Matchmaker(
             self.store,

@@ -70,21 +70,31 @@ async def test_guests_are_handed_out_once_when_their_time_is_over(store):
     account = await store.create_user("member", "hash-m")
     assert early.guest_until == 100.0 and account.guest_until is None
     assert (await store.get_user(late.id)).guest_until == 200.0
-    assert await store.expired_guests(99.0, 10) == []
-    assert [r.id for r in await store.expired_guests(150.0, 10)] == [early.id]
-    assert await store.expired_guests(150.0, 10) == []  # once
-    # An expiring guest cannot be claimed any more; the other one can.
-    assert await store.claim_guest(early.id, "hash-e") is None
-    claimed = await store.claim_guest(late.id, "hash-l")
-    assert claimed is not None and claimed.guest_until is None
-    assert (await store.get_user(late.id)).password_hash == "hash-l"
-    assert await store.expired_guests(1e12, 10) == []  # claimed: no end
-    assert await store.claim_guest(account.id, "x") is None  # never a guest
+    assert await store.expired_guests(99.0, 10, 60.0) == []
+    assert [r.id for r in await store.expired_guests(150.0, 10, 60.0)] == [early.id]
+    assert await store.expired_guests(150.0, 10, 60.0) == []  # leased to one
+    # Not removed within its lease (its remover failed): handed out again.
+    again = await store.expired_guests(211.0, 10, 60.0)
+    assert sorted(r.id for r in again) == [early.id, late.id]
+    # A guest whose time is over cannot be claimed any more.
+    assert await store.claim_guest(early.id, "hash-e", 211.0) is None
+    assert await store.claim_guest(account.id, "x", 0.0) is None  # never a guest
     await store.remove_user(early.id)
     assert await store.get_user(early.id) is None
     assert await store.get_user_by_name("guest-0001") is None
     again = await store.create_user("GUEST-0001", "")  # the name is free
     assert again.id != early.id
+    assert [r.id for r in await store.expired_guests(1e12, 10, 60.0)] == [late.id]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_guest_is_claimed_while_its_time_lasts(store):
+    guest = await store.create_user("guest-0003", "", guest_until=100.0)
+    claimed = await store.claim_guest(guest.id, "hash-g", 99.0)
+    assert claimed is not None and claimed.guest_until is None
+    assert (await store.get_user(guest.id)).password_hash == "hash-g"
+    assert await store.expired_guests(1e12, 10, 60.0) == []  # claimed: no end
+    assert await store.claim_guest(guest.id, "again", 99.0) is None
 
 
 @pytest_twisted.ensureDeferred

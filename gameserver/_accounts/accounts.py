@@ -124,11 +124,16 @@ class Accounts:
     async def claim(self, user: UserRef, body: Any) -> UserRef:
         """Make a guest a full account, keeping its id and name."""
         password = _password(body.get("password") if isinstance(body, dict) else None)
+        not_a_guest = NotAGuest("only a guest account can be claimed, and only once")
+        record = await self._store.get_user(user.id)
+        if record is None or record.guest_until is None:
+            raise not_a_guest  # checked before the costly hash, and again after
         password_hash = await self._hasher.hash(password)
-        record = await self._store.claim_guest(user.id, password_hash)
-        if record is None:
-            raise NotAGuest("only a guest account can be claimed, and only once")
-        return record.ref
+        now = self._tokens.now()
+        claimed = await self._store.claim_guest(user.id, password_hash, now)
+        if claimed is None:
+            raise not_a_guest
+        return claimed.ref
 
     async def login(self, body: Any) -> dict[str, str]:
         username, password = _credentials(body)

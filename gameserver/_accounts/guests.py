@@ -4,8 +4,8 @@ A guest lasts as long as its refresh token. Every ``interval`` seconds the
 sweeper takes the guests whose end has passed (with Redis each is handed
 to one process only), gives up their seats and presence in every room,
 deletes the rooms they made (their members get ``ROOM_DELETED``), closes
-their sockets in this process and removes their record, which frees the
-name.
+their sockets in every process and removes their record, which frees
+the name.
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from gameserver._engine.room import DELETE, LEAVE, Work
-from gameserver._engine.sockets import LocalSockets
 from gameserver._interfaces import IHosting, IStore
 from gameserver._models import UserRecord
 from gameserver._wire.session import CLOSE_UNAUTHORIZED
 
 #: Guests taken from the store at a time.
 BATCH = 100
+#: Seconds a guest handed out for removal is this process's to remove; then
+#: (this process failed or died) it is handed out again.
+LEASE = 300.0
 
 log = Logger()
 
@@ -32,13 +34,11 @@ class GuestSweeper(Service):
         self,
         store: IStore,
         hosting: IHosting,
-        sockets: LocalSockets,
         clock: IReactorTime,
         interval: float,
     ) -> None:
         self._store = store
         self._hosting = hosting
-        self._sockets = sockets
         self._clock = clock
         self._interval = interval
         self._loop: LoopingCall | None = None
@@ -65,21 +65,31 @@ class GuestSweeper(Service):
         """Remove every guest whose end has passed; how many."""
         removed = 0
         while True:
-            due = await self._store.expired_guests(self._clock.seconds(), BATCH)
+            now = self._clock.seconds()
+            due = await self._store.expired_guests(now, BATCH, LEASE)
             for record in due:
-                await self._remove(record)
-                removed += 1
+                try:
+                    await self._remove(record)
+                except Exception:
+                    log.failure(
+                        "removing guest {user} failed: tried again in {lease} s",
+                        user=record.username,
+                        lease=LEASE,
+                    )
+                else:
+                    removed += 1
             if len(due) < BATCH:
                 return removed
 
     async def _remove(self, record: UserRecord) -> None:
         user = record.ref
+        # Its sockets first, wherever they are, so that it does nothing more.
+        await self._hosting.close_user(user, CLOSE_UNAUTHORIZED, "guest expired")
         rooms, owned = await self._hosting.rooms_of(user)
         for room_id in owned:
             await self._hosting.request(Work(DELETE, room_id, user=user))
         for room_id in rooms:
             if room_id not in owned:
                 await self._hosting.request(Work(LEAVE, room_id, user))
-        self._sockets.close_user(user.id, CLOSE_UNAUTHORIZED, "guest expired")
         await self._store.remove_user(record.id)
         log.info("guest {user} expired and was removed", user=user.username)

@@ -69,6 +69,10 @@ class Tokens:
         self._lifetimes = {ACCESS: access_lifetime, REFRESH: refresh_lifetime}
         self._clock = clock
 
+    def now(self) -> float:
+        """The time tokens are issued and checked at."""
+        return self._clock.seconds()
+
     def expires(self, token_type: str) -> int:
         """When a token of this type issued now expires (its ``exp``)."""
         return int(self._clock.seconds()) + int(self._lifetimes[token_type])

@@ -67,6 +67,9 @@ class MemoryHosting:
         for room_id in sorted(self._rooms_of.pop(user.id, ())):
             self.submit(Work(GONE, room_id, user, processes=(process,)))
 
+    async def close_user(self, user: UserRef, code: int, reason: str) -> None:
+        self._sockets.close_user(user.id, code, reason)
+
     async def rooms_of(self, user: UserRef) -> tuple[list[int], list[int]]:
         seated, owned = self._store.rooms_of(user.id)
         return sorted({*seated, *self._rooms_of.get(user.id, ())}), owned

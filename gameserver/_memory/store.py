@@ -43,19 +43,27 @@ class MemoryStore:
             self._guests[record.id] = guest_until
         return record
 
-    async def claim_guest(self, user_id: int, password_hash: str) -> UserRecord | None:
-        if self._guests.pop(user_id, None) is None:
+    async def claim_guest(
+        self, user_id: int, password_hash: str, now: float
+    ) -> UserRecord | None:
+        record = self._users.get(user_id)
+        if user_id not in self._guests or record is None:
             return None
+        if record.guest_until is None or record.guest_until <= now:
+            return None  # the record's end: the index's may be a removal's lease
+        del self._guests[user_id]
         record = attrs.evolve(
             self._users[user_id], password_hash=password_hash, guest_until=None
         )
         self._users[user_id] = record
         return record
 
-    async def expired_guests(self, now: float, limit: int) -> list[UserRecord]:
+    async def expired_guests(
+        self, now: float, limit: int, lease: float
+    ) -> list[UserRecord]:
         due = [i for i, until in self._guests.items() if until <= now][:limit]
         for user_id in due:
-            del self._guests[user_id]
+            self._guests[user_id] = now + lease
         return [self._users[user_id] for user_id in due]
 
     async def remove_user(self, user_id: int) -> None:

@@ -32,7 +32,7 @@ from gameserver._models import UserRef
 from gameserver._redis import keys
 from gameserver._redis.connection import RedisAddress, Subscriber
 
-OUT, WORK, MOVED = 0, 1, 2
+OUT, WORK, MOVED, CLOSE = 0, 1, 2, 3
 
 log = Logger()
 

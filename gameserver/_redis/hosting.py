@@ -50,6 +50,7 @@ from gameserver._interfaces import ICommitter, IHosting
 from gameserver._models import RoomData, TimerSpec, UserRef
 from gameserver._redis import keys, scripts
 from gameserver._redis.channels import (
+    CLOSE,
     MOVED,
     OUT,
     WORK,
@@ -433,6 +434,9 @@ class RedisHosting:
                 self._acked(room_id, acks)
         elif kind == WORK:
             self._work(work_of(message))
+        elif kind == CLOSE:
+            _, user_id, code, reason = message
+            self.sockets.close_user(user_id, code, reason)
         elif kind == MOVED:
             link = self._links.get(message[1])
             if link is not None and link.pending:
@@ -489,6 +493,12 @@ class RedisHosting:
         rooms = {*(int(r) for r in seated), *(int(r) for r in present)}
         rooms.update(self._rooms_of.get(user.id, ()))
         return sorted(rooms), sorted(int(r) for r in owned)
+
+    async def close_user(self, user: UserRef, code: int, reason: str) -> None:
+        self.sockets.close_user(user.id, code, reason)
+        for process in await self.redis("HKEYS", keys.online(user.id)):
+            if process != self.process_id:
+                self._publish(process, pack([CLOSE, user.id, code, reason]))
 
     def user_disconnected(self, user: UserRef) -> None:
         ensureDeferred(self.let_go(user)).addErrback(

@@ -77,12 +77,24 @@ for j = last + 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[j], ARGV[j + 1]) end
 return 1
 """)
 
-#: Hand out guests whose time is over, each once: taken from the set here.
-#: KEYS: the guests. ARGV: now, at most how many. Returns their ids.
+#: Hand out guests whose time is over, each to one caller: its end moves to
+#: the lease's, after which another may have it (its remover failed).
+#: KEYS: the guests. ARGV: now, at most how many, the lease's end.
+#: Returns their ids.
 EXPIRED_GUESTS = Script("""
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
+for _, id in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[3], id) end
 return due
+""")
+
+#: Make a guest a full account, in one step, unless it was claimed or
+#: removed meanwhile. KEYS: the guests, the user's record. ARGV: user id,
+#: the new record. Returns 1, or 0 if the user is not a guest any more.
+CLAIM_GUEST = Script("""
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
 """)
 
 #: Extend the lease if this holder still has it. ARGV: lease, milliseconds.

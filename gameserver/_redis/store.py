@@ -44,20 +44,25 @@ class RedisStore:
             await self._redis("ZADD", keys.GUESTS, repr(guest_until), user_id)
         return record
 
-    async def claim_guest(self, user_id: int, password_hash: str) -> UserRecord | None:
-        # Out of the set first: a guest handed out as expired is not claimed.
-        if not int(await self._redis("ZREM", keys.GUESTS, user_id)):
-            return None
+    async def claim_guest(
+        self, user_id: int, password_hash: str, now: float
+    ) -> UserRecord | None:
         record = await self.get_user(user_id)
-        if record is None:
-            return None
+        if record is None or record.guest_until is None or record.guest_until <= now:
+            return None  # the record's end: the set's may be a removal's lease
         record = attrs.evolve(record, password_hash=password_hash, guest_until=None)
-        await self._redis("SET", keys.user(user_id), json.dumps(attrs.asdict(record)))
-        return record
+        claimed = await self._redis.run(
+            scripts.CLAIM_GUEST,
+            [keys.GUESTS, keys.user(user_id)],
+            [user_id, json.dumps(attrs.asdict(record))],
+        )
+        return record if int(claimed) else None
 
-    async def expired_guests(self, now: float, limit: int) -> list[UserRecord]:
+    async def expired_guests(
+        self, now: float, limit: int, lease: float
+    ) -> list[UserRecord]:
         due = await self._redis.run(
-            scripts.EXPIRED_GUESTS, [keys.GUESTS], [repr(now), limit]
+            scripts.EXPIRED_GUESTS, [keys.GUESTS], [repr(now), limit, repr(now + lease)]
         )
         found = [await self.get_user(int(user_id)) for user_id in due]
         return [record for record in found if record is not None]
