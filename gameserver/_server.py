@@ -107,13 +107,6 @@ class GameServer:
             guest_rate=settings.guest_rate,
             guest_burst=settings.guest_burst,
         )
-        self.rooms = Rooms(
-            self.store, hasher, self.games, self.hosting, self.engine.rooms
-        )
-        #: Removes expired guests; ``service`` and ``listen`` start it.
-        self.guests = GuestSweeper(
-            self.store, self.hosting, clock, settings.guest_sweep
-        )
         self.matchmaker = Matchmaker(
             self.store,
             self.games,
@@ -123,7 +116,18 @@ class GameServer:
             reactor,
             self.engine.process_id,
         )
-        self.rooms.matchmaker = self.matchmaker
+        self.rooms = Rooms(
+            self.store,
+            hasher,
+            self.games,
+            self.hosting,
+            self.engine.rooms,
+            self.matchmaker,
+        )
+        #: Removes expired guests; ``service`` and ``listen`` start it.
+        self.guests = GuestSweeper(
+            self.store, self.hosting, clock, settings.guest_sweep
+        )
         self.dispatcher = Dispatcher(
             settings,
             self.accounts,

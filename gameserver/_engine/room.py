@@ -17,6 +17,7 @@ from gameserver._interfaces import IGame
 from gameserver._models import Room, RoomData, RoomState, TimerSpec, UserRef
 from gameserver._routers import Handler
 from gameserver._wire import messages
+from gameserver._wire.messages import Frame
 
 
 @attrs.define(slots=True, eq=False)
@@ -32,6 +33,16 @@ def join_type(work: Work) -> str:
     if work.type == messages.QUICK_JOIN:
         return messages.QUICK_JOIN
     return messages.JOIN_ROOM
+
+
+def error_frame(work: Work, code: str, detail: str) -> Frame:
+    """An ``ERROR`` (or a refused JOIN/LEAVE) for work that could not be done."""
+    if work.kind in (JOIN, LEAVE):
+        type_ = join_type(work) if work.kind == JOIN else messages.LEAVE_ROOM
+        data = {"is_successful": False, "error": code, "detail": detail}
+        return Frame.build(type_, data, work.room_id)
+    data = {"code": code, "detail": detail, "request_type": work.type}
+    return Frame.build(messages.ERROR, data, work.room_id)
 
 
 @attrs.define(slots=True, eq=False)

@@ -53,9 +53,6 @@ def _optional(body: dict[str, Any], key: str, kind: type) -> Any:
 class Rooms:
     """The rooms as the HTTP API and a join see them: records in the store."""
 
-    #: Offered new rooms to quick joins (set once the server is wired).
-    matchmaker: Matchmaker | None = None
-
     def __init__(
         self,
         store: IStore,
@@ -63,8 +60,11 @@ class Rooms:
         games: Mapping[str, IGame],
         hosting: IHosting,
         live: Mapping[int, LiveRoom],
+        matchmaker: Matchmaker | None = None,
     ) -> None:
-        """``live``: the rooms hosted here, whose records need no store read."""
+        """``live``: the rooms hosted here, whose records need no store read;
+        ``matchmaker``: offers new rooms without a password to quick joins."""
+        self.matchmaker = matchmaker
         self._store = store
         self._hasher = hasher
         self._games = games

@@ -36,7 +36,7 @@ from gameserver._engine.room import (
     LiveRoom,
     Reply,
     Work,
-    join_type,
+    error_frame,
 )
 from gameserver._errors import (
     Busy,
@@ -648,15 +648,7 @@ class Engine:
 
 
 def _refusal_frame(work: Work, error: GameServerError) -> Frame:
-    if work.kind in (JOIN, LEAVE):
-        type_ = join_type(work) if work.kind == JOIN else messages.LEAVE_ROOM
-        data = {"is_successful": False, "error": error.code, "detail": error.detail}
-        return Frame.build(type_, data, work.room_id)
-    return Frame.build(
-        messages.ERROR,
-        {"code": error.code, "detail": error.detail, "request_type": work.type},
-        work.room_id,
-    )
+    return error_frame(work, error.code, error.detail)
 
 
 def _start_game(

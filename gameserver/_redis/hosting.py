@@ -32,7 +32,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from gameserver._engine.hosting import deliver_local, error_frame, missing
+from gameserver._engine.hosting import deliver_local, missing
 from gameserver._engine.room import (
     DELETE,
     GONE,
@@ -42,6 +42,7 @@ from gameserver._engine.room import (
     MESSAGE,
     LiveRoom,
     Work,
+    error_frame,
 )
 from gameserver._engine.sockets import LocalSockets
 from gameserver._engine.turns import Changes, Engine, Out
