@@ -182,3 +182,24 @@ async def test_an_expired_guest_leaves_every_room_and_is_removed(start_any):
     # The name is free again, and nothing is left to sweep.
     assert (await server.client().register("traveller", PASSWORD)).status == 201
     assert await server.server.guests.sweep() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_guest_s_access_token_is_refused_once_its_time_is_over(make_server):
+    """Before the sweeper gets to it: the access token may outlive the guest."""
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    clock.advance(1_800_000_000)
+    settings = make_settings(
+        refresh_lifetime=3630, access_lifetime=7200, guest_sweep=60
+    )
+    server = await make_server(settings, clock=clock)
+    guest = await _guest(server)
+    clock.advance(3629)
+    assert (await guest.http("GET", "/api/rooms/")).status == 200
+    clock.advance(2)  # over, and the next sweep is 29 s away
+    refused = await guest.http("GET", "/api/rooms/")
+    assert (refused.status, refused.body["code"]) == (401, "token_expired")
+    refused = await guest.http("POST", "/api/users/claim/", {"password": PASSWORD})
+    assert refused.status == 401

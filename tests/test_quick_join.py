@@ -218,3 +218,7 @@ async def test_a_room_its_owner_left_is_not_offered(start_any):
     assert (await b.request("START_GAME", second, reply="GAME_STARTED"))["type"] == (
         "GAME_STARTED"
     )
+    # Once its owner is back, the room is offered again.
+    assert (await a.join(first))["data"]["is_successful"] is True
+    carol, c = await server.socket()
+    assert (await _quick(c, "trio"))["room_id"] == first

@@ -161,4 +161,7 @@ class Accounts:
         record = await self._store.get_user(user_id)
         if record is None:
             raise InvalidToken("the token's user no longer exists")
+        if record.guest_until is not None and record.guest_until <= self._tokens.now():
+            # Being removed: its access token may outlive its end by minutes.
+            raise InvalidToken("the guest account has expired", code="token_expired")
         return record.ref

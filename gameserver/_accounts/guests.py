@@ -92,4 +92,6 @@ class GuestSweeper(Service):
             if room_id not in owned:
                 await self._hosting.request(Work(LEAVE, room_id, user))
         await self._store.remove_user(record.id)
+        # Again: one that validated just before its end may have come back.
+        await self._hosting.close_user(user, CLOSE_UNAUTHORIZED, "guest expired")
         log.info("guest {user} expired and was removed", user=user.username)

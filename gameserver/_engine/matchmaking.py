@@ -20,6 +20,7 @@ from typing import Any
 from twisted.internet.defer import (
     Deferred,
     DeferredLock,
+    FirstError,
     TimeoutError,
     ensureDeferred,
     gatherResults,
@@ -27,7 +28,7 @@ from twisted.internet.defer import (
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from gameserver._engine.room import JOIN, LiveRoom, Reply, Work
+from gameserver._engine.room import DELETE, JOIN, LiveRoom, Reply, Work
 from gameserver._engine.sockets import LocalSockets
 from gameserver._errors import BadMessage, Busy, GameServerError, InvalidInput
 from gameserver._interfaces import IGame, IHosting, IStore
@@ -124,8 +125,11 @@ class Matchmaker:
             room = await self._store.create_room(
                 f"{game.name} (quick)", game.name, user, game.max_players, None
             )
-            await self._store.pool_add(game.name, key, room.id)
             room_id = room.id
+            if self._gone(session):  # meanwhile: nobody to seat in it
+                await self._hosting.request(Work(DELETE, room_id, user=user))
+                return
+            await self._store.pool_add(game.name, key, room_id)
         saved = self._hosting.request(
             Work(
                 JOIN,
@@ -153,21 +157,26 @@ class Matchmaker:
         best: tuple[int, int] | None = None
         closed = []
         ids = await self._store.pool_rooms(game, key)
-        elsewhere = [i for i in ids if i not in self._live]
-        stored: list[Room | None] = await gatherResults(
-            [ensureDeferred(self._stored(i)) for i in elsewhere]
-        )
-        records = dict(zip(elsewhere, stored, strict=True))
+        # The records of the rooms hosted here now, the others from the store.
+        records: dict[int, Room | None] = {
+            i: self._live[i].record for i in ids if i in self._live
+        }
+        elsewhere = [i for i in ids if i not in records]
+        try:
+            stored = await gatherResults(
+                [ensureDeferred(self._stored(i)) for i in elsewhere],
+                consumeErrors=True,
+            )
+        except FirstError as e:
+            e.subFailure.raiseException()
+        records.update(zip(elsewhere, stored, strict=True))
         for room_id in ids:
-            live = self._live.get(room_id)
-            room = live.record if live is not None else records[room_id]
-            if (
-                room is None
-                or room.state is not RoomState.WAITING
-                # Only the owner can start a game: a room it left never would.
-                or not room.has_player(room.owner.id)
-            ):
+            room = records[room_id]
+            if room is None or room.state is not RoomState.WAITING:
                 closed.append(room_id)
+                continue
+            if not room.has_player(room.owner.id):
+                # Only the owner can start the game: not until it is back.
                 continue
             if room.has_player(user.id):
                 return room_id  # already seated there: that seat again

@@ -65,14 +65,20 @@ class RedisStore:
             scripts.EXPIRED_GUESTS, [keys.GUESTS], [repr(now), limit, repr(now + lease)]
         )
         found = [await self.get_user(int(user_id)) for user_id in due]
+        gone = [
+            user_id for user_id, record in zip(due, found, strict=True) if not record
+        ]
+        if gone:  # removed but for the index (its remover failed at the end)
+            await self._redis("ZREM", keys.GUESTS, *gone)
         return [record for record in found if record is not None]
 
     async def remove_user(self, user_id: int) -> None:
         record = await self.get_user(user_id)
-        await self._redis("ZREM", keys.GUESTS, user_id)
-        await self._redis("DEL", keys.user(user_id))
-        if record is not None:
+        if record is not None:  # the name first: it is found from the record
             await self._redis("HDEL", keys.USER_NAMES, record.username.casefold())
+        await self._redis("DEL", keys.user(user_id))
+        # Last: a removal that fails before this is handed out again.
+        await self._redis("ZREM", keys.GUESTS, user_id)
 
     async def get_user(self, user_id: int) -> UserRecord | None:
         raw = await self._redis("GET", keys.user(user_id))
