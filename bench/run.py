@@ -235,6 +235,11 @@ def run_scenario(
     return results
 
 
+def cell(value: Any, fmt: str = "{}") -> str:
+    """A table's cell: ``-`` for a figure not measured."""
+    return "-" if value in (None, "") else fmt.format(value)
+
+
 def table(results: dict[str, dict[str, dict]]) -> str:
     rows = [
         "| server | fan-out knee, deliveries/s | server CPU µs per delivery at the knee"
@@ -248,10 +253,6 @@ def table(results: dict[str, dict[str, dict]]) -> str:
         at_5k = next((s for s in fanout.get("steps", []) if s["offered"] <= 5000), {})
         idle = scenarios.get("idle", {})
         connect = scenarios.get("connect", {})
-
-        def cell(value: Any, fmt: str = "{}") -> str:
-            return "-" if value in (None, "") else fmt.format(value)
-
         at_least = "≥ " if _never_failed(fanout) else ""
         rows.append(
             f"| {TARGETS[target]} | {at_least}{cell(knee.get('delivered'), '{:,}')}"
@@ -282,11 +283,11 @@ def formats_table(results: dict[str, dict[str, dict]]) -> str:
         at_100k = min(steps, key=lambda s: abs(s.get("offered", 0) - 100_000))
         at_least = "≥ " if _never_failed(fanout) else ""
         rows.append(
-            f"| {TARGETS[target]} | {at_100k.get('bytes_per_delivery', '-')}"
-            f" | {at_100k.get('bytes_per_message_sent', '-')}"
-            f" | {at_100k.get('server_us_per_delivery', '-')}"
-            f" | {at_least}{knee.get('delivered', 0):,}"
-            f" | {knee.get('server_us_per_delivery', '-')} |"
+            f"| {TARGETS[target]} | {cell(at_100k.get('bytes_per_delivery'))}"
+            f" | {cell(at_100k.get('bytes_per_message_sent'))}"
+            f" | {cell(at_100k.get('server_us_per_delivery'))}"
+            f" | {at_least}{cell(knee.get('delivered'), '{:,}')}"
+            f" | {cell(knee.get('server_us_per_delivery'))} |"
         )
     return "\n".join(rows)
 

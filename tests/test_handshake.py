@@ -114,6 +114,27 @@ async def _answer(server, data: bytes) -> bytes:
     return raw.received
 
 
+async def _sent_with_a_frame(
+    server, request: bytes, opcode: int, message: bytes
+) -> bytes:
+    """What the server sends back to ``request`` written with one small
+    masked frame (a zero key) in the same packet, once it refuses the frame
+    as unauthenticated."""
+    raw = _Raw()
+    port = server.port.getHost().port
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), raw)
+    raw.transport.write(
+        request + bytes((opcode, 0x80 | len(message))) + bytes(4) + message
+    )
+    for _ in range(200):
+        if b"not_authenticated" in raw.received:
+            break
+        await _tick()
+    raw.transport.abortConnection()
+    await raw.lost
+    return raw.received
+
+
 async def _tick() -> None:
     from twisted.internet.task import deferLater
 
@@ -182,21 +203,10 @@ async def test_what_the_lean_path_doubts_autobahn_answers(make_server, autobahn_
 
 @pytest_twisted.ensureDeferred
 async def test_frames_sent_with_the_request_are_read_once_open(running):
-    raw = _Raw()
-    port = running.port.getHost().port
-    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), raw)
     message = b'{"type": "NOPE"}'
-    raw.transport.write(
-        _request() + bytes((0x81, 0x80 | len(message))) + bytes(4) + message
-    )
-    for _ in range(200):
-        if b"not_authenticated" in raw.received:
-            break
-        await _tick()
-    raw.transport.abortConnection()
-    await raw.lost
-    assert raw.received.startswith(b"HTTP/1.1 101 ")
-    assert b"not_authenticated" in raw.received
+    received = await _sent_with_a_frame(running, _request(), 0x81, message)
+    assert received.startswith(b"HTTP/1.1 101 ")
+    assert b"not_authenticated" in received
 
 
 # The wire format, chosen by subprotocol
@@ -248,23 +258,10 @@ async def test_an_offer_of_neither_format_is_refused_with_the_reason(running, le
 async def test_a_msgpack_frame_sent_with_the_request_is_read_once_open(running):
     import msgpack
 
-    raw = _Raw()
-    port = running.port.getHost().port
-    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), raw)
     message = msgpack.packb({"type": "NOPE"})
-    raw.transport.write(
-        _request("Sec-WebSocket-Protocol: gameserver.msgpack")
-        + bytes((0x82, 0x80 | len(message)))
-        + bytes(4)
-        + message
-    )
-    for _ in range(200):
-        if b"not_authenticated" in raw.received:
-            break
-        await _tick()
-    raw.transport.abortConnection()
-    await raw.lost
-    head, _, frames = raw.received.partition(b"\r\n\r\n")
+    request = _request("Sec-WebSocket-Protocol: gameserver.msgpack")
+    received = await _sent_with_a_frame(running, request, 0x82, message)
+    head, _, frames = received.partition(b"\r\n\r\n")
     assert b"Sec-WebSocket-Protocol: gameserver.msgpack" in head
     assert frames[0] == 0x82  # the refusal, in a binary frame
     assert msgpack.unpackb(frames[2:])["data"]["code"] == "not_authenticated"

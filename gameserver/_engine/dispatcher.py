@@ -197,8 +197,8 @@ class Dispatcher:
         except GameServerError as e:
             session.send(_refusal(messages.JOIN_ROOM, room_id, e))
             return
-        if not session.open and not self._sockets.count(user.id):
-            return  # gone while its password was checked: nobody to seat
+        if self._sockets.gone(session):
+            return  # while its password was checked
         self._hosting.submit(
             Work(
                 JOIN,

@@ -107,26 +107,20 @@ class Matchmaker:
         """Offer a room made over HTTP to quick joins of ``key``."""
         await self._store.pool_add(game.name, key, room.id)
 
-    def _gone(self, session: Session) -> bool:
-        """Whether nobody is left to seat: the user's sockets here all closed
-        (its disconnect has gone to its rooms already), as for a join."""
-        user = session.user
-        return not session.open and (user is None or not self._sockets.count(user.id))
-
     async def _seat(self, game: IGame, key: str, session: Session) -> None:
         user = session.user
         assert user is not None
-        if self._gone(session):
+        if self._sockets.gone(session):
             return
         room_id = await self._choose(game.name, key, user)
-        if self._gone(session):
+        if self._sockets.gone(session):
             return
         if room_id is None:
             room = await self._store.create_room(
                 f"{game.name} (quick)", game.name, user, game.max_players, None
             )
             room_id = room.id
-            if self._gone(session):  # meanwhile: nobody to seat in it
+            if self._sockets.gone(session):  # meanwhile: nobody to seat in it
                 await self._hosting.request(Work(DELETE, room_id, user=user))
                 return
             await self._store.pool_add(game.name, key, room_id)

@@ -46,6 +46,13 @@ class LocalSockets:
     def count(self, user_id: int) -> int:
         return len(self._by_user.get(user_id, ()))
 
+    def gone(self, connection: IConnection) -> bool:
+        """Whether nobody is left to seat for this socket's request: it closed,
+        and so did its user's others here (their disconnect has gone to
+        their rooms already)."""
+        user = connection.user
+        return not connection.open and (user is None or not self.count(user.id))
+
     def users(self) -> list[int]:
         return list(self._by_user)
 

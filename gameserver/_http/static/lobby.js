@@ -235,28 +235,23 @@ $("auth-form").addEventListener("submit", async (event) => {
     return setError(errorEl, "A username is 3 to 32 letters, digits, '.', '_' or '-'.");
   }
   if (password.length < 8) return setError(errorEl, "A password is at least 8 characters long.");
-  setError(errorEl, "");
-  const buttons = event.currentTarget.querySelectorAll("button");
-  buttons.forEach((b) => (b.disabled = true));
-  try {
+  await enterWith(async () => {
     if (action === "signup") await client.register(username, password);
     await client.login(username, password);
-    $("auth-password").value = "";
-    enterLobby();
-  } catch (error) {
-    setError(errorEl, describe(error));
-  } finally {
-    buttons.forEach((b) => (b.disabled = false));
-  }
+  });
 });
 
-$("guest-play").addEventListener("click", async () => {
+// the server makes up a guest's name
+$("guest-play").addEventListener("click", () => enterWith(() => client.guest()));
+
+/** Log in somehow (`logIn`), the form's buttons off meanwhile, then the lobby. */
+async function enterWith(logIn) {
   const errorEl = $("auth-error");
   setError(errorEl, "");
   const buttons = $("auth-form").querySelectorAll("button");
   buttons.forEach((b) => (b.disabled = true));
   try {
-    await client.guest(); // the server makes up a name
+    await logIn();
     $("auth-password").value = "";
     enterLobby();
   } catch (error) {
@@ -264,7 +259,7 @@ $("guest-play").addEventListener("click", async () => {
   } finally {
     buttons.forEach((b) => (b.disabled = false));
   }
-});
+}
 
 // -- A guest keeps the account ----------------------------------------------
 
