@@ -124,3 +124,15 @@ class Busy(GameServerError):
 
 class NotOwner(Exception):
     """This process does not own the room (any more): route the work again."""
+
+
+def error_of(code: str, detail: str) -> GameServerError:
+    """The error a refusal with ``code`` stands for, to report it again
+    (over HTTP, with its status)."""
+    pending: list[type[GameServerError]] = [GameServerError]
+    while pending:
+        kind = pending.pop()
+        if kind.code == code:
+            return kind(detail)
+        pending.extend(kind.__subclasses__())
+    return GameServerError(detail, code=code)

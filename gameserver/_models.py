@@ -55,6 +55,13 @@ class Room:
     state: RoomState = RoomState.WAITING
     #: How many users watch the room without a seat.
     spectators: int = 0
+    #: Seats held for users who quick-joined over HTTP and have not joined
+    #: on a socket yet: ``(user id, until)``, on the owner's clock.
+    reserved: tuple[tuple[int, float], ...] = ()
+
+    def held(self, now: float, but: int | None = None) -> int:
+        """Seats held for others than ``but`` at ``now``."""
+        return sum(1 for user, until in self.reserved if until > now and user != but)
 
     @property
     def has_password(self) -> bool:

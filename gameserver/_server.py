@@ -115,6 +115,8 @@ class GameServer:
             self.sockets,
             reactor,
             self.engine.process_id,
+            seat_hold=settings.seat_hold,
+            clock=clock,
         )
         self.rooms = Rooms(
             self.store,

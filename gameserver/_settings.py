@@ -80,6 +80,9 @@ class Settings:
     #: (``JOIN_ROOM {resume}``), and at most how many messages.
     resume_window: float = attrs.field(default=120.0, validator=_positive)
     resume_log: int = attrs.field(default=1000, validator=_positive)
+    #: Seconds a seat found by ``POST /api/rooms/quick/`` is held for the
+    #: user's ``JOIN_ROOM``.
+    seat_hold: float = attrs.field(default=30.0, validator=_positive)
     #: Seconds a turn may wait (a handler awaiting something) before it fails
     #: with ``timeout`` and the room goes on.
     turn_timeout: float = attrs.field(default=30.0, validator=_positive)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.task import deferLater
 
 from gameserver import Game, GameServerError
@@ -222,3 +222,113 @@ async def test_a_room_its_owner_left_is_not_offered(start_any):
     assert (await a.join(first))["data"]["is_successful"] is True
     carol, c = await server.socket()
     assert (await _quick(c, "trio"))["room_id"] == first
+
+
+async def _reserve(client, game: str, **options: Any):
+    body: dict[str, Any] = {"game": game}
+    if options:
+        body["options"] = options
+    return await client.http("POST", "/api/rooms/quick/", body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_over_http_a_seat_is_held_until_the_user_joins(start_any):
+    from tests.conftest import make_settings
+
+    servers = [await start_any(make_settings(seat_hold=30), games=QUICK_GAMES)]
+    if start_any.mode == "redis":
+        servers.append(await start_any(make_settings(seat_hold=30), games=QUICK_GAMES))
+    first, last = servers[0], servers[-1]
+    alice = await first.user()
+    held = await _reserve(alice, "duel")
+    assert held.status == 200, held.body
+    room = held.body["room"]
+    assert room["players"] == [] and room["owner"]["id"] == alice.user_id
+    assert held.body["reserved_until"] > 0
+    # A second finds that room (the fullest), its last seat held for them.
+    bob = await last.user()
+    again = await _reserve(bob, "duel")
+    assert again.body["room"]["id"] == room["id"]
+    # Held seats count as taken: a third user's quick join makes a new room,
+    # and a JOIN_ROOM into the first is refused.
+    carol, c = await first.socket()
+    assert (await _reserve(carol, "duel")).body["room"]["id"] != room["id"]
+    refused = await c.join(room["id"])
+    assert refused["data"]["error"] == "room_full"
+    # Each takes the held seat with a JOIN_ROOM, on any process.
+    a = await last.connect(alice)
+    b = await first.connect(bob)
+    assert (await a.join(room["id"]))["data"]["is_successful"] is True
+    joined = await b.join(room["id"])
+    assert joined["data"]["is_successful"] is True
+    assert [p["id"] for p in joined["data"]["room"]["players"]] == [
+        alice.user_id,
+        bob.user_id,
+    ]
+    # Asked again once seated, the answer is that seat.
+    same = await _reserve(bob, "duel")
+    assert same.body["room"]["id"] == room["id"]
+    assert same.body["reserved_until"] is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_over_http_refusals_have_their_status(start_any):
+    server = await start_any(games=QUICK_GAMES)
+    alice = await server.user()
+    for body, status, code in [
+        ({"game": "nope"}, 400, "invalid"),
+        ([1], 400, "invalid"),
+        ({"game": "parley", "options": {"language": "de"}}, 400, "invalid"),
+    ]:
+        response = await alice.http("POST", "/api/rooms/quick/", body)
+        assert (response.status, response.body["code"]) == (status, code), body
+    anonymous = server.client()
+    response = await anonymous.http("POST", "/api/rooms/quick/", {"game": "duel"})
+    assert response.status == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_held_seat_lapses_after_its_time(make_server):
+    from twisted.internet.task import Clock
+
+    from tests.conftest import make_settings
+
+    clock = Clock()
+    clock.advance(1_000)
+    server = await make_server(
+        make_settings(seat_hold=10), clock=clock, games=QUICK_GAMES
+    )
+    alice, bob, carol = [await server.user() for _ in range(3)]
+    room_id = (await _reserve(alice, "duel")).body["room"]["id"]
+    assert (await _reserve(bob, "duel")).body["room"]["id"] == room_id
+    c = await server.connect(carol)
+    assert (await c.join(room_id))["data"]["error"] == "room_full"
+    clock.advance(11)  # bob never came
+    assert (await c.join(room_id))["data"]["is_successful"] is True
+    # Alice's hold lapsed too, but her seat is free still: she takes it.
+    a = await server.connect(alice)
+    assert (await a.join(room_id))["data"]["is_successful"] is True
+    b = await server.connect(bob)
+    assert (await b.join(room_id))["data"]["error"] == "room_full"
+
+
+@pytest_twisted.ensureDeferred
+async def test_forty_http_quick_joins_at_once_hold_seats_in_exactly_twenty_rooms(
+    start_any,
+):
+    servers = [await start_any(games=QUICK_GAMES)]
+    if start_any.mode == "redis":
+        servers.append(await start_any(games=QUICK_GAMES))
+    users = [await servers[n % len(servers)].user() for n in range(40)]
+    answers = await gatherResults(
+        [ensureDeferred(_reserve(user, "duel")) for user in users]
+    )
+    assert all(a.status == 200 for a in answers), [a.body for a in answers]
+    rooms = Counter(a.body["room"]["id"] for a in answers)
+    assert len(rooms) == 20 and set(rooms.values()) == {2}
+    for n, (user, answer) in enumerate(zip(users, answers, strict=True)):
+        socket = await servers[(n + 1) % len(servers)].connect(user)
+        joined = await socket.join(answer.body["room"]["id"])
+        assert joined["data"]["is_successful"] is True, joined
+    for room_id in rooms:
+        assert len(await _players(users[0], room_id)) == 2

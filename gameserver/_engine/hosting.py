@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gameserver._engine.room import JOIN, LEAVE, MESSAGE, Work, error_frame
+from gameserver._engine.room import JOIN, LEAVE, MESSAGE, RESERVE, Work, error_frame
 from gameserver._engine.sockets import LocalSockets
 from gameserver._engine.turns import Out
 from gameserver._wire.messages import Frame
@@ -14,7 +14,7 @@ from gameserver._wire.messages import Frame
 def missing(work: Work) -> Frame | None:
     """The answer to a client's work for a room that does not exist."""
     room_id = work.room_id
-    if work.kind in (JOIN, LEAVE):
+    if work.kind in (JOIN, LEAVE, RESERVE):
         return error_frame(work, "room_not_found", f"there is no room {room_id}")
     if work.kind == MESSAGE:
         detail = f"you are not in room {room_id}; send JOIN_ROOM first"

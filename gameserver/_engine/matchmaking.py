@@ -13,6 +13,7 @@ overfilled, whoever else joins it meanwhile.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -28,9 +29,16 @@ from twisted.internet.defer import (
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from gameserver._engine.room import DELETE, JOIN, LiveRoom, Reply, Work
+from gameserver._engine.room import DELETE, JOIN, RESERVE, LiveRoom, Reply, Work
 from gameserver._engine.sockets import LocalSockets
-from gameserver._errors import BadMessage, Busy, GameServerError, InvalidInput
+from gameserver._errors import (
+    BadMessage,
+    Busy,
+    GameServerError,
+    InvalidInput,
+    Unavailable,
+    error_of,
+)
 from gameserver._interfaces import IGame, IHosting, IStore
 from gameserver._models import Room, RoomState, UserRef
 from gameserver._wire import messages
@@ -55,8 +63,14 @@ class Matchmaker:
         sockets: LocalSockets,
         reactor: Any,
         process_id: str,
+        seat_hold: float = 30.0,
+        clock: Any = None,
     ) -> None:
-        """``reactor``: real time, for waiting on another process's lock."""
+        """``reactor``: real time, for waiting on another process's lock;
+        ``seat_hold``: seconds a seat found over HTTP is held; ``clock``: the
+        rooms' time, which the holds are on."""
+        self._seat_hold = seat_hold
+        self._clock = reactor if clock is None else clock
         self._store = store
         self._sockets = sockets
         self._games = games
@@ -65,6 +79,53 @@ class Matchmaker:
         self._reactor = reactor
         self._process = process_id
         self._locks: dict[tuple[str, str], DeferredLock] = {}
+
+    async def reserve(self, user: UserRef, body: Any) -> dict[str, Any]:
+        """``POST /api/rooms/quick/``: choose as ``QUICK_JOIN`` does, and hold
+        the seat (``Settings.seat_hold``) for the user's ``JOIN_ROOM``."""
+        if not isinstance(body, dict):
+            raise InvalidInput("expected a JSON object")
+        game, key = self._pool(user, body)
+        held: dict[str, Any] = {}
+
+        async def hold() -> None:
+            held.update(await self._hold(game, key, user))
+
+        await self._locked(game.name, key, hold)
+        return held
+
+    async def _hold(self, game: IGame, key: str, user: UserRef) -> dict[str, Any]:
+        room_id = await self._choose(game.name, key, user)
+        if room_id is None:
+            room = await self._store.create_room(
+                f"{game.name} (quick)", game.name, user, game.max_players, None
+            )
+            room_id = room.id
+            await self._store.pool_add(game.name, key, room_id)
+        answer_id, answer = self._sockets.expect()
+        self._hosting.submit(
+            Work(
+                RESERVE,
+                room_id,
+                user,
+                Reply(self._process, answer_id),
+                messages.QUICK_JOIN,
+                {"seconds": self._seat_hold},
+                processes=(self._process,),
+                password_ok=True,
+            )
+        )
+        try:
+            frame = await answer.addTimeout(LOCK_TTL, self._reactor)
+        except TimeoutError:
+            raise Unavailable(
+                "the room's server did not answer in time: try again"
+            ) from None
+        data: dict[str, Any] = json.loads(frame.payload)["data"]
+        if not data["is_successful"]:
+            raise error_of(data["error"], data["detail"])
+        del data["is_successful"]
+        return data
 
     async def quick_join(self, session: Session, envelope: Envelope) -> None:
         user = session.user
@@ -83,7 +144,9 @@ class Matchmaker:
     def pool_of(self, user: UserRef, envelope: Envelope) -> tuple[IGame, str]:
         if envelope.room_id is not None:
             raise BadMessage("QUICK_JOIN takes no 'room_id': it finds the room")
-        data = envelope.data
+        return self._pool(user, envelope.data)
+
+    def _pool(self, user: UserRef, data: dict[str, Any]) -> tuple[IGame, str]:
         name = data.get("game")
         game = self._games.get(name) if isinstance(name, str) else None
         if game is None:
@@ -164,17 +227,19 @@ class Matchmaker:
         except FirstError as e:
             e.subFailure.raiseException()
         records.update(zip(elsewhere, stored, strict=True))
+        now = self._clock.seconds()
         for room_id in ids:
             room = records[room_id]
             if room is None or room.state is not RoomState.WAITING:
                 closed.append(room_id)
                 continue
-            if not room.has_player(room.owner.id):
+            holds = {u for u, until in room.reserved if until > now}
+            if not room.has_player(room.owner.id) and room.owner.id not in holds:
                 # Only the owner can start the game: not until it is back.
                 continue
-            if room.has_player(user.id):
+            if room.has_player(user.id) or user.id in holds:
                 return room_id  # already seated there: that seat again
-            seated = len(room.players)
+            seated = len(room.players) + len(holds)
             if seated < room.max_players and (best is None or seated > best[0]):
                 best = (seated, room_id)
         if closed:

@@ -37,8 +37,8 @@ def join_type(work: Work) -> str:
 
 def error_frame(work: Work, code: str, detail: str) -> Frame:
     """An ``ERROR`` (or a refused JOIN/LEAVE) for work that could not be done."""
-    if work.kind in (JOIN, LEAVE):
-        type_ = join_type(work) if work.kind == JOIN else messages.LEAVE_ROOM
+    if work.kind in (JOIN, LEAVE, RESERVE):
+        type_ = messages.LEAVE_ROOM if work.kind == LEAVE else join_type(work)
         data = {"is_successful": False, "error": code, "detail": detail}
         return Frame.build(type_, data, work.room_id)
     data = {"code": code, "detail": detail, "request_type": work.type}
@@ -91,6 +91,10 @@ TIMER = "timer"
 DELETE = "delete"
 #: A lifecycle hook the engine queued after a turn (not sent between processes).
 HOOK = "hook"
+#: Hold a seat for a user who will join on a socket (an HTTP quick join).
+RESERVE = "reserve"
+#: The kinds a client asked for and waits to be answered about.
+ANSWERED = frozenset({MESSAGE, JOIN, LEAVE, RESERVE})
 
 
 class Logged:

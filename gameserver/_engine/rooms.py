@@ -179,14 +179,9 @@ def join(turn: Turn, view: GameRoom, helper: Helper) -> Any:
     seated = turn.has_player(user.id)
     watching = user.id in turn.members(SPECTATORS)
     if not seated:
-        record = room.record
-        if turn.status_now() is RoomState.IN_GAME:
-            raise GameStarted("the game in this room has already started")
-        if len(turn.players_now()) >= record.max_players:
-            raise RoomFull(f"the room is full ({record.max_players} players)")
-        if record.has_password and record.owner.id != user.id and not work.password_ok:
-            raise WrongPassword("this room needs a password")
+        _check_seat(turn, user, helper.now())
         turn.set_players((*turn.players_now(), user))
+        _unreserve(turn, user.id)
         if watching:  # a spectator takes a seat
             turn.set_members(SPECTATORS, turn.members(SPECTATORS) - {user.id})
     _arrive(turn, user, {"reconnected": seated}, announce=watching)
@@ -197,6 +192,48 @@ def join(turn: Turn, view: GameRoom, helper: Helper) -> Any:
     if seated:
         return room.game.on_reconnect(view, user, helper)
     return room.game.on_join(view, user, helper)
+
+
+def _check_seat(turn: Turn, user: UserRef, now: float) -> None:
+    """Refuse a seat to ``user`` unless one is free for them now."""
+    record = turn.room.record
+    if turn.status_now() is RoomState.IN_GAME:
+        raise GameStarted("the game in this room has already started")
+    held = sum(1 for u, until in turn.reserved_now() if until > now and u != user.id)
+    if len(turn.players_now()) + held >= record.max_players:
+        raise RoomFull(f"the room is full ({record.max_players} players)")
+    if record.has_password and record.owner.id != user.id and not turn.work.password_ok:
+        raise WrongPassword("this room needs a password")
+
+
+def _unreserve(turn: Turn, user_id: int) -> None:
+    reserved = turn.reserved_now()
+    if any(u == user_id for u, _ in reserved):
+        turn.reserved = tuple(r for r in reserved if r[0] != user_id)
+
+
+def reserve(turn: Turn, helper: Helper) -> None:
+    """Hold a seat for ``work.data["seconds"]`` until the user joins on a socket.
+
+    Expired holds are dropped here; until then, every join counts them as
+    taken seats, so the user quick-joining over HTTP finds the seat theirs.
+    """
+    work = turn.work
+    user = work.user
+    assert user is not None
+    now = helper.now()
+    until: float | None = None
+    if not turn.has_player(user.id):  # seated already: that seat is theirs
+        _check_seat(turn, user, now)
+        until = now + float(work.data["seconds"])
+        kept = tuple(r for r in turn.reserved_now() if r[1] > now and r[0] != user.id)
+        turn.reserved = (*kept, (user.id, until))
+    data = {
+        "is_successful": True,
+        "room": record_now(turn).to_json(),
+        "reserved_until": until,
+    }
+    turn.reply(Frame.build(join_type(work), data, turn.room.id))
 
 
 def spectate(turn: Turn, view: GameRoom, helper: Helper) -> Any:
@@ -277,6 +314,7 @@ def record_now(turn: Turn) -> Room:
         players=turn.players_now(),
         state=turn.status_now(),
         spectators=len(turn.members(SPECTATORS)),
+        reserved=turn.reserved_now(),
     )
 
 

@@ -6,8 +6,10 @@ each recipient.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
+from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from gameserver._interfaces import IConnection, IGroupLayer
@@ -19,6 +21,22 @@ class LocalSockets:
     def __init__(self) -> None:
         self._by_user: dict[int, list[IConnection]] = {}
         self._by_id: dict[int, IConnection] = {}
+        #: Answers awaited by requests that came without a socket (HTTP),
+        #: under ids no socket has (negative).
+        self._answers: dict[int, Deferred[Frame]] = {}
+        self._answer_ids = itertools.count(-1, -1)
+
+    def expect(self) -> tuple[int, Deferred[Frame]]:
+        """An id to address a reply to, and the ``Deferred`` it fires."""
+        answer_id = next(self._answer_ids)
+        answer: Deferred[Frame] = Deferred()
+        self._answers[answer_id] = answer
+        answer.addBoth(self._answered, answer_id)
+        return answer_id, answer
+
+    def _answered(self, result: object, answer_id: int) -> object:
+        self._answers.pop(answer_id, None)
+        return result
 
     def add(self, connection: IConnection) -> bool:
         """Register a validated socket; whether it is its user's first here."""
@@ -71,6 +89,10 @@ class LocalSockets:
         connection = self._by_id.get(connection_id)
         if connection is not None:
             connection.send_frame(frame)
+            return
+        answer = self._answers.get(connection_id)
+        if answer is not None and not answer.called:
+            answer.callback(frame)
 
     def close_user(self, user_id: int, code: int, reason: str) -> None:
         for connection in list(self._by_user.get(user_id, ())):

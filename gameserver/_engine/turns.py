@@ -24,6 +24,7 @@ from gameserver._chat import ChatRouter
 from gameserver._engine import timers
 from gameserver._engine.drive import Pending, settle
 from gameserver._engine.room import (
+    ANSWERED,
     DELETE,
     GONE,
     HERE,
@@ -31,6 +32,7 @@ from gameserver._engine.room import (
     JOIN,
     LEAVE,
     MESSAGE,
+    RESERVE,
     TIMER,
     ChatEntry,
     LiveRoom,
@@ -118,6 +120,7 @@ class Turn:
         "out",
         "players",
         "present",
+        "reserved",
         "room",
         "start_options",
         "status",
@@ -135,6 +138,7 @@ class Turn:
         self.log: list[tuple[Frame, tuple[int, ...] | None, int | None]] = []
         self.chat: list[ChatEntry] = []
         self.players: tuple[UserRef, ...] | None = None
+        self.reserved: tuple[tuple[int, float], ...] | None = None
         self.status: RoomState | None = None
         self.transition: RoomState | None = None
         self.start_options: dict[str, Any] = {}
@@ -163,6 +167,10 @@ class Turn:
 
     def has_player(self, user_id: int) -> bool:
         return any(p.id == user_id for p in self.players_now())
+
+    def reserved_now(self) -> tuple[tuple[int, float], ...]:
+        reserved = self.reserved
+        return self.room.record.reserved if reserved is None else reserved
 
     def status_now(self) -> RoomState:
         status = self.status
@@ -368,7 +376,7 @@ class Engine:
             if work.prev > admitted:
                 return  # one before it is missing: both come again, in order
             room.admitted[origin] = work.seq
-        if work.kind in (MESSAGE, JOIN, LEAVE) and room.pending() >= self._cap:
+        if work.kind in ANSWERED and room.pending() >= self._cap:
             self.stats.refused_busy += 1
             error = Busy(
                 f"room {room.id} has {self._cap} messages waiting: try again shortly"
@@ -472,6 +480,8 @@ class Engine:
             return rooms.join(turn, view, helper)
         if kind == LEAVE:
             return rooms.leave(turn, view, helper)
+        if kind == RESERVE:
+            return rooms.reserve(turn, helper)
         if kind == GONE:
             return rooms.gone(turn, view, helper)
         if kind == HERE:
@@ -496,7 +506,12 @@ class Engine:
             self._failed(turn, Failure())
             return
         watchers = turn.groups is not None and SPECTATORS in turn.groups
-        if turn.players is not None or turn.status is not None or watchers:
+        if (
+            turn.players is not None
+            or turn.status is not None
+            or watchers
+            or turn.reserved is not None
+        ):
             if turn.players is not None:
                 changes.players_before = tuple(p.id for p in room.record.players)
             room.record = record_now(turn)
@@ -648,7 +663,7 @@ class Engine:
                 del room.timers[name]
                 self._disarm(room, name)
                 changes.timers = (name,)
-        elif work.kind in (MESSAGE, JOIN, LEAVE) and work.reply is not None:
+        elif work.kind in ANSWERED and work.reply is not None:
             changes.out.append((_refusal_frame(work, error), work.reply))
         self._seen(room, work)
         room.unsaved += 1

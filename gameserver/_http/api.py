@@ -117,6 +117,7 @@ class ApiResource(Resource):
             (("token", "guest"), {b"POST": self._guest}),
             (("games",), {b"GET": self._list_games}),
             (("rooms",), {b"GET": self._list_rooms, b"POST": self._create_room}),
+            (("rooms", "quick"), {b"POST": self._quick}),
             (("rooms", _ID), {b"GET": self._get_room, b"DELETE": self._delete_room}),
         ]
 
@@ -268,6 +269,14 @@ class ApiResource(Resource):
         user = await self._user(request)
         room = await self._rooms.create(user, self._body(request))
         return 201, room.to_json()
+
+    async def _quick(self, request: Request) -> Result:
+        """A seat in an open room of the game, held for the user's JOIN_ROOM."""
+        user = await self._user(request)
+        matchmaker = self._rooms.matchmaker
+        if matchmaker is None:
+            raise NotFound("quick join is not served here")
+        return 200, await matchmaker.reserve(user, self._body(request))
 
     async def _get_room(self, request: Request, room_id: int) -> Result:
         await self._user(request)

@@ -34,12 +34,11 @@ from zope.interface import implementer
 
 from gameserver._engine.hosting import deliver_local, missing
 from gameserver._engine.room import (
+    ANSWERED,
     DELETE,
     GONE,
     HERE,
     JOIN,
-    LEAVE,
-    MESSAGE,
     LiveRoom,
     Logged,
     Work,
@@ -72,7 +71,7 @@ UNKNOWN_KEPT = 60.0
 #: refused; presence updates (a disconnect, a new socket) wait as long as
 #: it takes.
 REQUEST_DEADLINE = 30.0
-CLIENT_KINDS = frozenset({MESSAGE, JOIN, LEAVE, DELETE})
+CLIENT_KINDS = ANSWERED | {DELETE}
 
 log = Logger()
 
@@ -129,7 +128,7 @@ class RedisHosting:
         link = self._links.get(work.room_id)
         if link is None:
             link = self._links[work.room_id] = Link(work.room_id)
-        if work.kind in (MESSAGE, JOIN, LEAVE) and (
+        if work.kind in ANSWERED and (
             len(link.pending) >= self.settings.max_pending_turns
         ):
             self.engine.stats.refused_busy += 1
@@ -239,7 +238,7 @@ class RedisHosting:
                 self._refuse_here(work, code, detail)
 
     def _refuse_here(self, work: Work, code: str, detail: str) -> None:
-        if work.kind in (MESSAGE, JOIN, LEAVE) and work.reply is not None:
+        if work.kind in ANSWERED and work.reply is not None:
             self.sockets.deliver_to(
                 work.reply.connection, error_frame(work, code, detail)
             )
@@ -866,7 +865,8 @@ class RedisCommitter:
         if batch.record:
             record = room.record
             players = json.dumps([p.to_json() for p in record.players])
-            ops += ["R", players, record.state.value, record.spectators]
+            reserved = json.dumps(record.reserved)
+            ops += ["R", players, record.state.value, record.spectators, reserved]
         if batch.clear_timers:
             ops.append("X")
         for name in batch.timers:

@@ -189,4 +189,8 @@ def room_of(room_id: int, meta: dict[str, str]) -> Room:
         players=tuple(UserRef(**p) for p in json.loads(meta.get("players") or "[]")),
         state=RoomState(meta["state"]),
         spectators=int(meta.get("spectators") or 0),
+        reserved=tuple(
+            (int(user), float(until))
+            for user, until in json.loads(meta.get("reserved") or "[]")
+        ),
     )
