@@ -203,3 +203,40 @@ async def test_a_guest_s_access_token_is_refused_once_its_time_is_over(make_serv
     assert (refused.status, refused.body["code"]) == (401, "token_expired")
     refused = await guest.http("POST", "/api/users/claim/", {"password": PASSWORD})
     assert refused.status == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_on_redis_only_seats_held_while_away_are_indexed(redis_url):
+    """Joining and leaving write no index; a player away mid-game is indexed
+    (the present rooms' index misses them) until back or gone."""
+    from gameserver._redis import keys
+    from tests.conftest import start_on_redis, stop
+
+    server = await start_on_redis(redis_url)
+    try:
+        redis = server.server.backend.redis
+        alice, a = await server.socket()
+        bob, b = await server.socket()
+        duel = (await server.room(alice, game="duel"))["id"]
+
+        async def seats(user) -> set[int]:
+            return {int(r) for r in await redis("SMEMBERS", keys.user_seats(user))}
+
+        for connection in (a, b):
+            assert (await connection.join(duel))["data"]["is_successful"] is True
+        await a.request("START_GAME", duel, reply="GAME_STARTED")
+        assert await seats(bob.user_id) == set()
+        b.abort()
+        await a.receive("USER_DISCONNECTED", room_id=duel)
+        assert await seats(bob.user_id) == {duel}
+        b = await server.connect(bob)
+        assert (await b.join(duel))["data"]["is_successful"] is True
+        assert await seats(bob.user_id) == set()
+        b.abort()
+        await a.receive("USER_DISCONNECTED", room_id=duel)
+        b = await server.connect(bob)
+        assert (await b.leave(duel))["data"]["is_successful"] is True
+        assert await seats(bob.user_id) == set()
+        assert await seats(alice.user_id) == set()
+    finally:
+        await stop(server)

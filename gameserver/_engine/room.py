@@ -105,16 +105,20 @@ class Logged:
     one who was away gets it when they resume.
     """
 
-    __slots__ = ("at", "exclude", "frame", "users")
+    __slots__ = ("at", "exclude", "payload", "seq", "users")
 
     def __init__(
         self,
-        frame: Frame,
+        seq: int,
+        payload: bytes,
         users: tuple[int, ...] | None,
         exclude: int | None,
         at: float,
     ) -> None:
-        self.frame = frame
+        #: The message's JSON (not its ``Frame``, whose framed copies would
+        #: stay in memory as long as the log keeps it).
+        self.seq = seq
+        self.payload = payload
         self.users = users
         self.exclude = exclude
         self.at = at
@@ -132,24 +136,20 @@ class Logged:
             audience = b"*" if self.exclude is None else b"*-%d" % self.exclude
         else:
             audience = b",".join(b"%d" % u for u in users)
-        return (
-            b"%d %.3f %s\n" % (self.frame.seq, self.at, audience) + self.frame.payload
-        )
+        return b"%d %.3f %s\n" % (self.seq, self.at, audience) + self.payload
 
     @classmethod
     def decode(cls, raw: str | bytes) -> Logged:
         text = raw.encode("utf-8") if isinstance(raw, str) else raw
         head, _, payload = text.partition(b"\n")
         seq, at, audience = head.split(b" ")
-        frame = Frame(payload)
-        frame.seq = int(seq)
         users: tuple[int, ...] | None = None
         exclude = None
         if audience.startswith(b"*-"):
             exclude = int(audience[2:])
         elif audience != b"*":
             users = tuple(int(u) for u in audience.split(b",") if u)
-        return cls(frame, users, exclude, float(at))
+        return cls(int(seq), payload, users, exclude, float(at))
 
 
 class ChatEntry:
@@ -223,7 +223,7 @@ class LiveRoom:
         self.log: deque[Logged] = deque(map(Logged.decode, data.log), maxlen=log_size)
         self.window = window
         #: The number of the room's last message (0 before the first).
-        self.seq = self.log[-1].frame.seq if self.log else 0
+        self.seq = self.log[-1].seq if self.log else 0
         self.armed: dict[str, IDelayedCall] = {}
         self.present: dict[int, frozenset[str]] = {
             user: frozenset(processes) for user, processes in data.present.items()
@@ -261,10 +261,10 @@ class LiveRoom:
         horizon = now - self.window
         while log and log[0].at < horizon:
             log.popleft()
-        floor = log[0].frame.seq - 1 if log else self.seq
+        floor = log[0].seq - 1 if log else self.seq
         if not floor <= last <= self.seq:
             return None
-        return [e for e in log if e.frame.seq > last and e.is_for(user_id)]
+        return [e for e in log if e.seq > last and e.is_for(user_id)]
 
     def player(self, user_id: int) -> UserRef | None:
         for player in self.record.players:

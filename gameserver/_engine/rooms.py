@@ -299,7 +299,7 @@ def _answer(turn: Turn, helper: Helper, data: dict[str, Any]) -> bool:
         if missed is not None:
             turn.reply(Frame.build(join_type(work), data, room_id))
             for entry in missed:
-                turn.reply(entry.frame)
+                turn.reply(Frame(entry.payload))
             return True
     turn.reply(Frame.build(join_type(work), data, room_id))
     history = {"messages": _history(turn, user.id)}

@@ -578,7 +578,9 @@ class Engine:
                 continue
             seq += 1
             frame.stamp(seq)
-            entry = numbered[id(frame)] = Logged(frame, users, exclude, now)
+            entry = numbered[id(frame)] = Logged(
+                seq, frame.payload, users, exclude, now
+            )
             entries.append(entry)
         room.seq = seq
         room.log.extend(entries)

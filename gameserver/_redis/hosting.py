@@ -1023,13 +1023,8 @@ class RedisCommitter:
             elif before and not now:
                 redis("SREM", keys.user_rooms(user_id), room.id).addErrback(quiet)
                 self._hosting.forget(user_id, room.id)
-        if batch.players_before is not None and not batch.drop:
-            seated = {p.id for p in room.record.players}
-            was = set(batch.players_before)
-            for user_id in seated - was:
-                redis("SADD", keys.user_seats(user_id), room.id).addErrback(quiet)
-            for user_id in was - seated:
-                redis("SREM", keys.user_seats(user_id), room.id).addErrback(quiet)
+        if not batch.drop and (batch.players_before is not None or batch.before):
+            self._index_absent_seats(batch)
         if batch.drop:
             for user_id in room.present:
                 redis("SREM", keys.user_rooms(user_id), room.id).addErrback(quiet)
@@ -1039,6 +1034,25 @@ class RedisCommitter:
             redis("SREM", keys.user_owns(owner), room.id).addErrback(quiet)
             ensureDeferred(self._hosting.store.unlist_room(room.id, room.record.game))
             self._hosting.deleted(room)
+
+    def _index_absent_seats(self, batch: Batch) -> None:
+        """Keep ``{user:N}:seats``: the rooms where a user holds a seat and
+        is not present (a player away mid-game), the only seats the present
+        rooms' index misses. Joining and leaving write nothing to it."""
+        room, redis = batch.room, self._redis
+        seated = {p.id for p in room.record.players}
+        was_seated = (
+            seated if batch.players_before is None else set(batch.players_before)
+        )
+        present, before = room.present, batch.before
+        for user_id in seated | was_seated:
+            was_present = before[user_id] if user_id in before else present.get(user_id)
+            away = user_id in seated and not present.get(user_id)
+            was_away = user_id in was_seated and not was_present
+            if away and not was_away:
+                redis("SADD", keys.user_seats(user_id), room.id).addErrback(quietly)
+            elif was_away and not away:
+                redis("SREM", keys.user_seats(user_id), room.id).addErrback(quietly)
 
     def _online_elsewhere(
         self, processes: list[str], room: LiveRoom, user_id: int

@@ -73,7 +73,8 @@ def pool_lock(game: str, key: str) -> str:
 
 
 def user_seats(user_id: int) -> str:
-    """Set: the rooms the user holds a seat in (kept by the rooms' owners)."""
+    """Set: the rooms the user holds a seat in without being present there
+    (kept by the rooms' owners; with ``user_rooms``, every room of theirs)."""
     return f"{PREFIX}:{{user:{user_id}}}:seats"
 
 
