@@ -197,3 +197,30 @@ async def test_over_sockets_a_player_comes_back_anywhere_with_what_it_missed(
     assert [m["seq"] for m in got] == sorted(m["seq"] for m in got)
     assert got[0]["seq"] > last
     assert c.pending() == []
+
+
+def test_a_player_who_lost_the_seat_resumes_into_a_new_one_and_the_game_seats_them():
+    """Tic-tac-toe starts on its second join: a resume into a new seat (a
+    drop outside a game gives the seat up) still runs on_join."""
+    from gameserver_games.tictactoe import TicTacToe
+
+    test = GameTest(TicTacToe())
+    alice, bob = test.player("alice"), test.player("bob")
+    room = test.create_room("tictactoe", owner=alice)
+    assert alice.join(room)["data"]["is_successful"]
+    alice.disconnect()  # waiting: the seat is given up
+    assert [p.username for p in test.room(room).players] == []
+    assert bob.join(room)["data"]["is_successful"]
+    alice.reconnect()
+    reply = alice.resume(room)
+    assert reply["data"]["resumed"] is True
+    after = [m["type"] for m in alice.messages[alice.messages.index(reply) + 1 :]]
+    # What was missed (bob came), then the game's answer to the new seat.
+    assert after[0] == "USER_JOINED" and "GAME_STARTED" in after
+    assert test.room(room).state.value == "in_game"
+    # Seated all along, a resume runs no hook: nothing is sent twice.
+    alice.disconnect()
+    alice.reconnect()
+    reply = alice.resume(room)
+    assert reply["data"]["resumed"] is True
+    assert alice.messages[-1] is reply

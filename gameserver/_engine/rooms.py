@@ -185,12 +185,13 @@ def join(turn: Turn, view: GameRoom, helper: Helper) -> Any:
         if watching:  # a spectator takes a seat
             turn.set_members(SPECTATORS, turn.members(SPECTATORS) - {user.id})
     _arrive(turn, user, {"reconnected": seated}, announce=watching)
-    if _answer(
-        turn, helper, {"is_successful": True, "room": record_now(turn).to_json()}
-    ):
-        return None
+    data = {"is_successful": True, "room": record_now(turn).to_json()}
+    resumed = _answer(turn, helper, data)
     if seated:
-        return room.game.on_reconnect(view, user, helper)
+        # Resumed, the player has had everything on_reconnect would send.
+        return None if resumed else room.game.on_reconnect(view, user, helper)
+    # A new seat (one given up by a drop outside a game, say): the game
+    # seats them, resumed or not; what it sends is news.
     return room.game.on_join(view, user, helper)
 
 
