@@ -69,6 +69,22 @@ class GameStarted(GameServerError):
     status = 409
 
 
+class SpectatorsFull(GameServerError):
+    code = "spectators_full"
+
+
+class Seated(GameServerError):
+    """A seated player asked to watch their own room."""
+
+    code = "seated"
+
+
+class Spectating(GameServerError):
+    """A spectator sent a game message."""
+
+    code = "spectator"
+
+
 class NotInRoom(GameServerError):
     code = "not_in_room"
     status = 403

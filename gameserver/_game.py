@@ -44,6 +44,8 @@ class Game:
     routers: Sequence[type[BaseRouter]] = ()
     #: Chat messages kept per room and sent to a user who joins.
     chat_backlog: int = 50
+    #: Most users watching one room without a seat.
+    max_spectators: int = 50
 
     def __init__(
         self,
@@ -53,6 +55,7 @@ class Game:
         min_players: int | None = None,
         max_players: int | None = None,
         routers: Sequence[type[BaseRouter]] | None = None,
+        max_spectators: int | None = None,
     ) -> None:
         for attribute, value in [
             ("name", name),
@@ -60,6 +63,7 @@ class Game:
             ("min_players", min_players),
             ("max_players", max_players),
             ("routers", routers),
+            ("max_spectators", max_spectators),
         ]:
             if value is not None:
                 setattr(self, attribute, value)
@@ -68,6 +72,10 @@ class Game:
         if not 1 <= self.min_players <= self.max_players:
             raise GameLoadError(
                 f"game {self.name!r}: need 1 <= min_players <= max_players"
+            )
+        if type(self.max_spectators) is not int or self.max_spectators < 0:
+            raise GameLoadError(
+                f"game {self.name!r}: max_spectators must be a whole number >= 0"
             )
         self.router_instances = [router(self) for router in self.routers]
         self.routes = collect_routes(self.router_instances, owner=f"game {self.name!r}")
@@ -100,6 +108,9 @@ class Game:
 
     def on_reconnect(self, room: Any, user: Any, helper: Any) -> Any:
         return self._each("on_reconnect", room, user, helper)
+
+    def on_spectate(self, room: Any, user: Any, helper: Any) -> Any:
+        return self._each("on_spectate", room, user, helper)
 
     def on_leave(self, room: Any, user: Any, helper: Any) -> Any:
         return self._each("on_leave", room, user, helper)
@@ -150,7 +161,7 @@ def game_from_module(module: ModuleType, **overrides: Any) -> Game:
         "description": doc.splitlines()[0] if doc else "",
         "routers": list(routers),
     }
-    for attribute in ("min_players", "max_players"):
+    for attribute in ("min_players", "max_players", "max_spectators"):
         if hasattr(module, attribute):
             options[attribute] = getattr(module, attribute)
     options.update(overrides)

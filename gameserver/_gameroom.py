@@ -72,6 +72,13 @@ class GameRoom:
         return self._turn.players_now()
 
     @property
+    def spectators(self) -> frozenset[int]:
+        """The ids of the users watching the room without a seat."""
+        from gameserver._engine.rooms import SPECTATORS
+
+        return self._turn.members(SPECTATORS)
+
+    @property
     def status(self) -> RoomState:
         """The lifecycle (the API's ``state`` field): waiting, in_game, finished."""
         return self._turn.status_now()

@@ -197,6 +197,7 @@ class IGame(Interface):
     max_players = Attribute("Most players a room of this game can seat.")
     routes = Attribute("Message type to handler ``(room, user, helper, data)``.")
     chat_backlog = Attribute("How many chat messages a room keeps.")
+    max_spectators = Attribute("Most users watching one room without a seat.")
 
     def initial_state() -> Any:
         """The JSON state document of a new room."""
@@ -214,6 +215,9 @@ class IGame(Interface):
 
     def on_reconnect(room: GameRoom, user: UserRef, helper: Helper) -> Any:
         """A seated user came back."""
+
+    def on_spectate(room: GameRoom, user: UserRef, helper: Helper) -> Any:
+        """A user started watching (no seat): send what spectators may see."""
 
     def on_leave(room: GameRoom, user: UserRef, helper: Helper) -> Any:
         """A user gave up their seat."""

@@ -53,6 +53,8 @@ class Room:
     password_hash: str | None = attrs.field(default=None, repr=False)
     players: tuple[UserRef, ...] = ()
     state: RoomState = RoomState.WAITING
+    #: How many users watch the room without a seat.
+    spectators: int = 0
 
     @property
     def has_password(self) -> bool:
@@ -71,6 +73,7 @@ class Room:
             "players": [p.to_json() for p in self.players],
             "max_players": self.max_players,
             "state": self.state.value,
+            "spectators": self.spectators,
         }
 
 

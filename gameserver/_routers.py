@@ -57,6 +57,9 @@ class BaseRouter:
         Send them what they need to pick the game up (the board, a hand).
         """
 
+    def on_spectate(self, room: GameRoom, user: UserRef, helper: Helper) -> Any:
+        """A user started watching: send them what a spectator may see."""
+
     def on_leave(self, room: GameRoom, user: UserRef, helper: Helper) -> Any:
         """A user gave up their seat (left, or disconnected outside a game)."""
 

@@ -179,8 +179,19 @@ class Player:
         self, room: int | Room | dict, password: str | None = None
     ) -> dict[str, Any]:
         """Send ``JOIN_ROOM``; returns the reply."""
+        return self._join(room, {} if password is None else {"password": password})
+
+    def spectate(
+        self, room: int | Room | dict, password: str | None = None
+    ) -> dict[str, Any]:
+        """Watch the room without a seat (``JOIN_ROOM`` with ``spectate``)."""
+        data: dict[str, Any] = {"spectate": True}
+        if password is not None:
+            data["password"] = password
+        return self._join(room, data)
+
+    def _join(self, room: int | Room | dict, data: dict[str, Any]) -> dict[str, Any]:
         room_id = room if isinstance(room, int) else _room_id(room)
-        data = {} if password is None else {"password": password}
         self.send("JOIN_ROOM", data, room=room_id)
         reply = self.last("JOIN_ROOM")
         if reply["data"]["is_successful"]:

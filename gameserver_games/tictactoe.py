@@ -142,6 +142,9 @@ class TicTacToeRouter(BaseRouter):
     def on_reconnect(self, room: GameRoom, user: UserRef, helper: Helper) -> None:
         helper.self_send(BOARD, board(room.state))
 
+    def on_spectate(self, room: GameRoom, user: UserRef, helper: Helper) -> None:
+        helper.self_send(BOARD, board(room.state))
+
     def on_leave(self, room: GameRoom, user: UserRef, helper: Helper) -> None:
         state = room.state
         if user.id in state["rematch"]:

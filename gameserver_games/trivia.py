@@ -170,6 +170,11 @@ class Trivia(Game):
         await super().on_reconnect(room, user, helper)
         await self._catch_up(room, user, helper)
 
+    async def on_spectate(self, room: GameRoom, user: UserRef, helper: Helper) -> None:
+        """A spectator sees what players see: the question, never its answer."""
+        await super().on_spectate(room, user, helper)
+        await self._catch_up(room, user, helper)
+
     async def on_leave(self, room: GameRoom, user: UserRef, helper: Helper) -> None:
         """A player gave up their seat: the others need not wait for them."""
         await super().on_leave(room, user, helper)

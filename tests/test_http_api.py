@@ -224,6 +224,7 @@ async def test_create_room(running):
         "players": [],
         "max_players": 2,
         "state": "waiting",
+        "spectators": 0,
     }
     assert "s3cret" not in str(response.body)
     fetched = await owner.http("GET", f"/api/rooms/{room['id']}/")

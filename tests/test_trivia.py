@@ -403,6 +403,30 @@ def test_rejoin_after_answering_says_so() -> None:
     assert [m["type"] for m in bob.messages][-3:] == ["SCORES", "QUESTION", "ANSWERED"]
 
 
+def test_a_spectator_sees_the_open_question_never_its_answer_and_cannot_answer():
+    test, room, (alice, bob) = setup()
+    question = start(alice, seconds=10)
+    carol = test.player("carol")
+    reply = carol.spectate(room)
+    assert reply["data"]["is_successful"] is True
+    assert reply["data"]["room"]["spectators"] == 1
+    assert [m["type"] for m in carol.messages][-3:] == [
+        "CHAT_HISTORY",
+        "SCORES",
+        "QUESTION",
+    ]
+    assert carol.last("QUESTION")["data"] == question
+    assert "answer" not in carol.last("QUESTION")["data"]
+    assert uid(carol) not in carol.last("SCORES")["data"]["scores"]
+    answer(carol, 0, RIGHT)
+    assert error_codes(carol) == ["spectator"]
+    # Everyone answered is still the two players: the question closes.
+    answer(alice, 0, RIGHT)
+    answer(bob, 0, WRONG)
+    assert carol.last("RESULT")["data"]["answer"] == RIGHT
+    assert [p.username for p in test.room(room).players] == ["alice", "bob"]
+
+
 def test_leaving_mid_game_stops_the_wait_for_that_player() -> None:
     test, room, (alice, bob, carol) = setup(("alice", "bob", "carol"))
     start(alice, rounds=2, seconds=10)

@@ -29,6 +29,7 @@ from gameserver._engine.turns import Engine
 from gameserver._errors import (
     BadMessage,
     GameServerError,
+    InvalidInput,
     InvalidToken,
     NotAuthenticated,
     UnknownType,
@@ -193,7 +194,13 @@ class Dispatcher:
         try:
             if room_id is None:
                 raise BadMessage("JOIN_ROOM needs a 'room_id'")
-            await self._rooms.check_join(room_id, user, envelope.data.get("password"))
+            data = envelope.data
+            spectate = data.get("spectate", False)
+            if type(spectate) is not bool:
+                raise InvalidInput("'spectate' must be true or false")
+            await self._rooms.check_join(
+                room_id, user, data.get("password"), spectate=spectate
+            )
         except GameServerError as e:
             session.send(_refusal(messages.JOIN_ROOM, room_id, e))
             return

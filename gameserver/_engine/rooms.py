@@ -24,6 +24,8 @@ from gameserver._errors import (
     NotInRoom,
     RoomFull,
     RoomNotFound,
+    Seated,
+    SpectatorsFull,
     WrongPassword,
 )
 from gameserver._interfaces import IGame, IHosting, IStore
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
     from gameserver._helper import Helper
 
 MAX_NAME = 64
+#: The group of a room's spectators: no game can name a group with ':'.
+SPECTATORS = ":spectators"
 MIN_ROOM_PASSWORD = 4
 MAX_ROOM_PASSWORD = 128
 
@@ -131,20 +135,26 @@ class Rooms:
             raise Forbidden("only the room's owner can delete it")
         await self._hosting.request(Work(DELETE, room_id, user=user))
 
-    async def check_join(self, room_id: int, user: UserRef, password: object) -> bool:
+    async def check_join(
+        self, room_id: int, user: UserRef, password: object, *, spectate: bool = False
+    ) -> bool:
         """Refuse a join that cannot succeed; whether a password was checked.
 
         The room's owner decides for good, in the join's turn; this runs
         where the user is, so that a password is hashed here and never
-        holds up the room's turns.
+        holds up the room's turns. A spectator needs no free seat.
         """
         live = self._live.get(room_id)
         room = live.record if live is not None else await self.get(room_id)
         if room.has_player(user.id):
+            if spectate:
+                raise Seated("you have a seat in this room: join it without 'spectate'")
             return True
-        if room.state is RoomState.IN_GAME:
+        if spectate:
+            pass
+        elif room.state is RoomState.IN_GAME:
             raise GameStarted("the game in this room has already started")
-        if len(room.players) >= room.max_players:
+        elif len(room.players) >= room.max_players:
             raise RoomFull(f"the room is full ({room.max_players} players)")
         if room.has_password and room.owner.id != user.id:
             if password is None:
@@ -164,7 +174,10 @@ def join(turn: Turn, view: GameRoom, helper: Helper) -> Any:
     work, room = turn.work, turn.room
     user = work.user
     assert user is not None
+    if work.data.get("spectate") is True:
+        return spectate(turn, view, helper)
     seated = turn.has_player(user.id)
+    watching = user.id in turn.members(SPECTATORS)
     if not seated:
         record = room.record
         if turn.status_now() is RoomState.IN_GAME:
@@ -174,25 +187,75 @@ def join(turn: Turn, view: GameRoom, helper: Helper) -> Any:
         if record.has_password and record.owner.id != user.id and not work.password_ok:
             raise WrongPassword("this room needs a password")
         turn.set_players((*turn.players_now(), user))
-    processes = routes_of(work.processes)
-    present = turn.present_now().get(user.id)
-    if present is None:
-        joined = {"user": user.to_json(), "reconnected": seated}
-        turn.broadcast(Frame.build(messages.USER_JOINED, joined, room.id), user.id)
-        turn.set_present(user.id, processes)
-    elif not processes <= present:
-        turn.set_present(user.id, present | processes)
-    reply = attrs.evolve(
-        room.record, players=turn.players_now(), state=turn.status_now()
-    ).to_json()
-    turn.reply(
-        Frame.build(join_type(work), {"is_successful": True, "room": reply}, room.id)
-    )
-    history = {"messages": _history(turn, user.id)}
-    turn.send(Frame.build(messages.CHAT_HISTORY, history, room.id), (user.id,))
+        if watching:  # a spectator takes a seat
+            turn.set_members(SPECTATORS, turn.members(SPECTATORS) - {user.id})
+    _arrive(turn, user, {"reconnected": seated}, announce=watching)
+    _answer(turn, {"is_successful": True, "room": record_now(turn).to_json()})
     if seated:
         return room.game.on_reconnect(view, user, helper)
     return room.game.on_join(view, user, helper)
+
+
+def spectate(turn: Turn, view: GameRoom, helper: Helper) -> Any:
+    """Watch the room without a seat, waiting or in game."""
+    work, room = turn.work, turn.room
+    user = work.user
+    assert user is not None
+    if turn.has_player(user.id):
+        raise Seated("you have a seat in this room: join it without 'spectate'")
+    watching = turn.members(SPECTATORS)
+    if user.id not in watching:
+        record = room.record
+        limit = room.game.max_spectators
+        if len(watching) >= limit:
+            raise SpectatorsFull(f"the room has {limit} spectators already")
+        if record.has_password and record.owner.id != user.id and not work.password_ok:
+            raise WrongPassword("this room needs a password")
+        turn.set_members(SPECTATORS, watching | {user.id})
+    _arrive(turn, user, {"spectator": True}, announce=False)
+    answer = {"is_successful": True, "spectator": True}
+    _answer(turn, {**answer, "room": record_now(turn).to_json()})
+    return room.game.on_spectate(view, user, helper)
+
+
+def _arrive(
+    turn: Turn, user: UserRef, joined: dict[str, Any], *, announce: bool
+) -> None:
+    """Make the user present.
+
+    Others see a ``USER_JOINED`` when the user arrives, or (``announce``)
+    when a present user changes from watching to playing.
+    """
+    room_id = turn.room.id
+    processes = routes_of(turn.work.processes)
+    present = turn.present_now().get(user.id)
+    if present is None or announce:
+        data = {"user": user.to_json(), **joined}
+        turn.broadcast(Frame.build(messages.USER_JOINED, data, room_id), user.id)
+    if present is None:
+        turn.set_present(user.id, processes)
+    elif not processes <= present:
+        turn.set_present(user.id, present | processes)
+
+
+def _answer(turn: Turn, data: dict[str, Any]) -> None:
+    """The join's answer to the socket it came from, then the chat backlog."""
+    room_id = turn.room.id
+    user = turn.work.user
+    assert user is not None
+    turn.reply(Frame.build(join_type(turn.work), data, room_id))
+    history = {"messages": _history(turn, user.id)}
+    turn.send(Frame.build(messages.CHAT_HISTORY, history, room_id), (user.id,))
+
+
+def record_now(turn: Turn) -> Room:
+    """The room's record as the turn has changed it so far."""
+    return attrs.evolve(
+        turn.room.record,
+        players=turn.players_now(),
+        state=turn.status_now(),
+        spectators=len(turn.members(SPECTATORS)),
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -216,7 +279,10 @@ def leave(turn: Turn, view: GameRoom, helper: Helper) -> None:
     assert user is not None
     if user.id not in turn.present_now() and not turn.has_player(user.id):
         raise NotInRoom(f"you are not in room {turn.room.id}")
-    _release_seat(turn, user)
+    if user.id in turn.members(SPECTATORS):
+        _stop_watching(turn, user)
+    else:
+        _release_seat(turn, user)
     turn.reply(Frame.build(messages.LEAVE_ROOM, {"is_successful": True}, turn.room.id))
 
 
@@ -231,7 +297,9 @@ def gone(turn: Turn, view: GameRoom, helper: Helper) -> None:
     if left:
         turn.set_present(user.id, left)
         return
-    if turn.status_now() is RoomState.IN_GAME:
+    if user.id in turn.members(SPECTATORS):
+        _stop_watching(turn, user)
+    elif turn.status_now() is RoomState.IN_GAME:
         _depart(turn, user, messages.USER_DISCONNECTED, keep_teams=True)
         game = turn.room.game
         turn.follow_up(
@@ -260,6 +328,14 @@ def delete(turn: Turn) -> None:
     turn.broadcast(Frame.build(messages.ROOM_DELETED, {}, turn.room.id))
     turn.clear_timers = True
     turn.drop = True
+
+
+def _stop_watching(turn: Turn, user: UserRef) -> None:
+    """A spectator leaves: no seat to give up, no game hook."""
+    turn.set_members(SPECTATORS, turn.members(SPECTATORS) - {user.id})
+    turn.set_present(user.id, None)
+    data = {"user": user.to_json(), "spectator": True}
+    turn.broadcast(Frame.build(messages.USER_LEFT, data, turn.room.id))
 
 
 def _release_seat(turn: Turn, user: UserRef) -> None:

@@ -38,11 +38,13 @@ from gameserver._engine.room import (
     Work,
     error_frame,
 )
+from gameserver._engine.rooms import SPECTATORS, record_now
 from gameserver._errors import (
     Busy,
     Forbidden,
     GameServerError,
     NotInRoom,
+    Spectating,
     UnknownType,
 )
 from gameserver._gameroom import GameRoom, StateTooLarge, encode_json
@@ -52,7 +54,7 @@ from gameserver._models import RoomData, RoomState, TimerSpec, UserRef
 from gameserver._routers import Handler
 from gameserver._settings import Settings
 from gameserver._wire import messages
-from gameserver._wire.messages import Frame
+from gameserver._wire.messages import CHAT_MESSAGE, Frame
 
 log = Logger()
 
@@ -439,6 +441,9 @@ class Engine:
             handler = turn.room.routes.get(work.type)
             if handler is None:
                 raise UnknownType(f"unknown message type {work.type!r}")
+            watching = turn.room.groups.get(SPECTATORS)
+            if watching and user.id in watching and work.type != CHAT_MESSAGE:
+                raise Spectating("a spectator can chat, not play")
             return handler(view, user, helper, work.data)
         if kind == TIMER:
             self.stats.timers_fired += 1
@@ -472,12 +477,11 @@ class Engine:
         except (TypeError, StateTooLarge):
             self._failed(turn, Failure())
             return
-        if turn.players is not None or turn.status is not None:
+        watchers = turn.groups is not None and SPECTATORS in turn.groups
+        if turn.players is not None or turn.status is not None or watchers:
             if turn.players is not None:
                 changes.players_before = tuple(p.id for p in room.record.players)
-            room.record = attrs.evolve(
-                room.record, players=turn.players_now(), state=turn.status_now()
-            )
+            room.record = record_now(turn)
             changes.record = True
         if turn.entries:
             for key, value in turn.entries.items():

@@ -860,7 +860,7 @@ class RedisCommitter:
         if batch.record:
             record = room.record
             players = json.dumps([p.to_json() for p in record.players])
-            ops += ["R", players, record.state.value]
+            ops += ["R", players, record.state.value, record.spectators]
         if batch.clear_timers:
             ops.append("X")
         for name in batch.timers:

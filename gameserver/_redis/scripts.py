@@ -55,7 +55,8 @@ while i <= last do
   elseif op == 'C' then redis.call('RPUSH', KEYS[4], ARGV[i + 1]); i = i + 2
   elseif op == 'K' then redis.call('LTRIM', KEYS[4], -tonumber(ARGV[i + 1]), -1); i = i + 2
   elseif op == 'R' then
-    redis.call('HSET', KEYS[1], 'players', ARGV[i + 1], 'state', ARGV[i + 2]); i = i + 3
+    redis.call('HSET', KEYS[1], 'players', ARGV[i + 1], 'state', ARGV[i + 2],
+      'spectators', ARGV[i + 3]); i = i + 4
   elseif op == 'X' then redis.call('DEL', KEYS[5]); i = i + 1
   elseif op == 'T' then redis.call('HSET', KEYS[5], ARGV[i + 1], ARGV[i + 2]); i = i + 3
   elseif op == 't' then redis.call('HDEL', KEYS[5], ARGV[i + 1]); i = i + 2

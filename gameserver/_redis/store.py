@@ -188,4 +188,5 @@ def room_of(room_id: int, meta: dict[str, str]) -> Room:
         password_hash=meta["password_hash"] or None,
         players=tuple(UserRef(**p) for p in json.loads(meta.get("players") or "[]")),
         state=RoomState(meta["state"]),
+        spectators=int(meta.get("spectators") or 0),
     )
