@@ -1423,3 +1423,120 @@ def test_paging_while_the_poll_is_out(server: Server, contexts) -> None:
     for snapshot in drawn:
         if snapshot["label"].startswith("page 2 "):
             assert "Paged 11" not in snapshot["titles"], snapshot
+
+
+def quick_game(server: Server, contexts, player_name: str) -> tuple[Page, Page, str]:
+    """A guest (on a phone) and a player quick-join one tic-tac-toe game: the
+    guest's page, the player's, and the guest's name (the guest is X)."""
+    _, guest = contexts(**PHONE)
+    _, player = contexts()
+    guest.goto(server.url + "/")
+    guest.get_by_test_id("guest-play").click()
+    expect(guest.get_by_test_id("username")).to_have_text(re.compile(r"^guest-"))
+    name = guest.get_by_test_id("username").text_content()
+    assert name
+    sign_up(player, server.url, player_name)
+    guest.get_by_test_id("play-now-tictactoe").click()
+    expect(guest.get_by_test_id("ttt-status")).to_have_text(
+        "Waiting for a second player…"
+    )
+    player.get_by_test_id("play-now-tictactoe").click()
+    expect(guest.get_by_test_id("ttt-status")).to_have_text("Your turn: you are X.")
+    expect(player.get_by_test_id("ttt-status")).to_have_text(f"{name}'s turn (X).")
+    return guest, player, name
+
+
+def watch(page: Page, room_name: str) -> None:
+    """Watch a room from the list: the room view, marked "watching"."""
+    row = room_row(page, room_name)
+    expect(row.get_by_test_id("room-watch")).to_be_visible()
+    row.get_by_test_id("room-watch").click()
+    expect(page.get_by_test_id("room-view")).to_be_visible()
+    expect(page.get_by_test_id("room-watching")).to_be_visible()
+    expect(page.get_by_test_id("room-view")).to_have_attribute("data-spectator", "yes")
+
+
+def test_a_spectator_watches_a_quick_game_of_a_guest_and_a_player(
+    quick_server: Server, contexts
+) -> None:
+    server = quick_server
+    guest, player, name = quick_game(server, contexts, "watched-player")
+    move(guest, player, 0, "X")
+    say(player, "good game")
+    room_name = guest.get_by_test_id("room-name").text_content()
+    assert room_name
+
+    # A third user finds the game in the list, playing: no Join, but Watch.
+    watcher_context, watcher = contexts(**PHONE)
+    sign_up(watcher, server.url, "watcher")
+    row = room_row(watcher, room_name)
+    expect(row.get_by_test_id("room-status")).to_have_text("playing")
+    expect(row.get_by_test_id("room-join")).to_have_count(0)
+    watch(watcher, room_name)
+    expect(watcher.get_by_test_id("leave")).to_have_text("Stop watching")
+    # The board as it is (the game's on_spectate), the chat's backlog.
+    expect(cell(watcher, 0)).to_have_text("X")
+    expect(watcher.get_by_test_id("ttt-status")).to_have_text(
+        "watched-player's turn (O)."
+    )
+    expect(watcher.get_by_test_id("chat-message").last).to_contain_text("good game")
+    expect(member(watcher, name)).to_be_visible()
+    expect(member(watcher, "watcher")).to_have_count(0)  # not a player
+    assert fits(watcher)
+    # The players see someone watching; the watcher counts itself.
+    for page in (guest, player, watcher):
+        expect(page.get_by_test_id("spectator-count")).to_have_text("1 watching")
+    expect(guest.get_by_test_id("chat-system").last).to_have_text(
+        "watcher is watching."
+    )
+
+    # The moves and the chat reach the watcher; it chats too.
+    move(player, guest, 4, "O")
+    expect(cell(watcher, 4)).to_have_text("O")
+    say(guest, "nice one")
+    expect(watcher.get_by_test_id("chat-message").last).to_contain_text("nice one")
+    say(watcher, "go X!")
+    for page in (guest, player):
+        expect(page.get_by_test_id("chat-message").last).to_contain_text("go X!")
+
+    # It cannot move: the board's buttons are off, and a MOVE sent anyway is
+    # refused by the server (ERROR "spectator"), said in words.
+    for index in range(9):
+        expect(cell(watcher, index)).to_be_disabled()
+    watcher.evaluate(
+        """() => {
+          const { client } = window.gameserverLobby;
+          client.send("MOVE", client.rooms[0], { cell: 8 });
+        }"""
+    )
+    expect(watcher.get_by_test_id("game-error")).to_have_text(
+        "You are watching this game: only its players can move."
+    )
+    expect(cell(guest, 8)).to_have_text("")
+
+    # Another tab of the watcher's lists the room with its spectator.
+    second = watcher_context.new_page()
+    second.js_errors = []
+    second.on("pageerror", lambda error: second.js_errors.append(str(error)))
+    second.goto(server.url + "/")
+    expect(room_row(second, room_name).get_by_test_id("room-spectators")).to_have_text(
+        "1 watching"
+    )
+    second.close()
+
+    # The game ends as the watcher sees it; it is offered no rematch.
+    move(guest, player, 1, "X")
+    move(player, guest, 5, "O")
+    move(guest, player, 2, "X")
+    expect(watcher.get_by_test_id("ttt-status")).to_have_text(f"{name} (X) won.")
+    expect(watcher.get_by_test_id("room-state")).to_have_text("finished")
+    expect(guest.get_by_test_id("rematch")).to_be_visible()
+    expect(watcher.get_by_test_id("rematch")).to_have_count(0)
+
+    # Stop watching: back to the list; the players see it go.
+    watcher.get_by_test_id("leave").click()
+    expect(watcher.get_by_test_id("lobby-view")).to_be_visible()
+    expect(guest.get_by_test_id("chat-system").last).to_have_text(
+        "watcher stopped watching."
+    )
+    expect(guest.get_by_test_id("spectator-count")).to_be_hidden()

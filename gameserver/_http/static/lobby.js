@@ -723,6 +723,7 @@ function beginRoom(roomId, { spectate = false } = {}) {
     early: [],
     spectator: spectate, // watching: no seat, no moves
     watchers: 0, // how many spectators the room has
+    watcherIds: new Set(), // the spectators seen arriving since we came
   };
   currentView = null;
   $("chat-log").replaceChildren();
@@ -750,7 +751,10 @@ function enterRoom(room) {
 /** Draw the room's facts; `watchers`: take the spectator count from `room` too. */
 function updateRoom(room, { watchers = false } = {}) {
   current.room = room;
-  if (watchers) current.watchers = Math.max(room.spectators ?? 0, current.spectator ? 1 : 0);
+  if (watchers) {
+    current.watchers = Math.max(room.spectators ?? 0, current.spectator ? 1 : 0);
+    current.watcherIds = new Set();
+  }
   current.status = room.state;
   current.members = new Map(room.players.map((p) => [p.id, { ...p, online: current.members.get(p.id)?.online ?? true }]));
   for (const p of room.players) current.names.set(p.id, p.username);
@@ -840,10 +844,17 @@ const ROOM_HANDLERS = {
   USER_JOINED({ user, reconnected, spectator }) {
     current.names.set(user.id, user.username);
     if (spectator) {
-      if (user.id !== client.user?.id) current.watchers += 1;
+      if (user.id !== client.user?.id && !current.watcherIds.has(user.id)) {
+        current.watcherIds.add(user.id);
+        current.watchers += 1;
+      }
       renderMembers();
       systemLine(`${user.username} is watching.`);
       return;
+    }
+    if (current.watcherIds.delete(user.id)) {
+      // A spectator who took a seat: one fewer watching.
+      current.watchers = Math.max(current.spectator ? 1 : 0, current.watchers - 1);
     }
     current.members.set(user.id, { ...user, online: true });
     renderMembers();
@@ -851,7 +862,10 @@ const ROOM_HANDLERS = {
   },
   USER_LEFT({ user, spectator }) {
     if (spectator) {
-      if (user.id !== client.user?.id) current.watchers = Math.max(current.spectator ? 1 : 0, current.watchers - 1);
+      if (user.id !== client.user?.id) {
+        current.watcherIds.delete(user.id);
+        current.watchers = Math.max(current.spectator ? 1 : 0, current.watchers - 1);
+      }
       renderMembers();
       systemLine(`${user.username} stopped watching.`);
       return;
