@@ -378,9 +378,9 @@ class GameClient:
         when there was one. Every ``JOIN_ROOM`` is sent before any answer is
         awaited; the answers are in the new connection's ``rejoined``. The
         new connection starts from ``old``'s seqs, so a message ``old`` has
-        seen is dropped, and from ``old``'s messages not yet taken with
-        ``receive`` (they stay pending). A room whose join is refused is
-        forgotten.
+        seen is dropped (what ``old`` received and nobody took with
+        ``receive`` stays in ``old.pending()``). A room whose join is
+        refused is forgotten.
         """
         if old.format != self.format:
             raise ValueError(f"the old connection speaks {old.format}")
@@ -402,7 +402,4 @@ class GameClient:
             )
             if not new.rejoined[room_id]["data"].get("is_successful", False):
                 new.seqs.pop(room_id, None)
-        # What old had received and nobody took comes first, as it came first.
-        new.protocol.inbox[:0] = old.protocol.inbox
-        old.protocol.inbox.clear()
         return new
