@@ -1540,3 +1540,124 @@ def test_a_spectator_watches_a_quick_game_of_a_guest_and_a_player(
         "watcher stopped watching."
     )
     expect(guest.get_by_test_id("spectator-count")).to_be_hidden()
+
+
+#: In the page: note each "rejoin" event's detail, for the test to read.
+NOTE_REJOINS = """() => {
+  window.rejoins = [];
+  window.gameserverLobby.client.addEventListener("rejoin", ({ detail }) =>
+    window.rejoins.push({
+      roomId: detail.roomId,
+      resumed: detail.resumed ?? null,
+      spectator: detail.spectator ?? null,
+      error: detail.error?.code ?? null,
+    }),
+  );
+}"""
+
+
+def drop(context: BrowserContext, page: Page) -> None:
+    """Take the page offline and close its socket: it is reconnecting."""
+    context.set_offline(True)
+    page.evaluate("window.gameserverLobby.client.socket.close()")
+    expect(page.get_by_test_id("connection-banner")).to_contain_text("reconnecting")
+
+
+def back(context: BrowserContext, page: Page) -> None:
+    context.set_offline(False)
+    expect(page.get_by_test_id("connection-banner")).to_be_hidden()
+    expect(page.get_by_test_id("connection-state")).to_have_attribute(
+        "data-state", "open"
+    )
+
+
+def chat_lines(page: Page, text: str):
+    return page.get_by_test_id("chat-message").filter(has_text=text)
+
+
+def test_a_dropped_watcher_and_player_resume_with_no_gap(
+    quick_server: Server, contexts
+) -> None:
+    """The watcher's and a player's pages drop and come back: each rejoins
+    with `resume` (and the watcher as a spectator), the server sends what
+    they missed, and the chat shows it once, with no gap."""
+    server = quick_server
+    guest, player, name = quick_game(server, contexts, "resume-player")
+    room_name = guest.get_by_test_id("room-name").text_content()
+    assert room_name
+    move(guest, player, 0, "X")
+    watcher_context, watcher = contexts()
+    frames = websocket_frames(watcher)
+    sign_up(watcher, server.url, "resume-watcher")
+    watch(watcher, room_name)
+    expect(cell(watcher, 0)).to_have_text("X")
+    say(guest, "before the drop")
+    expect(chat_lines(watcher, "before the drop")).to_have_count(1)
+    watcher.evaluate(NOTE_REJOINS)
+
+    # The watcher drops; the game and the chat go on without it.
+    drop(watcher_context, watcher)
+    expect(player.get_by_test_id("chat-system").last).to_have_text(
+        "resume-watcher stopped watching."
+    )
+    move(player, guest, 4, "O")
+    say(guest, "while you were away")
+    say(player, "still away")
+    expect(chat_lines(guest, "still away")).to_have_count(1)
+    back(watcher_context, watcher)
+
+    # Back as a spectator, with what it missed, once each, in order.
+    expect(cell(watcher, 4)).to_have_text("O")
+    expect(chat_lines(watcher, "still away")).to_have_count(1)
+    for text in ("before the drop", "while you were away"):
+        expect(chat_lines(watcher, text)).to_have_count(1)
+    texts = watcher.get_by_test_id("chat-message").all_inner_texts()
+    expected = [
+        f"{name} before the drop",
+        f"{name} while you were away",
+        "resume-player still away",
+    ]
+    assert len(texts) == 3, texts
+    assert all(t.endswith(e) for t, e in zip(texts, expected, strict=True)), texts
+    expect(watcher.get_by_test_id("room-watching")).to_be_visible()
+    for index in range(9):
+        expect(cell(watcher, index)).to_be_disabled()
+    (rejoin,) = watcher.evaluate("window.rejoins")
+    assert rejoin["spectator"] is True and rejoin["error"] is None
+    assert rejoin["resumed"] is True, rejoin
+    joins = [
+        json.loads(payload)
+        for way, payload in frames
+        if way == "sent" and json.loads(payload)["type"] == "JOIN_ROOM"
+    ]
+    assert joins[0]["data"] == {"spectate": True}
+    resume = joins[-1]["data"]
+    assert resume["spectate"] is True and isinstance(resume["resume"], int), resume
+    # Every room message it took had a seq above the one before.
+    seqs = [
+        message["seq"]
+        for message in (
+            json.loads(payload) for way, payload in frames if way == "received"
+        )
+        if "seq" in message
+    ]
+    assert seqs == sorted(set(seqs)) and resume["resume"] in seqs
+
+    # A player drops mid-game too: back in its seat, the board and the chat
+    # as they are, and it plays on.
+    guest_context = guest.context
+    guest.evaluate(NOTE_REJOINS)
+    drop(guest_context, guest)
+    expect(member(player, name)).to_have_attribute("data-online", "no")
+    say(player, "your turn, when you are back")
+    say(watcher, "they dropped")
+    back(guest_context, guest)
+    expect(member(player, name)).to_have_attribute("data-online", "yes")
+    for text in ("your turn, when you are back", "they dropped", "still away"):
+        expect(chat_lines(guest, text)).to_have_count(1)
+    (rejoin,) = guest.evaluate("window.rejoins")
+    assert rejoin["resumed"] is True and rejoin["spectator"] is False, rejoin
+    expect(guest.get_by_test_id("ttt-status")).to_have_text("Your turn: you are X.")
+    move(guest, player, 1, "X")
+    expect(cell(watcher, 1)).to_have_text("X")
+    assert fits(guest)
