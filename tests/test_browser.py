@@ -1661,3 +1661,35 @@ def test_a_dropped_watcher_and_player_resume_with_no_gap(
     move(guest, player, 1, "X")
     expect(cell(watcher, 1)).to_have_text("X")
     assert fits(guest)
+
+
+def test_the_client_library_drops_room_messages_seen_already(
+    server: Server, contexts
+) -> None:
+    """gameserver.js keeps the highest seq of each room: a message whose seq
+    is not above it reaches no listener; rooms are counted apart, and a
+    message with no seq always passes."""
+    _, page = contexts()
+    page.goto(server.url + "/")
+    out = page.evaluate(
+        """async () => {
+          const { GameClient } = await import("/static/gameserver.js");
+          const client = new GameClient();
+          const heard = [];
+          client.on("NOTE", (m) => heard.push(m.data.t));
+          const deliver = (message) => client._receive(JSON.stringify(message));
+          deliver({ seq: 10, type: "NOTE", room_id: 1, data: { t: "a" } });
+          deliver({ seq: 10, type: "NOTE", room_id: 1, data: { t: "same seq" } });
+          deliver({ seq: 9, type: "NOTE", room_id: 1, data: { t: "older" } });
+          deliver({ seq: 12, type: "NOTE", room_id: 1, data: { t: "b" } });
+          deliver({ seq: 3, type: "NOTE", room_id: 2, data: { t: "other room" } });
+          deliver({ type: "NOTE", room_id: 1, data: { t: "no seq" } });
+          return { heard, one: client.lastSeq(1), two: client.lastSeq(2), three: client.lastSeq(3) };
+        }"""
+    )
+    assert out == {
+        "heard": ["a", "b", "other room", "no seq"],
+        "one": 12,
+        "two": 3,
+        "three": None,
+    }
