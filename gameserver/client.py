@@ -156,11 +156,17 @@ class Connection:
                 if data.get("resumed") is False:
                     # A normal join instead: what follows is a new start.
                     self.seqs.pop(room_id, None)
-        elif type_ == "QUICK_JOIN" and data.get("is_successful"):
+        elif type_ == messages.ERROR and data.get("request_type") == messages.JOIN_ROOM:
+            asked = self._joining.get(room_id)
+            if asked:
+                asked.pop(0)
+            if asked == []:
+                del self._joining[room_id]
+        elif type_ == messages.QUICK_JOIN and data.get("is_successful"):
             self.rooms[room_id] = JoinedRoom()
         elif type_ == messages.LEAVE_ROOM and data.get("is_successful"):
             self.rooms.pop(room_id, None)
-        elif type_ == "ROOM_DELETED":
+        elif type_ == messages.ROOM_DELETED:
             self.rooms.pop(room_id, None)
             self.seqs.pop(room_id, None)
         return True
@@ -246,6 +252,14 @@ class Connection:
         if password is not None:
             data["password"] = password
         return await self.request(messages.JOIN_ROOM, room_id, data)
+
+    async def quick_join(self, game: str, options: dict | None = None) -> Message:
+        """``QUICK_JOIN``: a seat in an open room of ``game``, or a new room;
+        the answer names the room (``room_id``)."""
+        data: dict[str, Any] = {"game": game}
+        if options is not None:
+            data["options"] = options
+        return await self.request(messages.QUICK_JOIN, data=data)
 
     def last_seq(self, room_id: int) -> int | None:
         """The highest ``seq`` received in the room, or None."""

@@ -1425,9 +1425,12 @@ def test_paging_while_the_poll_is_out(server: Server, contexts) -> None:
             assert "Paged 11" not in snapshot["titles"], snapshot
 
 
-def quick_game(server: Server, contexts, player_name: str) -> tuple[Page, Page, str]:
+def quick_game(
+    server: Server, contexts, player_name: str
+) -> tuple[Page, Page, str, int]:
     """A guest (on a phone) and a player quick-join one tic-tac-toe game: the
-    guest's page, the player's, and the guest's name (the guest is X)."""
+    guest's page, the player's, the guest's name (the guest is X) and the
+    room's id."""
     _, guest = contexts(**PHONE)
     _, player = contexts()
     guest.goto(server.url + "/")
@@ -1443,12 +1446,18 @@ def quick_game(server: Server, contexts, player_name: str) -> tuple[Page, Page, 
     player.get_by_test_id("play-now-tictactoe").click()
     expect(guest.get_by_test_id("ttt-status")).to_have_text("Your turn: you are X.")
     expect(player.get_by_test_id("ttt-status")).to_have_text(f"{name}'s turn (X).")
-    return guest, player, name
+    (room_id,) = guest.evaluate("window.gameserverLobby.client.rooms")
+    return guest, player, name, room_id
 
 
-def watch(page: Page, room_name: str) -> None:
+def room_row_by_id(page: Page, room_id: int):
+    """A room of the list, by id: every quick room has the same name."""
+    return page.locator(f'[data-testid="room"][data-room-id="{room_id}"]')
+
+
+def watch(page: Page, room_id: int) -> None:
     """Watch a room from the list: the room view, marked "watching"."""
-    row = room_row(page, room_name)
+    row = room_row_by_id(page, room_id)
     expect(row.get_by_test_id("room-watch")).to_be_visible()
     row.get_by_test_id("room-watch").click()
     expect(page.get_by_test_id("room-view")).to_be_visible()
@@ -1460,19 +1469,17 @@ def test_a_spectator_watches_a_quick_game_of_a_guest_and_a_player(
     quick_server: Server, contexts
 ) -> None:
     server = quick_server
-    guest, player, name = quick_game(server, contexts, "watched-player")
+    guest, player, name, room_id = quick_game(server, contexts, "watched-player")
     move(guest, player, 0, "X")
     say(player, "good game")
-    room_name = guest.get_by_test_id("room-name").text_content()
-    assert room_name
 
     # A third user finds the game in the list, playing: no Join, but Watch.
     watcher_context, watcher = contexts(**PHONE)
     sign_up(watcher, server.url, "watcher")
-    row = room_row(watcher, room_name)
+    row = room_row_by_id(watcher, room_id)
     expect(row.get_by_test_id("room-status")).to_have_text("playing")
     expect(row.get_by_test_id("room-join")).to_have_count(0)
-    watch(watcher, room_name)
+    watch(watcher, room_id)
     expect(watcher.get_by_test_id("leave")).to_have_text("Stop watching")
     # The board as it is (the game's on_spectate), the chat's backlog.
     expect(cell(watcher, 0)).to_have_text("X")
@@ -1519,9 +1526,9 @@ def test_a_spectator_watches_a_quick_game_of_a_guest_and_a_player(
     second.js_errors = []
     second.on("pageerror", lambda error: second.js_errors.append(str(error)))
     second.goto(server.url + "/")
-    expect(room_row(second, room_name).get_by_test_id("room-spectators")).to_have_text(
-        "1 watching"
-    )
+    expect(
+        room_row_by_id(second, room_id).get_by_test_id("room-spectators")
+    ).to_have_text("1 watching")
     second.close()
 
     # The game ends as the watcher sees it; it is offered no rematch.
@@ -1582,14 +1589,12 @@ def test_a_dropped_watcher_and_player_resume_with_no_gap(
     with `resume` (and the watcher as a spectator), the server sends what
     they missed, and the chat shows it once, with no gap."""
     server = quick_server
-    guest, player, name = quick_game(server, contexts, "resume-player")
-    room_name = guest.get_by_test_id("room-name").text_content()
-    assert room_name
+    guest, player, name, room_id = quick_game(server, contexts, "resume-player")
     move(guest, player, 0, "X")
     watcher_context, watcher = contexts()
     frames = websocket_frames(watcher)
     sign_up(watcher, server.url, "resume-watcher")
-    watch(watcher, room_name)
+    watch(watcher, room_id)
     expect(cell(watcher, 0)).to_have_text("X")
     say(guest, "before the drop")
     expect(chat_lines(watcher, "before the drop")).to_have_count(1)

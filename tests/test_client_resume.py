@@ -252,11 +252,18 @@ async def test_rooms_left_or_deleted_are_not_joined_again(running):
     response = await alice.http("DELETE", f"/api/rooms/{deleted}/")
     assert response.status == 204
     await b.receive("ROOM_DELETED", room_id=deleted)
-    assert b.rooms == {kept: JoinedRoom(), watched: JoinedRoom(spectator=True)}
+    quick = await b.quick_join("duel")
+    assert quick["data"]["is_successful"] is True
+    found = quick["room_id"]
+    assert b.rooms == {
+        kept: JoinedRoom(),
+        watched: JoinedRoom(spectator=True),
+        found: JoinedRoom(),
+    }
 
     b.abort()
     b2 = await bob.reconnect(b)
     running.connections.append(b2)
-    assert sorted(b2.rejoined) == sorted([kept, watched])
+    assert sorted(b2.rejoined) == sorted([kept, watched, found])
     assert b2.rejoined[watched]["data"]["spectator"] is True
     assert b2.rooms == b.rooms
