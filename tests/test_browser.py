@@ -1466,7 +1466,7 @@ def watch(page: Page, room_id: int) -> None:
 
 
 def test_a_spectator_watches_a_quick_game_of_a_guest_and_a_player(
-    quick_server: Server, contexts
+    quick_server: Server, contexts, shots: Path
 ) -> None:
     server = quick_server
     guest, player, name, room_id = quick_game(server, contexts, "watched-player")
@@ -1479,6 +1479,8 @@ def test_a_spectator_watches_a_quick_game_of_a_guest_and_a_player(
     row = room_row_by_id(watcher, room_id)
     expect(row.get_by_test_id("room-status")).to_have_text("playing")
     expect(row.get_by_test_id("room-join")).to_have_count(0)
+    assert fits(watcher)  # the list, with its Watch buttons, on a phone
+    watcher.screenshot(path=str(shots / "lobby-watch-phone.png"))
     watch(watcher, room_id)
     expect(watcher.get_by_test_id("leave")).to_have_text("Stop watching")
     # The board as it is (the game's on_spectate), the chat's backlog.
@@ -1493,6 +1495,7 @@ def test_a_spectator_watches_a_quick_game_of_a_guest_and_a_player(
     # The players see someone watching; the watcher counts itself.
     for page in (guest, player, watcher):
         expect(page.get_by_test_id("spectator-count")).to_have_text("1 watching")
+    watcher.screenshot(path=str(shots / "spectator-phone.png"), full_page=True)
     expect(guest.get_by_test_id("chat-system").last).to_have_text(
         "watcher is watching."
     )
