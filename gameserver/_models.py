@@ -140,6 +140,8 @@ class RoomData:
     present: dict[int, list[str]] = attrs.Factory(dict)
     groups: dict[str, list[int]] = attrs.Factory(dict)
     seen: dict[str, int] = attrs.Factory(dict)
+    #: The room's last messages, encoded as ``Logged.encode`` does.
+    log: list[str] = attrs.Factory(list)
     version: int = 0
     #: The fencing token of the lease this data was loaded under.
     token: int = 0

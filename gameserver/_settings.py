@@ -76,6 +76,10 @@ class Settings:
     #: message is refused at once with ``busy``, so a flooded room's
     #: latency stays within this many turns.
     max_pending_turns: int = attrs.field(default=64, validator=_positive)
+    #: Seconds of a room's messages kept for users who come back
+    #: (``JOIN_ROOM {resume}``), and at most how many messages.
+    resume_window: float = attrs.field(default=120.0, validator=_positive)
+    resume_log: int = attrs.field(default=1000, validator=_positive)
     #: Seconds a turn may wait (a handler awaiting something) before it fails
     #: with ``timeout`` and the room goes on.
     turn_timeout: float = attrs.field(default=30.0, validator=_positive)

@@ -114,6 +114,8 @@ class Player:
         #: The wire format its connections speak.
         self.format = wire_format or test.format
         self.room: int | None = None
+        #: The last ``seq`` of each room, from the connections before this one.
+        self._seqs: dict[int, int] = {}
         self._recorder, self.session = self._connect()
 
     def _connect(self) -> tuple[Recorder, Session]:
@@ -181,6 +183,29 @@ class Player:
         """Send ``JOIN_ROOM``; returns the reply."""
         return self._join(room, {} if password is None else {"password": password})
 
+    def resume(
+        self, room: int | Room | dict | None = None, **data: Any
+    ) -> dict[str, Any]:
+        """Join again, naming the last message received (``JOIN_ROOM
+        {resume}``): the reply says whether the missed messages follow."""
+        room_id = self.room if room is None else _room_id_of(room)
+        assert room_id is not None, "which room?"
+        last = self.last_seq(room_id)
+        return self._join(room_id, {**data, "resume": 0 if last is None else last})
+
+    def last_seq(self, room: int | Room | dict | None = None) -> int | None:
+        """The ``seq`` of the last message of the room this player received,
+        over all its connections; ``None`` before any."""
+        room_id = self.room if room is None else _room_id_of(room)
+        seqs = [
+            m["seq"]
+            for m in self.messages
+            if "seq" in m and m.get("room_id") == room_id
+        ]
+        if room_id in self._seqs:
+            seqs.append(self._seqs[room_id])
+        return max(seqs) if seqs else None
+
     def spectate(
         self, room: int | Room | dict, password: str | None = None
     ) -> dict[str, Any]:
@@ -191,7 +216,7 @@ class Player:
         return self._join(room, data)
 
     def _join(self, room: int | Room | dict, data: dict[str, Any]) -> dict[str, Any]:
-        room_id = room if isinstance(room, int) else _room_id(room)
+        room_id = _room_id_of(room)
         self.send("JOIN_ROOM", data, room=room_id)
         reply = self.last("JOIN_ROOM")
         if reply["data"]["is_successful"]:
@@ -211,7 +236,19 @@ class Player:
         """A new, validated connection (the old one is closed if still open)."""
         if self.session.open:
             self.disconnect()
+        self._remember()
         self._recorder, self.session = self._connect()
+
+    def _remember(self) -> None:
+        """Keep each room's last ``seq`` before messages are dropped."""
+        for message in self.messages:
+            room_id, seq = message.get("room_id"), message.get("seq")
+            if (
+                room_id is not None
+                and seq is not None
+                and seq > self._seqs.get(room_id, 0)
+            ):
+                self._seqs[room_id] = seq
 
     def received(self, type_: str | None = None) -> list[dict[str, Any]]:
         return [m for m in self.messages if type_ is None or m["type"] == type_]
@@ -227,6 +264,8 @@ class Player:
         return [m["data"] for m in self.received("ERROR")]
 
     def clear(self) -> None:
+        """Forget the messages received so far (not where ``resume`` starts)."""
+        self._remember()
         self.messages.clear()
 
 
@@ -304,6 +343,10 @@ def _format(name: str) -> WireFormat:
     if name not in FORMATS:
         raise ValueError(f"format must be one of {sorted(FORMATS)}: {name!r}")
     return FORMATS[name]
+
+
+def _room_id_of(room: int | Room | dict) -> int:
+    return room if isinstance(room, int) else _room_id(room)
 
 
 def _room_id(room: Room | dict) -> int:

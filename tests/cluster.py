@@ -61,7 +61,7 @@ class ServerProcess:
                     "--secret",
                     SECRET,
                     "--games",
-                    "chat,tictactoe,counter",
+                    "chat,tictactoe,counter,trivia",
                     *self.extra,
                 ],
                 cwd=self.log_path.parent,

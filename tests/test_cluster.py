@@ -336,3 +336,68 @@ async def test_forty_quick_joins_over_two_processes_fill_twenty_games(cluster):
         room = (await players[0][0].http("GET", f"/api/rooms/{room_id}/")).body
         assert len(room["players"]) == 2
         assert room["state"] == "in_game"  # tic-tac-toe starts with its second
+
+
+async def _through(socket, type_: str, **data) -> list[dict]:
+    """Every message up to and with the first of ``type_`` with ``data``."""
+    got = []
+    while True:
+        message = await socket.receive(timeout=20)
+        got.append(message)
+        if message["type"] == type_ and all(
+            message["data"].get(k) == v for k, v in data.items()
+        ):
+            return got
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dropped_player_resumes_after_the_owner_process_is_killed(cluster):
+    """Trivia: carol drops for over 5 s; meanwhile a question is answered and
+    closed, the others chat, and the room's owner process is SIGKILLed. Back
+    on the other process, she gets exactly what she missed, in order."""
+    a, b = await cluster(), await cluster()
+    alice, bob = await _user(a, "alice"), await _user(b, "bob")
+    carol = await _user(b, "carol")
+    room = (await alice.create_room("quiz", "trivia")).body
+    sa, sb, sc = await alice.connect(), await bob.connect(), await carol.connect()
+    for socket in (sa, sb, sc):  # alice first: process a owns the room
+        await _ok(await socket.join(room["id"]))
+    sa.send("START_GAME", room["id"], {"rounds": 3, "seconds": 5})
+    before = await _through(sc, "QUESTION", index=0)
+    last = max(m["seq"] for m in before if "seq" in m)
+    seen = await _through(sb, "QUESTION", index=0)  # what bob gets meanwhile
+    dropped = time.monotonic()
+    sc.abort()
+    seen += await _through(sb, "USER_DISCONNECTED")
+
+    for socket in (sa, sb):  # a question is answered...
+        socket.send("ANSWER", room["id"], {"index": 0, "choice": 0})
+    seen += await _through(sb, "RESULT", index=0)  # ...and closes when time is up
+    sa.send("CHAT_MESSAGE", room["id"], {"text": "who was that?"})
+    seen += await _through(sb, "CHAT_MESSAGE", text="who was that?")
+    sb.send("CHAT_MESSAGE", room["id"], {"text": "carol, back soon"})
+    seen += await _through(sb, "CHAT_MESSAGE", text="carol, back soon")
+    a.kill()  # the room's owner dies during the drop
+
+    await _pause(max(0.0, 5.0 - (time.monotonic() - dropped)))
+    carol_on_b = GameClient(b.url)
+    carol_on_b.access, carol_on_b.refresh = carol.access, carol.refresh
+    sc2 = await carol_on_b.connect()
+    sc2.send("JOIN_ROOM", room["id"], {"resume": last})
+    reply = await _ok(await sc2.receive("JOIN_ROOM", "ERROR", timeout=20))
+    assert reply["data"]["resumed"] is True
+    got = await _through(sc2, "QUESTION", index=1)
+    seen += await _through(sb, "QUESTION", index=1)
+    # Bob's view of the same stretch, less what was only his (ANSWERED) and
+    # carol's own comings and goings.
+    expected = [
+        m
+        for m in seen
+        if m.get("seq", 0) > last
+        and m["type"] != "ANSWERED"
+        and m["data"].get("user", {}).get("username") != "carol"
+    ]
+    assert got == expected
+    types = [m["type"] for m in got]
+    assert types.count("RESULT") == 1 and types.count("CHAT_MESSAGE") == 2
+    assert [m["seq"] for m in got] == sorted({m["seq"] for m in got})

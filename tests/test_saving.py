@@ -286,7 +286,12 @@ async def test_a_commit_that_does_not_follow_the_last_one_is_refused(redis_url):
         )
         other = await redis.run(scripts.CLAIM, room_keys, ["other", 5000])
         assert [int(other[0]), other[1]] == [1, lease]
-        assert int(await redis.run(scripts.RELEASE, [room_keys[-1]], [lease])) == 1
+        assert (
+            int(
+                await redis.run(scripts.RELEASE, [keys.room(room.id, "lease")], [lease])
+            )
+            == 1
+        )
         again = await redis.run(scripts.CLAIM, room_keys, ["other", 5000])
         assert int(again[0]) == 2 and int(again[1]) == int(claimed[1]) + 1
     finally:

@@ -341,6 +341,7 @@ async def test_chat(clocked):
     for connection in (a, b):
         message = await connection.receive("CHAT_MESSAGE")
         assert message == {
+            "seq": message["seq"],
             "type": "CHAT_MESSAGE",
             "room_id": room["id"],
             "data": {

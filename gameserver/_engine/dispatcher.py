@@ -198,6 +198,9 @@ class Dispatcher:
             spectate = data.get("spectate", False)
             if type(spectate) is not bool:
                 raise InvalidInput("'spectate' must be true or false")
+            resume = data.get("resume")
+            if resume is not None and (type(resume) is not int or resume < 0):
+                raise InvalidInput("'resume' must be the seq of the last message")
             await self._rooms.check_join(
                 room_id, user, data.get("password"), spectate=spectate
             )

@@ -93,6 +93,61 @@ DELETE = "delete"
 HOOK = "hook"
 
 
+class Logged:
+    """A message of a room as its log keeps it: for whom, and when it was sent.
+
+    ``users`` names its recipients, or is ``None`` for everyone in the room
+    but ``exclude``; recipients are who it was for, present or not, so that
+    one who was away gets it when they resume.
+    """
+
+    __slots__ = ("at", "exclude", "frame", "users")
+
+    def __init__(
+        self,
+        frame: Frame,
+        users: tuple[int, ...] | None,
+        exclude: int | None,
+        at: float,
+    ) -> None:
+        self.frame = frame
+        self.users = users
+        self.exclude = exclude
+        self.at = at
+
+    def is_for(self, user_id: int) -> bool:
+        users = self.users
+        if users is None:
+            return user_id != self.exclude
+        return user_id in users
+
+    def encode(self) -> bytes:
+        """``"<seq> <time> <audience>\n<payload>"``, as a store keeps it."""
+        users = self.users
+        if users is None:
+            audience = b"*" if self.exclude is None else b"*-%d" % self.exclude
+        else:
+            audience = b",".join(b"%d" % u for u in users)
+        return (
+            b"%d %.3f %s\n" % (self.frame.seq, self.at, audience) + self.frame.payload
+        )
+
+    @classmethod
+    def decode(cls, raw: str | bytes) -> Logged:
+        text = raw.encode("utf-8") if isinstance(raw, str) else raw
+        head, _, payload = text.partition(b"\n")
+        seq, at, audience = head.split(b" ")
+        frame = Frame(payload)
+        frame.seq = int(seq)
+        users: tuple[int, ...] | None = None
+        exclude = None
+        if audience.startswith(b"*-"):
+            exclude = int(audience[2:])
+        elif audience != b"*":
+            users = tuple(int(u) for u in audience.split(b",") if u)
+        return cls(frame, users, exclude, float(at))
+
+
 class ChatEntry:
     """A kept chat message: its data, and that data's JSON."""
 
@@ -116,6 +171,7 @@ class LiveRoom:
         "groups",
         "id",
         "idle_since",
+        "log",
         "present",
         "queue",
         "record",
@@ -123,14 +179,24 @@ class LiveRoom:
         "running",
         "saved",
         "seen",
+        "seq",
         "state",
         "timers",
         "token",
         "unsaved",
         "version",
+        "window",
     )
 
-    def __init__(self, data: RoomData, game: IGame, routes: dict[str, Handler]) -> None:
+    def __init__(
+        self,
+        data: RoomData,
+        game: IGame,
+        routes: dict[str, Handler],
+        *,
+        log_size: int = 1000,
+        window: float = 120.0,
+    ) -> None:
         self.id = data.record.id
         self.record: Room = data.record
         self.game = game
@@ -148,6 +214,12 @@ class LiveRoom:
             maxlen=max(game.chat_backlog, 0),
         )
         self.timers: dict[str, TimerSpec] = dict(data.timers)
+        #: The room's last messages, for users who resume, and how long
+        #: (seconds) a message stays in it.
+        self.log: deque[Logged] = deque(map(Logged.decode, data.log), maxlen=log_size)
+        self.window = window
+        #: The number of the room's last message (0 before the first).
+        self.seq = self.log[-1].frame.seq if self.log else 0
         self.armed: dict[str, IDelayedCall] = {}
         self.present: dict[int, frozenset[str]] = {
             user: frozenset(processes) for user, processes in data.present.items()
@@ -178,6 +250,18 @@ class LiveRoom:
         """Turns waiting, running or not yet saved: what the busy cap counts."""
         return len(self.queue) + self.unsaved + (1 if self.running else 0)
 
+    def missed(self, user_id: int, last: int, now: float) -> list[Logged] | None:
+        """The messages for ``user_id`` after ``last``; ``None`` if the log
+        no longer reaches back that far (or ``last`` is not the room's)."""
+        log = self.log
+        horizon = now - self.window
+        while log and log[0].at < horizon:
+            log.popleft()
+        floor = log[0].frame.seq - 1 if log else self.seq
+        if not floor <= last <= self.seq:
+            return None
+        return [e for e in log if e.frame.seq > last and e.is_for(user_id)]
+
     def player(self, user_id: int) -> UserRef | None:
         for player in self.record.players:
             if player.id == user_id:
@@ -195,6 +279,7 @@ class LiveRoom:
             present={u: sorted(p) for u, p in self.present.items()},
             groups={g: sorted(m) for g, m in self.groups.items()},
             seen=dict(self.seen),
+            log=[entry.encode().decode("utf-8") for entry in self.log],
             version=self.version,
             token=self.token,
         )

@@ -174,7 +174,7 @@ def join(turn: Turn, view: GameRoom, helper: Helper) -> Any:
     work, room = turn.work, turn.room
     user = work.user
     assert user is not None
-    if work.data.get("spectate") is True:
+    if work.type == messages.JOIN_ROOM and work.data.get("spectate") is True:
         return spectate(turn, view, helper)
     seated = turn.has_player(user.id)
     watching = user.id in turn.members(SPECTATORS)
@@ -190,7 +190,10 @@ def join(turn: Turn, view: GameRoom, helper: Helper) -> Any:
         if watching:  # a spectator takes a seat
             turn.set_members(SPECTATORS, turn.members(SPECTATORS) - {user.id})
     _arrive(turn, user, {"reconnected": seated}, announce=watching)
-    _answer(turn, {"is_successful": True, "room": record_now(turn).to_json()})
+    if _answer(
+        turn, helper, {"is_successful": True, "room": record_now(turn).to_json()}
+    ):
+        return None
     if seated:
         return room.game.on_reconnect(view, user, helper)
     return room.game.on_join(view, user, helper)
@@ -214,7 +217,8 @@ def spectate(turn: Turn, view: GameRoom, helper: Helper) -> Any:
         turn.set_members(SPECTATORS, watching | {user.id})
     _arrive(turn, user, {"spectator": True}, announce=False)
     answer = {"is_successful": True, "spectator": True}
-    _answer(turn, {**answer, "room": record_now(turn).to_json()})
+    if _answer(turn, helper, {**answer, "room": record_now(turn).to_json()}):
+        return None
     return room.game.on_spectate(view, user, helper)
 
 
@@ -238,14 +242,32 @@ def _arrive(
         turn.set_present(user.id, present | processes)
 
 
-def _answer(turn: Turn, data: dict[str, Any]) -> None:
-    """The join's answer to the socket it came from, then the chat backlog."""
-    room_id = turn.room.id
-    user = turn.work.user
+def _answer(turn: Turn, helper: Helper, data: dict[str, Any]) -> bool:
+    """The join's answer to the socket it came from, then the chat backlog;
+    whether it resumed instead (the messages missed, and nothing more).
+
+    A client coming back names the last message it got (``resume``): if the
+    room's log still reaches back to it, the socket gets exactly the
+    messages for this user after it, each with its own ``seq``, and no
+    backlog or game hook, which would send what it already has.
+    """
+    room, work = turn.room, turn.work
+    room_id = room.id
+    user = work.user
     assert user is not None
-    turn.reply(Frame.build(join_type(turn.work), data, room_id))
+    last = work.data.get("resume") if work.type == messages.JOIN_ROOM else None
+    if last is not None:
+        missed = room.missed(user.id, last, helper.now())
+        data["resumed"] = missed is not None
+        if missed is not None:
+            turn.reply(Frame.build(join_type(work), data, room_id))
+            for entry in missed:
+                turn.reply(entry.frame)
+            return True
+    turn.reply(Frame.build(join_type(work), data, room_id))
     history = {"messages": _history(turn, user.id)}
-    turn.send(Frame.build(messages.CHAT_HISTORY, history, room_id), (user.id,))
+    turn.to_present(Frame.build(messages.CHAT_HISTORY, history, room_id), (user.id,))
+    return False
 
 
 def record_now(turn: Turn) -> Room:
@@ -335,7 +357,8 @@ def _stop_watching(turn: Turn, user: UserRef) -> None:
     turn.set_members(SPECTATORS, turn.members(SPECTATORS) - {user.id})
     turn.set_present(user.id, None)
     data = {"user": user.to_json(), "spectator": True}
-    turn.broadcast(Frame.build(messages.USER_LEFT, data, turn.room.id))
+    # Not for them, who know, even when they resume.
+    turn.broadcast(Frame.build(messages.USER_LEFT, data, turn.room.id), user.id)
 
 
 def _release_seat(turn: Turn, user: UserRef) -> None:
@@ -359,4 +382,5 @@ def _depart(turn: Turn, user: UserRef, type_: str, *, keep_teams: bool) -> None:
             members = turn.members(name)
             if user.id in members:
                 turn.set_members(name, members - {user.id})
-    turn.broadcast(Frame.build(type_, {"user": user.to_json()}, turn.room.id))
+    data = {"user": user.to_json()}
+    turn.broadcast(Frame.build(type_, data, turn.room.id), user.id)

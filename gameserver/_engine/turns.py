@@ -34,6 +34,7 @@ from gameserver._engine.room import (
     TIMER,
     ChatEntry,
     LiveRoom,
+    Logged,
     Reply,
     Work,
     error_frame,
@@ -77,6 +78,8 @@ class Changes:
 
     out: list[Out]
     work: Work
+    #: The turn's messages to users, numbered, as the room's log keeps them.
+    log: list[Logged] = attrs.Factory(list)
     state: bool = False
     record: bool = False
     entries: tuple[str, ...] = ()
@@ -111,6 +114,7 @@ class Turn:
         "expired",
         "follow_ups",
         "groups",
+        "log",
         "out",
         "players",
         "present",
@@ -127,6 +131,8 @@ class Turn:
         self.room = room
         self.work = work
         self.out: list[Out] = []
+        #: What was sent to users, and for whom: ``(frame, users, exclude)``.
+        self.log: list[tuple[Frame, tuple[int, ...] | None, int | None]] = []
         self.chat: list[ChatEntry] = []
         self.players: tuple[UserRef, ...] | None = None
         self.status: RoomState | None = None
@@ -219,26 +225,31 @@ class Turn:
 
     # Sending
 
-    def send(self, frame: Frame, users: tuple[int, ...]) -> None:
-        """To these users, if they are present when the turn ends its call."""
-        if users:
-            self.out.append((frame, users))
-
     def broadcast(self, frame: Frame, exclude: int | None = None) -> None:
+        """To everyone in the room (but ``exclude``): those present get it now."""
         present = self.present_now()
         if exclude is None:
             users = tuple(present)
         else:
             users = tuple(u for u in present if u != exclude)
-        self.send(frame, users)
+        if users:
+            self.out.append((frame, users))
+        self.log.append((frame, None, exclude))
 
     def to_present(self, frame: Frame, users: Any) -> None:
-        """To those of ``users`` who are present."""
+        """For ``users``: those of them present get it now."""
+        users = tuple(users)
+        if not users:
+            return
         present = self.present_now()
-        self.send(frame, tuple(u for u in users if u in present))
+        reached = tuple(u for u in users if u in present)
+        if reached:
+            self.out.append((frame, reached))
+        self.log.append((frame, users, None))
 
     def reply(self, frame: Frame) -> None:
-        """To the socket the work came from, if it came from one."""
+        """To the socket the work came from, if it came from one (not logged:
+        an answer to one request)."""
         reply = self.work.reply
         if reply is not None:
             self.out.append((frame, reply))
@@ -311,7 +322,14 @@ class Engine:
     def adopt(self, data: RoomData) -> LiveRoom:
         """Hold a room from now on, as loaded; its timers are armed."""
         game = self.game_of(data.record.game)
-        room = LiveRoom(data, game, self.routes(game))
+        settings = self.settings
+        room = LiveRoom(
+            data,
+            game,
+            self.routes(game),
+            log_size=settings.resume_log,
+            window=settings.resume_window,
+        )
         self.rooms[room.id] = room
         for spec in room.timers.values():
             self._arm(room, spec)
@@ -519,9 +537,37 @@ class Engine:
             room.queue.extendleft(reversed(turn.follow_ups))
             # Saved with the hooks it queued: the two together, or neither.
             changes.more = True
+        if turn.log:
+            changes.log = self._number(room, turn.log)
         room.unsaved += 1
         assert self.committer is not None
         self.committer.commit(room, changes)
+
+    def _number(
+        self,
+        room: LiveRoom,
+        sent: list[tuple[Frame, tuple[int, ...] | None, int | None]],
+    ) -> list[Logged]:
+        """Number the turn's messages in the room's order and log them."""
+        now = self.clock.seconds()
+        seq = room.seq
+        entries: list[Logged] = []
+        numbered: dict[int, Logged] = {}
+        for frame, users, exclude in sent:
+            entry = numbered.get(id(frame))
+            if entry is not None:  # one message sent twice in the turn
+                if entry.users is None or users is None:
+                    entry.users, entry.exclude = None, None
+                else:
+                    entry.users = tuple(dict.fromkeys(entry.users + users))
+                continue
+            seq += 1
+            frame.stamp(seq)
+            entry = numbered[id(frame)] = Logged(frame, users, exclude, now)
+            entries.append(entry)
+        room.seq = seq
+        room.log.extend(entries)
+        return entries
 
     def _transition(self, turn: Turn) -> None:
         room, transition = turn.room, turn.transition

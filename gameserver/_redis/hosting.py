@@ -41,6 +41,7 @@ from gameserver._engine.room import (
     LEAVE,
     MESSAGE,
     LiveRoom,
+    Logged,
     Work,
     error_frame,
 )
@@ -571,7 +572,7 @@ def _finish(work: Work) -> None:
 
 
 def _room_data(room_id: int, reply: list[Any]) -> RoomData:
-    token, meta, state, entries, chat, timers, present, groups, seen = reply[1:]
+    token, meta, state, entries, chat, timers, present, groups, seen, log = reply[1:]
     meta = pairs(meta)
     return RoomData(
         record=room_of(room_id, meta),
@@ -585,6 +586,7 @@ def _room_data(room_id: int, reply: list[Any]) -> RoomData:
         present={int(u): json.loads(raw) for u, raw in pairs(present).items()},
         groups={name: json.loads(raw) for name, raw in pairs(groups).items()},
         seen={origin: int(seq) for origin, seq in pairs(seen).items()},
+        log=list(log),
         version=int(meta.get("version") or 0),
         token=int(token),
     )
@@ -607,6 +609,7 @@ class Batch:
         "groups",
         "held",
         "local",
+        "log",
         "out",
         "players_before",
         "record",
@@ -639,6 +642,7 @@ class Batch:
         #: The ids of the room's players before the batch, if it changed them.
         self.players_before: tuple[int, ...] | None = None
         self.out: list[Out] = []
+        self.log: list[Logged] = []
         self.works: list[Work] = []
         #: The last turn queued hooks: wait for them before saving.
         self.held = False
@@ -678,6 +682,8 @@ class Batch:
                     | (now or _NOWHERE)
                 )
         self.out.extend(changes.out)
+        if changes.log:
+            self.log.extend(changes.log)
         self.works.append(changes.work)
 
 
@@ -886,6 +892,11 @@ class RedisCommitter:
                 seen[work.origin] = work.seq
         for origin, seq in seen.items():
             ops += ["Q", origin, seq]
+        log = batch.log
+        if log:
+            size = room.log.maxlen or len(log)
+            kept = log[-size:]
+            ops += ["L", len(kept), size, *(entry.encode() for entry in kept)]
         return ops
 
     def _route(self, batch: Batch) -> tuple[list[Out], list[Any]]:

@@ -32,6 +32,7 @@ ROOM_PARTS = (
     "groups",
     "seen",
     "lease",
+    "log",
 )
 
 

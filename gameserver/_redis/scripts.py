@@ -1,7 +1,7 @@
 """The Lua scripts: each runs atomically in Redis, on one room's keys only.
 
 A room's scripts take its keys in ``keys.ROOM_PARTS`` order:
-``meta state entries chat timers present groups seen lease``.
+``meta state entries chat timers present groups seen lease log``.
 
 The lease holds ``"<process id>:<token>"``: the token grows by one at every
 claim (``meta.fence``), so a process that lost the room and claims it again
@@ -17,7 +17,7 @@ from gameserver._redis.connection import Script
 #: Take the room if nobody holds it (or this process does), and load it all.
 #: ARGV: process id, lease milliseconds.
 #: Returns {0} (no such room), {1, holder} (held by another process), or
-#: {2, token, meta, state, entries, chat, timers, present, groups, seen}.
+#: {2, token, meta, state, entries, chat, timers, present, groups, seen, log}.
 CLAIM = Script("""
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
 local holder = redis.call('GET', KEYS[9])
@@ -32,7 +32,8 @@ return {2, token,
   redis.call('HGETALL', KEYS[5]),
   redis.call('HGETALL', KEYS[6]),
   redis.call('HGETALL', KEYS[7]),
-  redis.call('HGETALL', KEYS[8])}
+  redis.call('HGETALL', KEYS[8]),
+  redis.call('LRANGE', KEYS[10], 0, -1)}
 """)
 
 #: Save what some turns changed, fenced by the lease and the version, then
@@ -65,8 +66,12 @@ while i <= last do
   elseif op == 'G' then redis.call('HSET', KEYS[7], ARGV[i + 1], ARGV[i + 2]); i = i + 3
   elseif op == 'g' then redis.call('HDEL', KEYS[7], ARGV[i + 1]); i = i + 2
   elseif op == 'Q' then redis.call('HSET', KEYS[8], ARGV[i + 1], ARGV[i + 2]); i = i + 3
+  elseif op == 'L' then
+    local n = tonumber(ARGV[i + 1])
+    redis.call('RPUSH', KEYS[10], unpack(ARGV, i + 3, i + 2 + n))
+    redis.call('LTRIM', KEYS[10], -tonumber(ARGV[i + 2]), -1); i = i + 3 + n
   elseif op == 'D' then
-    redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
+    redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10])
     dropped = true; i = i + 1
   else return redis.error_reply('unknown commit op ' .. tostring(op)) end
 end

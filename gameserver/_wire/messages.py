@@ -71,13 +71,21 @@ class Frame:
     chat message is stored without being encoded a second time.
     """
 
-    __slots__ = ("_binary", "_wire", "data", "payload")
+    __slots__ = ("_binary", "_wire", "data", "payload", "seq")
 
     def __init__(self, payload: bytes, data: bytes | None = None) -> None:
         self.payload = payload
         self.data = data
+        #: Its place in its room's messages (``seq`` on the wire), 0 if none.
+        self.seq = 0
         self._wire: bytes | None = None
         self._binary: bytes | None = None
+
+    def stamp(self, seq: int) -> None:
+        """Number the message in its room's log, before it is sent anywhere."""
+        self.payload = b'{"seq":%d,' % seq + self.payload[1:]
+        self.seq = seq
+        self._wire = self._binary = None
 
     @classmethod
     def of(cls, payload: bytes) -> Frame:
