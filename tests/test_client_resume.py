@@ -23,6 +23,9 @@ from tests.conftest import GAMES, Running
 
 
 class PingRouter(BaseRouter):
+    def get_routes(self, routes: Any = None) -> dict:
+        return super().get_routes({"PING": self.ping})
+
     def ping(self, room: Any, user: Any, helper: Any, data: dict) -> None:
         helper.broadcast("PING", {"n": data.get("n")})
 
