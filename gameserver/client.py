@@ -4,6 +4,13 @@
 ``receive()`` waits for the next message matching what you ask for, keeping
 the others for later. ``format="msgpack"`` speaks MessagePack on the socket
 instead of JSON; messages are the same dicts either way.
+
+A ``Connection`` remembers the rooms it joined (as a player or, with
+``spectate()``, as a spectator) and the highest ``seq`` it received in each,
+and drops a room message whose ``seq`` is not above it (nothing is taken
+twice). ``GameClient.reconnect(old)`` opens a new socket and joins those
+rooms again with ``resume``, so the messages missed meanwhile arrive, once
+and in order.
 """
 
 from __future__ import annotations
@@ -38,11 +45,21 @@ class Response:
     headers: Headers
 
 
+@attrs.define
+class JoinedRoom:
+    """How a room was joined, to join it again the same way after a drop."""
+
+    password: str | None = None
+    spectator: bool = False
+
+
 class ClientProtocol(WebSocketClientProtocol):
     def onConnect(self, response: Any) -> None:
         self.inbox: list[Message] = []
         self.waiters: list[tuple[Match, Deferred[Message]]] = []
         self.closed: Deferred[tuple[int | None, str | None]] = Deferred()
+        #: Sees every message first; a message it returns False for is dropped.
+        self.observer: Callable[[Message], bool] | None = None
 
     def onOpen(self) -> None:
         self.factory.opened.callback(self)
@@ -54,6 +71,8 @@ class ClientProtocol(WebSocketClientProtocol):
             self.sendClose(1003, f"a {kind} frame on a {self.factory.format} socket")
             return
         message = msgpack.unpackb(payload) if isBinary else json.loads(payload)
+        if self.observer is not None and not self.observer(message):
+            return
         for i, (match, waiter) in enumerate(self.waiters):
             if match(message):
                 del self.waiters[i]
@@ -84,7 +103,14 @@ class _ClientFactory(WebSocketClientFactory):
 
 
 class Connection:
-    """One WebSocket to a gameserver, speaking ``format`` (json or msgpack)."""
+    """One WebSocket to a gameserver, speaking ``format`` (json or msgpack).
+
+    ``seqs`` holds the highest ``seq`` received in each room; a message of a
+    room whose ``seq`` is not above it is dropped (counted in ``dropped``).
+    ``rooms`` holds the rooms joined successfully (a ``JOIN_ROOM`` or
+    ``QUICK_JOIN`` answered ``is_successful``, however it was sent), until
+    they are left or deleted: what ``GameClient.reconnect`` joins again.
+    """
 
     def __init__(
         self, protocol: ClientProtocol, reactor: Any, format: str = "json"
@@ -92,6 +118,58 @@ class Connection:
         self.protocol = protocol
         self.format = format
         self._reactor = reactor
+        self.seqs: dict[int, int] = {}
+        self.rooms: dict[int, JoinedRoom] = {}
+        self.dropped = 0
+        #: After ``GameClient.reconnect``: each room's ``JOIN_ROOM`` answer
+        #: (or ``ERROR``), by room id.
+        self.rejoined: dict[int, Message] = {}
+        # The data of each JOIN_ROOM sent and not answered yet, by room id.
+        self._joining: dict[int, list[dict]] = {}
+        protocol.observer = self._observe
+
+    def _observe(self, message: Message) -> bool:
+        """Track seqs and joined rooms; False for a message seen already."""
+        room_id = message.get("room_id")
+        type_ = message.get("type")
+        data = message.get("data")
+        if not isinstance(data, dict):
+            data = {}
+        if not isinstance(room_id, int):
+            return True
+        seq = message.get("seq")
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            if seq <= self.seqs.get(room_id, -1):
+                self.dropped += 1
+                return False
+            self.seqs[room_id] = seq
+        if type_ == messages.JOIN_ROOM:
+            asked = self._joining.get(room_id)
+            sent = asked.pop(0) if asked else {}
+            if asked == []:
+                del self._joining[room_id]
+            if data.get("is_successful"):
+                self.rooms[room_id] = JoinedRoom(
+                    password=sent.get("password"),
+                    spectator=bool(data.get("spectator", sent.get("spectate"))),
+                )
+                if data.get("resumed") is False:
+                    # A normal join instead: what follows is a new start.
+                    self.seqs.pop(room_id, None)
+        elif type_ == messages.ERROR and data.get("request_type") == messages.JOIN_ROOM:
+            asked = self._joining.get(room_id)
+            if asked:
+                asked.pop(0)
+            if asked == []:
+                del self._joining[room_id]
+        elif type_ == messages.QUICK_JOIN and data.get("is_successful"):
+            self.rooms[room_id] = JoinedRoom()
+        elif type_ == messages.LEAVE_ROOM and data.get("is_successful"):
+            self.rooms.pop(room_id, None)
+        elif type_ == messages.ROOM_DELETED:
+            self.rooms.pop(room_id, None)
+            self.seqs.pop(room_id, None)
+        return True
 
     @property
     def closed(self) -> Deferred[tuple[int | None, str | None]]:
@@ -106,6 +184,8 @@ class Connection:
             envelope["room_id"] = room_id
         if data is not None:
             envelope["data"] = data
+        if type_ == messages.JOIN_ROOM and room_id is not None:
+            self._joining.setdefault(room_id, []).append(dict(data or {}))
         if self.format == "msgpack":
             self.send_raw(msgpack.packb(envelope), binary=True)
         else:
@@ -165,6 +245,25 @@ class Connection:
     async def join(self, room_id: int, password: str | None = None) -> Message:
         data = {} if password is None else {"password": password}
         return await self.request(messages.JOIN_ROOM, room_id, data)
+
+    async def spectate(self, room_id: int, password: str | None = None) -> Message:
+        """Watch a room without a seat (``JOIN_ROOM`` with ``spectate``)."""
+        data: dict[str, Any] = {"spectate": True}
+        if password is not None:
+            data["password"] = password
+        return await self.request(messages.JOIN_ROOM, room_id, data)
+
+    async def quick_join(self, game: str, options: dict | None = None) -> Message:
+        """``QUICK_JOIN``: a seat in an open room of ``game``, or a new room;
+        the answer names the room (``room_id``)."""
+        data: dict[str, Any] = {"game": game}
+        if options is not None:
+            data["options"] = options
+        return await self.request(messages.QUICK_JOIN, data=data)
+
+    def last_seq(self, room_id: int) -> int | None:
+        """The highest ``seq`` received in the room, or None."""
+        return self.seqs.get(room_id)
 
     async def leave(self, room_id: int) -> Message:
         return await self.request(messages.LEAVE_ROOM, room_id)
@@ -281,3 +380,40 @@ class GameClient:
             if not reply["data"].get("is_successful"):
                 raise ConnectionError(f"validation refused: {reply['data']}")
         return connection
+
+    async def reconnect(
+        self, old: Connection, *, origin: str | None = None, timeout: float = 5
+    ) -> Connection:
+        """A new socket in place of ``old`` (dropped, or about to be).
+
+        It has the same format, is validated with the current access token,
+        and joins every room ``old`` was in again, the same way (password,
+        spectator), with ``resume`` set to the highest ``seq`` received there
+        when there was one. Every ``JOIN_ROOM`` is sent before any answer is
+        awaited; the answers are in the new connection's ``rejoined``. The
+        new connection starts from ``old``'s seqs, so a message ``old`` has
+        seen is dropped (what ``old`` received and nobody took with
+        ``receive`` stays in ``old.pending()``). A room whose join is
+        refused is forgotten.
+        """
+        if old.format != self.format:
+            raise ValueError(f"the old connection speaks {old.format}")
+        new = await self.connect(origin=origin)
+        new.seqs.update(old.seqs)
+        rooms = dict(old.rooms)
+        for room_id, joined in rooms.items():
+            data: dict[str, Any] = {}
+            if joined.password is not None:
+                data["password"] = joined.password
+            if joined.spectator:
+                data["spectate"] = True
+            if room_id in old.seqs:
+                data["resume"] = old.seqs[room_id]
+            new.send(messages.JOIN_ROOM, room_id, data)
+        for room_id in rooms:
+            new.rejoined[room_id] = await new.receive(
+                messages.JOIN_ROOM, messages.ERROR, room_id=room_id, timeout=timeout
+            )
+            if not new.rejoined[room_id]["data"].get("is_successful", False):
+                new.seqs.pop(room_id, None)
+        return new

@@ -515,7 +515,9 @@ def test_two_players_password_room_chat_tictactoe_and_a_dropped_connection(
             else:
                 assert isinstance(payload, str), (direction, payload)
                 message = json.loads(payload)
-            assert set(message) <= {"type", "room_id", "data"}, message
+            # A room's messages carry their seq; what a client sends does not.
+            keys = {"type", "room_id", "data"}
+            assert set(message) <= (keys if direction == "sent" else keys | {"seq"})
             (sent if direction == "sent" else received).add(message["type"])
         assert {"VALIDATE_CONNECTION", "JOIN_ROOM", "CHAT_MESSAGE", "MOVE"} <= sent
         assert {"VALIDATE_CONNECTION", "JOIN_ROOM", "CHAT_MESSAGE", "BOARD"} <= received
@@ -925,10 +927,18 @@ async ({ name, password, format }) => {
     out.startAgain = e.code;
   }
 
-  // Drop the socket: the client reconnects, validates, rejoins the room.
-  const back = new Promise((resolve) => client.on("CHAT_HISTORY", (m) => resolve(m.data.messages.length)));
+  // Drop the socket: the client reconnects, validates, rejoins the room,
+  // resuming from the last seq it saw (nothing was missed: no CHAT_HISTORY).
+  const back = new Promise((resolve) =>
+    client.addEventListener("rejoin", (e) => resolve(e.detail), { once: true }),
+  );
+  const histories = [];
+  client.on("CHAT_HISTORY", (m) => histories.push(m.data.messages.length));
+  const lastSeq = client.lastSeq(room.id);
   client.socket.close();
-  out.history = await back;
+  const rejoined = await back;
+  out.resumed = [rejoined.resumed, rejoined.spectator, Number.isInteger(lastSeq)];
+  out.histories = histories;
   out.rejoins = [...rejoins];
   out.states = [...states];
   out.rooms = client.rooms;
@@ -975,7 +985,8 @@ def test_javascript_client_library(server: Server, contexts, wire_format: str) -
     assert out["chat"] == "hello from js"
     assert out["unknown"] == ["unknown_type", "NO_SUCH_TYPE", True]
     assert out["startAgain"] == "game_started"
-    assert out["history"] >= 1
+    assert out["resumed"] == [True, False, True]
+    assert out["histories"] == []
     assert out["rooms"] == [out["rejoins"][0]]
     assert out["states"][:2] == ["connecting", "open"]
     assert "reconnecting" in out["states"]
@@ -1423,3 +1434,281 @@ def test_paging_while_the_poll_is_out(server: Server, contexts) -> None:
     for snapshot in drawn:
         if snapshot["label"].startswith("page 2 "):
             assert "Paged 11" not in snapshot["titles"], snapshot
+
+
+def quick_game(
+    server: Server, contexts, player_name: str
+) -> tuple[Page, Page, str, int]:
+    """A guest (on a phone) and a player quick-join one tic-tac-toe game: the
+    guest's page, the player's, the guest's name (the guest is X) and the
+    room's id."""
+    _, guest = contexts(**PHONE)
+    _, player = contexts()
+    guest.goto(server.url + "/")
+    guest.get_by_test_id("guest-play").click()
+    expect(guest.get_by_test_id("username")).to_have_text(re.compile(r"^guest-"))
+    name = guest.get_by_test_id("username").text_content()
+    assert name
+    sign_up(player, server.url, player_name)
+    guest.get_by_test_id("play-now-tictactoe").click()
+    expect(guest.get_by_test_id("ttt-status")).to_have_text(
+        "Waiting for a second player…"
+    )
+    player.get_by_test_id("play-now-tictactoe").click()
+    expect(guest.get_by_test_id("ttt-status")).to_have_text("Your turn: you are X.")
+    expect(player.get_by_test_id("ttt-status")).to_have_text(f"{name}'s turn (X).")
+    (room_id,) = guest.evaluate("window.gameserverLobby.client.rooms")
+    return guest, player, name, room_id
+
+
+def room_row_by_id(page: Page, room_id: int):
+    """A room of the list, by id: every quick room has the same name."""
+    return page.locator(f'[data-testid="room"][data-room-id="{room_id}"]')
+
+
+def watch(page: Page, room_id: int) -> None:
+    """Watch a room from the list: the room view, marked "watching"."""
+    row = room_row_by_id(page, room_id)
+    expect(row.get_by_test_id("room-watch")).to_be_visible()
+    row.get_by_test_id("room-watch").click()
+    expect(page.get_by_test_id("room-view")).to_be_visible()
+    expect(page.get_by_test_id("room-watching")).to_be_visible()
+    expect(page.get_by_test_id("room-view")).to_have_attribute("data-spectator", "yes")
+
+
+def test_a_spectator_watches_a_quick_game_of_a_guest_and_a_player(
+    quick_server: Server, contexts, shots: Path
+) -> None:
+    server = quick_server
+    guest, player, name, room_id = quick_game(server, contexts, "watched-player")
+    move(guest, player, 0, "X")
+    say(player, "good game")
+
+    # A third user finds the game in the list, playing: no Join, but Watch.
+    watcher_context, watcher = contexts(**PHONE)
+    sign_up(watcher, server.url, "watcher")
+    row = room_row_by_id(watcher, room_id)
+    expect(row.get_by_test_id("room-status")).to_have_text("playing")
+    expect(row.get_by_test_id("room-join")).to_have_count(0)
+    assert fits(watcher)  # the list, with its Watch buttons, on a phone
+    watcher.screenshot(path=str(shots / "lobby-watch-phone.png"))
+    watch(watcher, room_id)
+    expect(watcher.get_by_test_id("leave")).to_have_text("Stop watching")
+    # The board as it is (the game's on_spectate), the chat's backlog.
+    expect(cell(watcher, 0)).to_have_text("X")
+    expect(watcher.get_by_test_id("ttt-status")).to_have_text(
+        "watched-player's turn (O)."
+    )
+    expect(watcher.get_by_test_id("chat-message").last).to_contain_text("good game")
+    expect(member(watcher, name)).to_be_visible()
+    expect(member(watcher, "watcher")).to_have_count(0)  # not a player
+    assert fits(watcher)
+    # The players see someone watching; the watcher counts itself.
+    for page in (guest, player, watcher):
+        expect(page.get_by_test_id("spectator-count")).to_have_text("1 watching")
+    watcher.screenshot(path=str(shots / "spectator-phone.png"), full_page=True)
+    expect(guest.get_by_test_id("chat-system").last).to_have_text(
+        "watcher is watching."
+    )
+
+    # The moves and the chat reach the watcher; it chats too.
+    move(player, guest, 4, "O")
+    expect(cell(watcher, 4)).to_have_text("O")
+    say(guest, "nice one")
+    expect(watcher.get_by_test_id("chat-message").last).to_contain_text("nice one")
+    say(watcher, "go X!")
+    for page in (guest, player):
+        expect(page.get_by_test_id("chat-message").last).to_contain_text("go X!")
+
+    # It cannot move: the board's buttons are off, and a MOVE sent anyway is
+    # refused by the server (ERROR "spectator"), said in words.
+    for index in range(9):
+        expect(cell(watcher, index)).to_be_disabled()
+    watcher.evaluate(
+        """() => {
+          const { client } = window.gameserverLobby;
+          client.send("MOVE", client.rooms[0], { cell: 8 });
+        }"""
+    )
+    expect(watcher.get_by_test_id("game-error")).to_have_text(
+        "You are watching this game: only its players can move."
+    )
+    expect(cell(guest, 8)).to_have_text("")
+
+    # Another tab of the watcher's lists the room with its spectator.
+    second = watcher_context.new_page()
+    second.js_errors = []
+    second.on("pageerror", lambda error: second.js_errors.append(str(error)))
+    second.goto(server.url + "/")
+    expect(
+        room_row_by_id(second, room_id).get_by_test_id("room-spectators")
+    ).to_have_text("1 watching")
+    second.close()
+
+    # The game ends as the watcher sees it; it is offered no rematch.
+    move(guest, player, 1, "X")
+    move(player, guest, 5, "O")
+    move(guest, player, 2, "X")
+    expect(watcher.get_by_test_id("ttt-status")).to_have_text(f"{name} (X) won.")
+    expect(watcher.get_by_test_id("room-state")).to_have_text("finished")
+    expect(guest.get_by_test_id("rematch")).to_be_visible()
+    expect(watcher.get_by_test_id("rematch")).to_have_count(0)
+
+    # Stop watching: back to the list; the players see it go.
+    watcher.get_by_test_id("leave").click()
+    expect(watcher.get_by_test_id("lobby-view")).to_be_visible()
+    expect(guest.get_by_test_id("chat-system").last).to_have_text(
+        "watcher stopped watching."
+    )
+    expect(guest.get_by_test_id("spectator-count")).to_be_hidden()
+
+
+#: In the page: note each "rejoin" event's detail, for the test to read.
+NOTE_REJOINS = """() => {
+  window.rejoins = [];
+  window.gameserverLobby.client.addEventListener("rejoin", ({ detail }) =>
+    window.rejoins.push({
+      roomId: detail.roomId,
+      resumed: detail.resumed ?? null,
+      spectator: detail.spectator ?? null,
+      error: detail.error?.code ?? null,
+    }),
+  );
+}"""
+
+
+def drop(context: BrowserContext, page: Page) -> None:
+    """Take the page offline and close its socket: it is reconnecting."""
+    context.set_offline(True)
+    page.evaluate("window.gameserverLobby.client.socket.close()")
+    expect(page.get_by_test_id("connection-banner")).to_contain_text("reconnecting")
+
+
+def back(context: BrowserContext, page: Page) -> None:
+    context.set_offline(False)
+    expect(page.get_by_test_id("connection-banner")).to_be_hidden()
+    expect(page.get_by_test_id("connection-state")).to_have_attribute(
+        "data-state", "open"
+    )
+
+
+def chat_lines(page: Page, text: str):
+    return page.get_by_test_id("chat-message").filter(has_text=text)
+
+
+def test_a_dropped_watcher_and_player_resume_with_no_gap(
+    quick_server: Server, contexts
+) -> None:
+    """The watcher's and a player's pages drop and come back: each rejoins
+    with `resume` (and the watcher as a spectator), the server sends what
+    they missed, and the chat shows it once, with no gap."""
+    server = quick_server
+    guest, player, name, room_id = quick_game(server, contexts, "resume-player")
+    move(guest, player, 0, "X")
+    watcher_context, watcher = contexts()
+    frames = websocket_frames(watcher)
+    sign_up(watcher, server.url, "resume-watcher")
+    watch(watcher, room_id)
+    expect(cell(watcher, 0)).to_have_text("X")
+    say(guest, "before the drop")
+    expect(chat_lines(watcher, "before the drop")).to_have_count(1)
+    watcher.evaluate(NOTE_REJOINS)
+
+    # The watcher drops; the game and the chat go on without it.
+    drop(watcher_context, watcher)
+    expect(player.get_by_test_id("chat-system").last).to_have_text(
+        "resume-watcher stopped watching."
+    )
+    move(player, guest, 4, "O")
+    say(guest, "while you were away")
+    say(player, "still away")
+    expect(chat_lines(guest, "still away")).to_have_count(1)
+    back(watcher_context, watcher)
+
+    # Back as a spectator, with what it missed, once each, in order.
+    expect(cell(watcher, 4)).to_have_text("O")
+    expect(chat_lines(watcher, "still away")).to_have_count(1)
+    for text in ("before the drop", "while you were away"):
+        expect(chat_lines(watcher, text)).to_have_count(1)
+    texts = watcher.get_by_test_id("chat-message").all_inner_texts()
+    expected = [
+        f"{name} before the drop",
+        f"{name} while you were away",
+        "resume-player still away",
+    ]
+    assert len(texts) == 3, texts
+    assert all(t.endswith(e) for t, e in zip(texts, expected, strict=True)), texts
+    expect(watcher.get_by_test_id("room-watching")).to_be_visible()
+    for index in range(9):
+        expect(cell(watcher, index)).to_be_disabled()
+    (rejoin,) = watcher.evaluate("window.rejoins")
+    assert rejoin["spectator"] is True and rejoin["error"] is None
+    assert rejoin["resumed"] is True, rejoin
+    joins = [
+        json.loads(payload)
+        for way, payload in frames
+        if way == "sent" and json.loads(payload)["type"] == "JOIN_ROOM"
+    ]
+    assert joins[0]["data"] == {"spectate": True}
+    resume = joins[-1]["data"]
+    assert resume["spectate"] is True and isinstance(resume["resume"], int), resume
+    # Every room message it took had a seq above the one before.
+    seqs = [
+        message["seq"]
+        for message in (
+            json.loads(payload) for way, payload in frames if way == "received"
+        )
+        if "seq" in message
+    ]
+    assert seqs == sorted(set(seqs)) and resume["resume"] in seqs
+
+    # A player drops mid-game too: back in its seat, the board and the chat
+    # as they are, and it plays on.
+    guest_context = guest.context
+    guest.evaluate(NOTE_REJOINS)
+    drop(guest_context, guest)
+    expect(member(player, name)).to_have_attribute("data-online", "no")
+    say(player, "your turn, when you are back")
+    say(watcher, "they dropped")
+    back(guest_context, guest)
+    expect(member(player, name)).to_have_attribute("data-online", "yes")
+    for text in ("your turn, when you are back", "they dropped", "still away"):
+        expect(chat_lines(guest, text)).to_have_count(1)
+    (rejoin,) = guest.evaluate("window.rejoins")
+    assert rejoin["resumed"] is True and rejoin["spectator"] is False, rejoin
+    expect(guest.get_by_test_id("ttt-status")).to_have_text("Your turn: you are X.")
+    move(guest, player, 1, "X")
+    expect(cell(watcher, 1)).to_have_text("X")
+    assert fits(guest)
+
+
+def test_the_client_library_drops_room_messages_seen_already(
+    server: Server, contexts
+) -> None:
+    """gameserver.js keeps the highest seq of each room: a message whose seq
+    is not above it reaches no listener; rooms are counted apart, and a
+    message with no seq always passes."""
+    _, page = contexts()
+    page.goto(server.url + "/")
+    out = page.evaluate(
+        """async () => {
+          const { GameClient } = await import("/static/gameserver.js");
+          const client = new GameClient();
+          const heard = [];
+          client.on("NOTE", (m) => heard.push(m.data.t));
+          const deliver = (message) => client._receive(JSON.stringify(message));
+          deliver({ seq: 10, type: "NOTE", room_id: 1, data: { t: "a" } });
+          deliver({ seq: 10, type: "NOTE", room_id: 1, data: { t: "same seq" } });
+          deliver({ seq: 9, type: "NOTE", room_id: 1, data: { t: "older" } });
+          deliver({ seq: 12, type: "NOTE", room_id: 1, data: { t: "b" } });
+          deliver({ seq: 3, type: "NOTE", room_id: 2, data: { t: "other room" } });
+          deliver({ type: "NOTE", room_id: 1, data: { t: "no seq" } });
+          return { heard, one: client.lastSeq(1), two: client.lastSeq(2), three: client.lastSeq(3) };
+        }"""
+    )
+    assert out == {
+        "heard": ["a", "b", "other room", "no seq"],
+        "one": 12,
+        "two": 3,
+        "three": None,
+    }

@@ -9,6 +9,7 @@
 //   await client.login("alice", "alice-secret"); // or: await client.guest();
 //   await client.connect();
 //   const room = await client.join(7, "mint"); // or: await client.quickJoin("tictactoe");
+//   // or watch without a seat: await client.spectate(7, "mint");
 //   client.on("CHAT_MESSAGE", (msg) => console.log(msg.data.text));
 //   client.send("CHAT_MESSAGE", room.id, { text: "hello" });
 //
@@ -17,8 +18,13 @@
 // made-up name, and may keep the account with `claim(password)`. Access
 // tokens are refreshed before they expire; a dropped socket is reopened
 // with backoff and jitter, validated again, and every room the client was
-// in is joined again (one found by `quickJoin(game)` too, by its id), so a
-// player mid-game gets the seat and the game's state back. Messages are
+// in is joined again (one found by `quickJoin(game)` too, by its id; one
+// watched with `spectate()` as a spectator), so a player mid-game gets the
+// seat back. The client keeps the highest `seq` received in each room and
+// rejoins with `resume`: the server then sends exactly the messages missed
+// meanwhile (or, when it cannot, a normal join: the chat's history and the
+// game's state). A room message whose `seq` is not above the last one seen
+// is dropped, so nothing is delivered twice. Messages are
 // JSON text frames, or with `format: "msgpack"` MessagePack binary frames
 // (the WebSocket subprotocol "gameserver.msgpack"). See README.md, "The
 // lobby and the JavaScript client", for the whole API.
@@ -54,6 +60,7 @@ const JOIN_ROOM = "JOIN_ROOM";
 const LEAVE_ROOM = "LEAVE_ROOM";
 // Its reply names the room it found: answered for whichever room it names.
 const QUICK_JOIN = "QUICK_JOIN";
+const ROOM_DELETED = "ROOM_DELETED";
 
 /** A refusal or failure, with the server's `code` and `detail`. */
 export class GameServerError extends Error {
@@ -104,8 +111,11 @@ const DEFAULTS = {
  *                 an expired session, a refused connection...
  *   "session"     {user: {id, username}} after a login (or guest()), null
  *                 after logout or expiry
- *   "rejoin"      {roomId, room} or {roomId, error} after a reconnect (a
- *                 failed rejoin is reported here only, not as "error")
+ *   "rejoin"      {roomId, room, resumed, spectator} or {roomId, error}
+ *                 after a reconnect (a failed rejoin is reported here only,
+ *                 not as "error"). `resumed` true: the messages missed
+ *                 while away follow, each once, in order; false: a normal
+ *                 join follows (CHAT_HISTORY, the game's state)
  */
 export class GameClient extends EventTarget {
   constructor(options = {}) {
@@ -124,7 +134,8 @@ export class GameClient extends EventTarget {
     this._state = CLOSED;
     this._listeners = new Map();
     this._pending = [];
-    this._rooms = new Map(); // room id -> {password}
+    this._rooms = new Map(); // room id -> {password, spectate}
+    this._seqs = new Map(); // room id -> the highest seq received there
     this._ws = null;
     this._wanted = false; // connect() was called and close() was not
     this._attempt = 0;
@@ -416,6 +427,16 @@ export class GameClient extends EventTarget {
     return [...this._rooms.keys()];
   }
 
+  /** Whether the client is in the room as a spectator (no seat). */
+  isSpectating(roomId) {
+    return Boolean(this._rooms.get(roomId)?.spectate);
+  }
+
+  /** The highest `seq` received in the room (what a rejoin resumes from), or null. */
+  lastSeq(roomId) {
+    return this._seqs.get(roomId) ?? null;
+  }
+
   /** The server's clock, in seconds since the epoch: for countdowns. */
   serverNow() {
     return Date.now() / 1000 + this.clockOffset;
@@ -468,6 +489,7 @@ export class GameClient extends EventTarget {
     clearTimeout(this._retryTimer);
     this._retryTimer = null;
     this._rooms.clear();
+    this._seqs.clear();
     const ws = this._ws;
     this._ws = null;
     if (ws && ws.readyState <= 1) ws.close(1000, "client closed");
@@ -560,21 +582,31 @@ export class GameClient extends EventTarget {
     }
   }
 
-  /** Send JOIN_ROOM for every room at once; "rejoin" events follow the replies. */
+  /**
+   * Send JOIN_ROOM for every room at once, the way it was joined (password,
+   * spectator), resuming from the last seq seen there; "rejoin" events
+   * follow the replies.
+   */
   _rejoin() {
-    const sent = [...this._rooms].map(([roomId, { password }]) => [
-      roomId,
-      this._request(JOIN_ROOM, roomId, password ? { password } : {}, { whenOpen: false }),
-    ]);
+    const sent = [...this._rooms].map(([roomId, { password, spectate }]) => {
+      const data = {};
+      if (password) data.password = password;
+      if (spectate) data.spectate = true;
+      const seq = this._seqs.get(roomId);
+      if (seq !== undefined) data.resume = seq;
+      return [roomId, spectate, this._request(JOIN_ROOM, roomId, data, { whenOpen: false })];
+    });
     return Promise.all(
-      sent.map(async ([roomId, reply]) => {
+      sent.map(async ([roomId, spectate, reply]) => {
         try {
           const data = await reply;
-          this._emit("rejoin", { roomId, room: data.room });
+          const spectator = Boolean(data.spectator ?? spectate);
+          this._emit("rejoin", { roomId, room: data.room, resumed: data.resumed === true, spectator });
         } catch (error) {
           // Lost again: the next connection rejoins.
           if (["disconnected", "closed", "not_connected"].includes(error.code)) return;
           this._rooms.delete(roomId);
+          this._seqs.delete(roomId);
           // Reported once, as "rejoin": not also as a generic "error".
           this._emit("rejoin", { roomId, error });
         }
@@ -740,11 +772,26 @@ export class GameClient extends EventTarget {
     });
   }
 
-  /** Join a room (with its password, if it has one): the room, or a GameServerError. */
-  async join(roomId, password = null) {
-    const reply = await this.request(JOIN_ROOM, roomId, password ? { password } : {});
-    this._rooms.set(roomId, { password });
+  /**
+   * Join a room (with its password, if it has one): the room, or a
+   * GameServerError. With `{spectate: true}`, watch it without a seat.
+   */
+  async join(roomId, password = null, { spectate = false } = {}) {
+    const data = password ? { password } : {};
+    if (spectate) data.spectate = true;
+    const reply = await this.request(JOIN_ROOM, roomId, data);
+    this._rooms.set(roomId, { password, spectate: Boolean(reply.spectator ?? spectate) });
     return reply.room;
+  }
+
+  /**
+   * Watch a room, waiting or in game, without a seat: its messages and its
+   * chat (a spectator may chat; a game message is refused with ERROR
+   * `spectator`). The room, or a GameServerError (`spectators_full`,
+   * `wrong_password`, `seated`). Rejoined as a spectator after a drop.
+   */
+  spectate(roomId, password = null) {
+    return this.join(roomId, password, { spectate: true });
   }
 
   /**
@@ -757,7 +804,7 @@ export class GameClient extends EventTarget {
   async quickJoin(game, options = null) {
     const data = options ? { game, options } : { game };
     const reply = await this._request(QUICK_JOIN, null, data, { anyRoom: true });
-    this._rooms.set(reply.room.id, { password: null });
+    this._rooms.set(reply.room.id, { password: null, spectate: false });
     return reply.room;
   }
 
@@ -767,6 +814,7 @@ export class GameClient extends EventTarget {
       await this.request(LEAVE_ROOM, roomId);
     } finally {
       this._rooms.delete(roomId);
+      this._seqs.delete(roomId);
     }
   }
 
@@ -798,6 +846,15 @@ export class GameClient extends EventTarget {
     if (!message || typeof message.type !== "string") return;
     const data = message.data ?? {};
     const roomId = message.room_id ?? null;
+    if (roomId !== null && Number.isInteger(message.seq)) {
+      // Seen already (a resume that overlaps what came before): dropped.
+      if (message.seq <= (this._seqs.get(roomId) ?? -Infinity)) return;
+      this._seqs.set(roomId, message.seq);
+    }
+    if (message.type === JOIN_ROOM && data.is_successful && data.resumed === false) {
+      // Not resumed: a normal join follows, a new start for this room.
+      this._seqs.delete(roomId);
+    }
     if (message.type === "ERROR") {
       const error = new GameServerError(data.code, data.detail, { requestType: data.request_type ?? null, roomId });
       const entry =
@@ -816,7 +873,10 @@ export class GameClient extends EventTarget {
         }
       }
     }
-    if (message.type === "ROOM_DELETED") this._rooms.delete(roomId);
+    if (message.type === ROOM_DELETED) {
+      this._rooms.delete(roomId);
+      this._seqs.delete(roomId);
+    }
     for (const key of [message.type, "*"]) {
       for (const fn of [...(this._listeners.get(key) ?? [])]) {
         try {

@@ -6,6 +6,7 @@ import { GameClient, GameServerError } from "./gameserver.js";
 
 const POLL_MS = 3000; // how often the room list is reloaded
 const ROOM_KEY = "gameserver.room"; // sessionStorage: the room this tab is in
+const WATCH_KEY = "gameserver.room.watching"; // sessionStorage: "1" when watching it
 
 /**
  * Where the session is kept: each tab has its own (sessionStorage, so a
@@ -36,7 +37,10 @@ const sessionStore = {
 const format = new URLSearchParams(location.search).get("format") === "msgpack" ? "msgpack" : "json";
 const client = new GameClient({ storage: sessionStore, format });
 // For debugging and the browser tests: the client, and joining by room id.
-window.gameserverLobby = { client, joinRoom: (room, password = null) => joinRoom(room, password) };
+window.gameserverLobby = {
+  client,
+  joinRoom: (room, password = null, options = {}) => joinRoom(room, password, options),
+};
 
 // -- Small DOM helpers -------------------------------------------------------
 
@@ -105,6 +109,9 @@ const MESSAGES = {
   room_full: () => "This room is full.",
   game_started: () => "The game in this room has already started: only its players can come back.",
   room_not_found: () => "This room no longer exists.",
+  spectators_full: () => "This room has as many spectators as it takes: try again later.",
+  seated: () => "You have a seat in this room: join it to play.",
+  spectator: () => "You are watching this game: only its players can move.",
   not_found: () => "This room no longer exists.",
   username_taken: () => "That username is taken: pick another one.",
   bad_credentials: () => "Wrong username or password.",
@@ -310,6 +317,7 @@ $("claim-dialog").addEventListener("close", () => ($("claim-password").value = "
 
 $("logout").addEventListener("click", () => {
   sessionStorage.removeItem(ROOM_KEY);
+  sessionStorage.removeItem(WATCH_KEY);
   wantConnection = false;
   leaveRoomView();
   client.logout();
@@ -390,7 +398,9 @@ async function enterLobby() {
   // "session" listener has shown the login form, so stay there.
   if (!client.loggedIn) return;
   const saved = Number(sessionStorage.getItem(ROOM_KEY));
+  const spectate = sessionStorage.getItem(WATCH_KEY) === "1";
   sessionStorage.removeItem(ROOM_KEY);
+  sessionStorage.removeItem(WATCH_KEY);
   if (saved && !current) {
     // A reload: go back to the room this tab was in (a seat in a game is
     // kept for us; otherwise a password room asks for its password again).
@@ -404,10 +414,10 @@ async function enterLobby() {
     const me = client.session?.userId;
     const seated = room?.players.some((p) => p.id === me);
     if (room && (!room.has_password || seated || room.owner.id === me)) {
-      if (await joinRoom(room, null)) return;
+      if (await joinRoom(room, null, { spectate: spectate && !seated })) return;
     } else if (room) {
       showLobby();
-      openPasswordDialog(room);
+      openPasswordDialog(room, "", { spectate });
       return;
     }
   }
@@ -476,6 +486,11 @@ function renderRooms() {
     if (seated) action = "Back in";
     else if (room.state === "in_game") action = null;
     else if (full) action = null;
+    // Anyone without a seat may watch: a game in progress, or a room waiting.
+    const watch = seated
+      ? null
+      : h("button", { type: "button", class: "secondary", testid: "room-watch", onclick: () => askToWatch(room) }, "Watch");
+    const watching = room.spectators ?? 0;
     return h(
       "li",
       { class: "room-item", testid: "room", "data-room-id": room.id, "data-state": room.state },
@@ -492,13 +507,19 @@ function renderRooms() {
           h("span", { testid: "room-players" }, `${room.players.length}/${room.max_players} players`),
           " · ",
           h("span", { class: `state state-${room.state}`, testid: "room-status" }, STATE_LABEL[room.state] ?? room.state),
+          watching > 0 ? [" · ", h("span", { testid: "room-spectators" }, `${watching} watching`)] : null,
           " · by ",
           room.owner.username,
         ),
       ),
-      action
-        ? h("button", { type: "button", testid: "room-join", onclick: () => askToJoin(room) }, action)
-        : h("span", { class: "muted small" }, full && room.state !== "in_game" ? "full" : "in game"),
+      h(
+        "div",
+        { class: "room-actions" },
+        action
+          ? h("button", { type: "button", testid: "room-join", onclick: () => askToJoin(room) }, action)
+          : h("span", { class: "muted small" }, full && room.state !== "in_game" ? "full" : "in game"),
+        watch,
+      ),
     );
   });
   list.replaceChildren(...items);
@@ -568,10 +589,23 @@ function askToJoin(room) {
   }
 }
 
-let dialogRoom = null;
+/** "Watch": spectate the room (its password asked for first, if it has one). */
+function askToWatch(room) {
+  const me = client.user?.id ?? client.session?.userId;
+  if (room.has_password && room.owner.id !== me) {
+    openPasswordDialog(room, "", { spectate: true });
+  } else {
+    joinRoom(room, null, { spectate: true });
+  }
+}
 
-function openPasswordDialog(room, message = "") {
+let dialogRoom = null;
+let dialogSpectate = false; // the dialog's password is for watching
+
+function openPasswordDialog(room, message = "", { spectate = false } = {}) {
   dialogRoom = room;
+  dialogSpectate = spectate;
+  $("join-submit").textContent = spectate ? "Watch" : "Join";
   $("password-room").textContent = room.name;
   $("join-password").value = "";
   setError($("join-error"), message);
@@ -587,7 +621,7 @@ $("password-form").addEventListener("submit", async (event) => {
   const button = $("join-submit");
   button.disabled = true;
   try {
-    await joinRoom(dialogRoom, password, { dialog: true });
+    await joinRoom(dialogRoom, password, { dialog: true, spectate: dialogSpectate });
   } finally {
     button.disabled = false;
   }
@@ -595,19 +629,26 @@ $("password-form").addEventListener("submit", async (event) => {
 
 $("join-cancel").addEventListener("click", () => $("password-dialog").close());
 
-/** Join and show the room; false (with the reason shown) when refused. */
-async function joinRoom(room, password, { dialog = false } = {}) {
-  beginRoom(room.id);
+/**
+ * Join and show the room (`spectate`: watch it, without a seat); false (with
+ * the reason shown) when refused.
+ */
+async function joinRoom(room, password, { dialog = false, spectate = false } = {}) {
+  beginRoom(room.id, { spectate });
   let joined;
   try {
-    joined = await client.join(room.id, password);
+    joined = await client.join(room.id, password, { spectate });
   } catch (error) {
     if (current?.id === room.id) current = null;
+    if (spectate && error.code === "seated") {
+      // A seat of ours (taken meanwhile, in another tab): play, not watch.
+      return joinRoom(room, password, { dialog });
+    }
     if (dialog) {
       setError($("join-error"), describe(error));
       $("join-password").select();
     } else if (error.code === "wrong_password") {
-      openPasswordDialog(room, describe(error));
+      openPasswordDialog(room, describe(error), { spectate });
     } else {
       notice(describe(error));
       refreshRooms();
@@ -663,14 +704,14 @@ async function quickPlay(game) {
 
 // -- Inside a room -----------------------------------------------------------
 
-let current = null; // {id, room, members: Map, names: Map, status}
+let current = null; // {id, room, members: Map, names: Map, status, spectator, watchers}
 let currentView = null;
 
 /**
  * Get ready for a room's messages before JOIN_ROOM is answered (`roomId`
  * null: before QUICK_JOIN names the room). The new `current`.
  */
-function beginRoom(roomId) {
+function beginRoom(roomId, { spectate = false } = {}) {
   current = {
     id: roomId,
     room: null,
@@ -680,6 +721,9 @@ function beginRoom(roomId) {
     history: [],
     team: null,
     early: [],
+    spectator: spectate, // watching: no seat, no moves
+    watchers: 0, // how many spectators the room has
+    watcherIds: new Set(), // the spectators seen arriving since we came
   };
   currentView = null;
   $("chat-log").replaceChildren();
@@ -690,7 +734,10 @@ function beginRoom(roomId) {
 function enterRoom(room) {
   stopPolling();
   sessionStorage.setItem(ROOM_KEY, String(room.id));
-  updateRoom(room);
+  current.spectator = client.isSpectating(room.id);
+  if (current.spectator) sessionStorage.setItem(WATCH_KEY, "1");
+  else sessionStorage.removeItem(WATCH_KEY);
+  updateRoom(room, { watchers: true });
   const View = VIEWS[room.game] ?? GenericView;
   currentView = new View(current, $("game-panel"));
   currentView.render();
@@ -701,8 +748,13 @@ function enterRoom(room) {
   renderChatHistory();
 }
 
-function updateRoom(room) {
+/** Draw the room's facts; `watchers`: take the spectator count from `room` too. */
+function updateRoom(room, { watchers = false } = {}) {
   current.room = room;
+  if (watchers) {
+    current.watchers = Math.max(room.spectators ?? 0, current.spectator ? 1 : 0);
+    current.watcherIds = new Set();
+  }
   current.status = room.state;
   current.members = new Map(room.players.map((p) => [p.id, { ...p, online: current.members.get(p.id)?.online ?? true }]));
   for (const p of room.players) current.names.set(p.id, p.username);
@@ -711,6 +763,9 @@ function updateRoom(room) {
   $("room-game").textContent = room.game;
   $("room-owner").textContent = room.owner.username;
   show($("delete-room"), room.owner.id === client.user?.id);
+  $("room-view").dataset.spectator = current.spectator ? "yes" : "no";
+  show($("room-watching"), current.spectator);
+  $("leave").textContent = current.spectator ? "Stop watching" : "Leave";
   renderStatus();
   renderMembers();
 }
@@ -733,6 +788,9 @@ function renderMembers() {
     ),
   );
   $("members").replaceChildren(...items);
+  const watchers = $("spectator-count");
+  watchers.textContent = current.watchers === 1 ? "1 watching" : `${current.watchers} watching`;
+  show(watchers, current.watchers > 0);
 }
 
 function leaveRoomView() {
@@ -740,6 +798,7 @@ function leaveRoomView() {
   currentView?.destroy?.();
   currentView = null;
   sessionStorage.removeItem(ROOM_KEY);
+  sessionStorage.removeItem(WATCH_KEY);
 }
 
 $("leave").addEventListener("click", async () => {
@@ -782,13 +841,35 @@ client.on("*", (message) => {
 });
 
 const ROOM_HANDLERS = {
-  USER_JOINED({ user, reconnected }) {
+  USER_JOINED({ user, reconnected, spectator }) {
     current.names.set(user.id, user.username);
+    if (spectator) {
+      if (user.id !== client.user?.id && !current.watcherIds.has(user.id)) {
+        current.watcherIds.add(user.id);
+        current.watchers += 1;
+      }
+      renderMembers();
+      systemLine(`${user.username} is watching.`);
+      return;
+    }
+    if (current.watcherIds.delete(user.id)) {
+      // A spectator who took a seat: one fewer watching.
+      current.watchers = Math.max(current.spectator ? 1 : 0, current.watchers - 1);
+    }
     current.members.set(user.id, { ...user, online: true });
     renderMembers();
     systemLine(reconnected ? `${user.username} is back.` : `${user.username} joined.`);
   },
-  USER_LEFT({ user }) {
+  USER_LEFT({ user, spectator }) {
+    if (spectator) {
+      if (user.id !== client.user?.id) {
+        current.watcherIds.delete(user.id);
+        current.watchers = Math.max(current.spectator ? 1 : 0, current.watchers - 1);
+      }
+      renderMembers();
+      systemLine(`${user.username} stopped watching.`);
+      return;
+    }
     current.members.delete(user.id);
     renderMembers();
     systemLine(`${user.username} left.`);
@@ -844,9 +925,13 @@ client.addEventListener("rejoin", ({ detail }) => {
     showLobby();
     return;
   }
-  // Who is here may have changed while we were away.
+  // Who is here may have changed while we were away. Resumed, the messages
+  // missed meanwhile follow (the chat has no gap, the spectator count comes
+  // from the USER_JOINED and USER_LEFT among them); not resumed, a normal
+  // join follows (CHAT_HISTORY replaces the chat) and the count is the room's.
   current.members = new Map();
-  updateRoom(detail.room);
+  current.spectator = detail.spectator;
+  updateRoom(detail.room, { watchers: !detail.resumed });
   currentView?.render();
 });
 
@@ -923,6 +1008,11 @@ class GameView {
     return client.user?.id;
   }
 
+  /** Watching: the board and the chat, but no moves. */
+  get spectator() {
+    return Boolean(this.room.spectator);
+  }
+
   name(id) {
     return this.room.names.get(id) ?? `player ${id}`;
   }
@@ -980,7 +1070,7 @@ class GenericView extends GameView {
     fill(this.panel,
       h("h3", {}, room.game),
       h("p", { class: "muted" }, game?.description ?? ""),
-      isOwner && this.room.status !== "in_game"
+      isOwner && !this.spectator && this.room.status !== "in_game"
         ? h("button", { type: "button", testid: "start-game", onclick: () => this.start() }, "Start the game")
         : null,
       this.errorLine(),
@@ -1032,7 +1122,9 @@ class TicTacToeView extends GameView {
   status() {
     const board = this.board;
     const marks = board?.marks ?? {};
-    if (!board || !Object.keys(marks).length) return "Waiting for a second player…";
+    if (!board || !Object.keys(marks).length) {
+      return this.spectator && this.room.status === "in_game" ? "Watching: the board comes with the next move." : "Waiting for a second player…";
+    }
     const mine = marks[String(this.me)];
     const mark = (id) => marks[String(id)];
     if (board.winner !== null && board.winner !== undefined) {
@@ -1065,7 +1157,7 @@ class TicTacToeView extends GameView {
             class: `cell ${cell ? `mark-${cell}` : ""} ${line.has(i) ? "win" : ""}`,
             testid: `cell-${i}`,
             "aria-label": `cell ${i + 1}${cell ? `: ${cell}` : ""}`,
-            disabled: !playing,
+            disabled: !playing || this.spectator,
             onclick: () => this.send("MOVE", { cell: i }),
           },
           cell ?? "",
@@ -1073,7 +1165,7 @@ class TicTacToeView extends GameView {
       ),
     );
     let rematch = null;
-    if (over && mine && this.room.status === "finished") {
+    if (over && mine && !this.spectator && this.room.status === "finished") {
       const asked = this.rematch.includes(this.me);
       const other = this.rematch.find((id) => id !== this.me);
       rematch = h(
@@ -1259,7 +1351,7 @@ class TriviaView extends GameView {
       if (this.scoreboard) parts.push(this.finalBoard());
       if (this.room.status !== "in_game") {
         parts.push(
-          isOwner
+          isOwner && !this.spectator
             ? this.startForm()
             : h("p", { class: "status", testid: "trivia-waiting" }, `Waiting for ${room.owner.username} to start the game…`),
         );
@@ -1294,7 +1386,7 @@ class TriviaView extends GameView {
                   type: "button",
                   testid: `trivia-choice-${i}`,
                   class: `choice ${this.answered === i ? "picked" : ""} ${correct === i ? "correct" : ""} ${correct !== null && this.answered === i && correct !== i ? "wrong" : ""}`,
-                  disabled: this.answered !== null || this.locked || this.result !== null,
+                  disabled: this.spectator || this.answered !== null || this.locked || this.result !== null,
                   onclick: () => this.answer(i),
                 },
                 choice,
