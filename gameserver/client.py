@@ -126,6 +126,8 @@ class Connection:
         self.rejoined: dict[int, Message] = {}
         # The data of each JOIN_ROOM sent and not answered yet, by room id.
         self._joining: dict[int, list[dict]] = {}
+        # Rooms joined again by ``reconnect`` whose answer has not come yet.
+        self._rejoining: set[int] = set()
         protocol.observer = self._observe
 
     def _observe(self, message: Message) -> bool:
@@ -138,6 +140,20 @@ class Connection:
         if not isinstance(room_id, int):
             return True
         seq = message.get("seq")
+        if room_id in self._rejoining:
+            answer = type_ == messages.JOIN_ROOM or (
+                type_ == messages.ERROR
+                and data.get("request_type") == messages.JOIN_ROOM
+            )
+            if answer:
+                self._rejoining.discard(room_id)
+            elif isinstance(seq, int):
+                # Sent before the rejoin's answer (the server may still have
+                # held the old socket, so this one got the room's messages
+                # at once): the answer brings it again in its place, or the
+                # room's state.
+                self.dropped += 1
+                return False
         if isinstance(seq, int) and not isinstance(seq, bool):
             if seq <= self.seqs.get(room_id, -1):
                 self.dropped += 1
@@ -401,6 +417,7 @@ class GameClient:
         new = await self.connect(origin=origin)
         new.seqs.update(old.seqs)
         rooms = dict(old.rooms)
+        new._rejoining.update(rooms)
         for room_id, joined in rooms.items():
             data: dict[str, Any] = {}
             if joined.password is not None:

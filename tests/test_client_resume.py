@@ -270,3 +270,68 @@ async def test_rooms_left_or_deleted_are_not_joined_again(running):
     assert sorted(b2.rejoined) == sorted([kept, watched, found])
     assert b2.rejoined[watched]["data"]["spectator"] is True
     assert b2.rooms == b.rooms
+
+
+class GateRouter(BaseRouter):
+    """``SLOW`` waits for the test's gate, then tells everyone."""
+
+    gate: Any = None
+
+    def get_routes(self, routes: Any = None) -> dict:
+        return super().get_routes({"SLOW": self.slow})
+
+    async def slow(self, room: Any, user: Any, helper: Any, data: dict) -> None:
+        await GateRouter.gate
+        helper.broadcast("SLOW_DONE", {})
+
+
+class Gated(Game):
+    name = "gated"
+    min_players = 1
+    max_players = 2
+    routers = (GateRouter,)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_that_comes_before_the_rejoin_answer_comes_again_in_order(
+    make_server,
+):
+    """The server still holds the old socket (a drop it has not noticed), so
+    the new one gets the room's messages as soon as it is validated: those
+    before the rejoin's answer are dropped, and the resume brings them."""
+    from twisted.internet.defer import Deferred, ensureDeferred
+
+    server = await make_server(games={**GAMES, "gated": Gated()})
+    alice, a = await server.socket()
+    bob, b = await server.socket()
+    room_id = (await server.room(alice, game="gated"))["id"]
+    assert (await a.join(room_id))["data"]["is_successful"]
+    assert (await b.join(room_id))["data"]["is_successful"]
+    await _say(a, room_id, "before")
+    await b.receive("CHAT_MESSAGE", room_id=room_id)
+    last = b.last_seq(room_id)
+
+    GateRouter.gate = Deferred()
+    a.send("SLOW", room_id)  # the room's turn waits: the rejoin queues behind
+    room = server.server.engine.rooms[room_id]
+    back = ensureDeferred(bob.reconnect(b))  # b itself stays open
+    for _ in range(250):
+        if any(w.kind == "join" for w in room.queue):
+            break
+        await _settle(0.01)
+    else:
+        raise AssertionError("the rejoin never reached the room")
+    GateRouter.gate.callback(None)  # SLOW_DONE reaches the new socket first
+    b2 = await back
+    server.connections.append(b2)
+    assert b2.rejoined[room_id]["data"]["resumed"] is True
+    assert b2.dropped == 1
+    missed = await _until(b2, room_id, lambda m: m["type"] == "SLOW_DONE")
+    assert [m["type"] for m in missed] == ["SLOW_DONE"]
+    assert missed[0]["seq"] > last
+    await _say(a, room_id, "after")
+    assert [m["type"] for m in await _until(b2, room_id, _chat("after"))] == [
+        "CHAT_MESSAGE"
+    ]
+    await _settle()
+    assert b2.pending() == []

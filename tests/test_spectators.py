@@ -171,6 +171,7 @@ async def test_a_spectator_who_disconnects_simply_leaves_and_one_may_take_a_seat
     joined = await a.receive("USER_JOINED", room_id=room_id)
     assert joined["data"]["user"]["id"] == bob.user_id
     assert "spectator" not in joined["data"]
+    assert joined["data"]["was_spectator"] is True
     await a.request("START_GAME", room_id, reply="GAME_STARTED")
     b.send("PING", room_id, {"n": 1})
     assert (await a.receive("PING"))["data"] == {"n": 1}

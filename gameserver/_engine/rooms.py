@@ -184,7 +184,10 @@ def join(turn: Turn, view: GameRoom, helper: Helper) -> Any:
         _unreserve(turn, user.id)
         if watching:  # a spectator takes a seat
             turn.set_members(SPECTATORS, turn.members(SPECTATORS) - {user.id})
-    _arrive(turn, user, {"reconnected": seated}, announce=watching)
+    joined: dict[str, Any] = {"reconnected": seated}
+    if watching:
+        joined["was_spectator"] = True
+    _arrive(turn, user, joined, announce=watching)
     data = {"is_successful": True, "room": record_now(turn).to_json()}
     resumed = _answer(turn, helper, data)
     if seated:

@@ -136,6 +136,8 @@ export class GameClient extends EventTarget {
     this._pending = [];
     this._rooms = new Map(); // room id -> {password, spectate}
     this._seqs = new Map(); // room id -> the highest seq received there
+    // Rooms joined again on this socket whose answer has not come yet.
+    this._rejoining = new Set();
     this._ws = null;
     this._wanted = false; // connect() was called and close() was not
     this._attempt = 0;
@@ -588,6 +590,7 @@ export class GameClient extends EventTarget {
    * follow the replies.
    */
   _rejoin() {
+    this._rejoining = new Set(this._rooms.keys());
     const sent = [...this._rooms].map(([roomId, { password, spectate }]) => {
       const data = {};
       if (password) data.password = password;
@@ -846,6 +849,16 @@ export class GameClient extends EventTarget {
     if (!message || typeof message.type !== "string") return;
     const data = message.data ?? {};
     const roomId = message.room_id ?? null;
+    if (roomId !== null && this._rejoining.has(roomId)) {
+      if (message.type === JOIN_ROOM || (message.type === "ERROR" && data.request_type === JOIN_ROOM)) {
+        this._rejoining.delete(roomId);
+      } else if (Number.isInteger(message.seq)) {
+        // Sent before the rejoin's answer (the server may still have held
+        // the old socket, so this one got the room's messages at once):
+        // the answer brings it again in its place, or the room's state.
+        return;
+      }
+    }
     if (roomId !== null && Number.isInteger(message.seq)) {
       // Seen already (a resume that overlaps what came before): dropped.
       if (message.seq <= (this._seqs.get(roomId) ?? -Infinity)) return;
