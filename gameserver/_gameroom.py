@@ -74,9 +74,7 @@ class GameRoom:
     @property
     def spectators(self) -> frozenset[int]:
         """The ids of the users watching the room without a seat."""
-        from gameserver._engine.rooms import SPECTATORS
-
-        return self._turn.members(SPECTATORS)
+        return frozenset(s.id for s in self._turn.spectators_now())
 
     @property
     def status(self) -> RoomState:

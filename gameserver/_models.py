@@ -53,8 +53,8 @@ class Room:
     password_hash: str | None = attrs.field(default=None, repr=False)
     players: tuple[UserRef, ...] = ()
     state: RoomState = RoomState.WAITING
-    #: How many users watch the room without a seat.
-    spectators: int = 0
+    #: The users watching the room without a seat.
+    spectators: tuple[UserRef, ...] = ()
     #: Seats held for users who quick-joined over HTTP and have not joined
     #: on a socket yet: ``(user id, until)``, on the owner's clock.
     reserved: tuple[tuple[int, float], ...] = ()
@@ -70,6 +70,9 @@ class Room:
     def has_player(self, user_id: int) -> bool:
         return any(p.id == user_id for p in self.players)
 
+    def has_spectator(self, user_id: int) -> bool:
+        return any(s.id == user_id for s in self.spectators)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -80,7 +83,7 @@ class Room:
             "players": [p.to_json() for p in self.players],
             "max_players": self.max_players,
             "state": self.state.value,
-            "spectators": self.spectators,
+            "spectators": len(self.spectators),
         }
 
 

@@ -184,3 +184,22 @@ async def test_a_spectator_who_disconnects_simply_leaves_and_one_may_take_a_seat
     room = await _room(alice, room_id)
     assert room["spectators"] == 0
     assert len(room["players"]) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_spectator_is_one_member_whichever_process_its_sockets_are_on(
+    start_any,
+):
+    here, there = await _servers(start_any)
+    alice, a = await here.socket()
+    room_id = (await here.room(alice, game="show"))["id"]
+    assert (await a.join(room_id))["data"]["is_successful"]
+    carol, c1 = await here.socket()
+    carol_there = there.client()
+    carol_there.access, carol_there.refresh = carol.access, carol.refresh
+    c2 = await there.connect(carol_there)  # before watching, on the other process
+    assert (await _spectate(c2, room_id))["data"]["is_successful"]
+    await a.receive("USER_JOINED", room_id=room_id)
+    a.send("PING", room_id, {"n": 7})
+    for socket in (c1, c2):
+        assert (await socket.receive("PING", room_id=room_id))["data"] == {"n": 7}

@@ -266,10 +266,12 @@ class LiveRoom:
             return None
         return [e for e in log if e.seq > last and e.is_for(user_id)]
 
-    def player(self, user_id: int) -> UserRef | None:
-        for player in self.record.players:
-            if player.id == user_id:
-                return player
+    def member(self, user_id: int) -> UserRef | None:
+        """The user if they have a seat or watch the room."""
+        record = self.record
+        for user in (*record.players, *record.spectators):
+            if user.id == user_id:
+                return user
         return None
 
     def data(self) -> RoomData:

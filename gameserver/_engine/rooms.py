@@ -41,8 +41,7 @@ if TYPE_CHECKING:
     from gameserver._helper import Helper
 
 MAX_NAME = 64
-#: The group of a room's spectators: no game can name a group with ':'.
-SPECTATORS = ":spectators"
+
 MIN_ROOM_PASSWORD = 4
 MAX_ROOM_PASSWORD = 128
 
@@ -177,13 +176,13 @@ def join(turn: Turn, view: GameRoom, helper: Helper) -> Any:
     if work.type == messages.JOIN_ROOM and work.data.get("spectate") is True:
         return spectate(turn, view, helper)
     seated = turn.has_player(user.id)
-    watching = user.id in turn.members(SPECTATORS)
+    watching = turn.is_watching(user.id)
     if not seated:
         _check_seat(turn, user, helper.now())
         turn.set_players((*turn.players_now(), user))
         _unreserve(turn, user.id)
         if watching:  # a spectator takes a seat
-            turn.set_members(SPECTATORS, turn.members(SPECTATORS) - {user.id})
+            _unwatch(turn, user.id)
     joined: dict[str, Any] = {"reconnected": seated}
     if watching:
         joined["was_spectator"] = True
@@ -247,15 +246,16 @@ def spectate(turn: Turn, view: GameRoom, helper: Helper) -> Any:
     assert user is not None
     if turn.has_player(user.id):
         raise Seated("you have a seat in this room: join it without 'spectate'")
-    watching = turn.members(SPECTATORS)
-    if user.id not in watching:
+    watching = turn.spectators_now()
+    if not turn.is_watching(user.id):
         record = room.record
         limit = room.game.max_spectators
         if len(watching) >= limit:
             raise SpectatorsFull(f"the room has {limit} spectators already")
         if record.has_password and record.owner.id != user.id and not work.password_ok:
             raise WrongPassword("this room needs a password")
-        turn.set_members(SPECTATORS, watching | {user.id})
+        turn.spectators = (*watching, user)
+        _unreserve(turn, user.id)
     _arrive(turn, user, {"spectator": True}, announce=False)
     answer = {"is_successful": True, "spectator": True}
     if _answer(turn, helper, {**answer, "room": record_now(turn).to_json()}):
@@ -317,7 +317,7 @@ def record_now(turn: Turn) -> Room:
         turn.room.record,
         players=turn.players_now(),
         state=turn.status_now(),
-        spectators=len(turn.members(SPECTATORS)),
+        spectators=turn.spectators_now(),
         reserved=turn.reserved_now(),
     )
 
@@ -343,7 +343,7 @@ def leave(turn: Turn, view: GameRoom, helper: Helper) -> None:
     assert user is not None
     if user.id not in turn.present_now() and not turn.has_player(user.id):
         raise NotInRoom(f"you are not in room {turn.room.id}")
-    if user.id in turn.members(SPECTATORS):
+    if turn.is_watching(user.id):
         _stop_watching(turn, user)
     else:
         _release_seat(turn, user)
@@ -361,7 +361,7 @@ def gone(turn: Turn, view: GameRoom, helper: Helper) -> None:
     if left:
         turn.set_present(user.id, left)
         return
-    if user.id in turn.members(SPECTATORS):
+    if turn.is_watching(user.id):
         _stop_watching(turn, user)
     elif turn.status_now() is RoomState.IN_GAME:
         _depart(turn, user, messages.USER_DISCONNECTED, keep_teams=True)
@@ -394,9 +394,13 @@ def delete(turn: Turn) -> None:
     turn.drop = True
 
 
+def _unwatch(turn: Turn, user_id: int) -> None:
+    turn.spectators = tuple(s for s in turn.spectators_now() if s.id != user_id)
+
+
 def _stop_watching(turn: Turn, user: UserRef) -> None:
     """A spectator leaves: no seat to give up, no game hook."""
-    turn.set_members(SPECTATORS, turn.members(SPECTATORS) - {user.id})
+    _unwatch(turn, user.id)
     turn.set_present(user.id, None)
     data = {"user": user.to_json(), "spectator": True}
     # Not for them, who know, even when they resume.

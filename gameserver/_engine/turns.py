@@ -41,7 +41,7 @@ from gameserver._engine.room import (
     Work,
     error_frame,
 )
-from gameserver._engine.rooms import SPECTATORS, record_now
+from gameserver._engine.rooms import record_now
 from gameserver._errors import (
     Busy,
     Forbidden,
@@ -122,6 +122,7 @@ class Turn:
         "present",
         "reserved",
         "room",
+        "spectators",
         "start_options",
         "status",
         "timer_ops",
@@ -139,6 +140,7 @@ class Turn:
         self.chat: list[ChatEntry] = []
         self.players: tuple[UserRef, ...] | None = None
         self.reserved: tuple[tuple[int, float], ...] | None = None
+        self.spectators: tuple[UserRef, ...] | None = None
         self.status: RoomState | None = None
         self.transition: RoomState | None = None
         self.start_options: dict[str, Any] = {}
@@ -167,6 +169,13 @@ class Turn:
 
     def has_player(self, user_id: int) -> bool:
         return any(p.id == user_id for p in self.players_now())
+
+    def spectators_now(self) -> tuple[UserRef, ...]:
+        spectators = self.spectators
+        return self.room.record.spectators if spectators is None else spectators
+
+    def is_watching(self, user_id: int) -> bool:
+        return any(s.id == user_id for s in self.spectators_now())
 
     def reserved_now(self) -> tuple[tuple[int, float], ...]:
         reserved = self.reserved
@@ -467,8 +476,8 @@ class Engine:
             handler = turn.room.routes.get(work.type)
             if handler is None:
                 raise UnknownType(f"unknown message type {work.type!r}")
-            watching = turn.room.groups.get(SPECTATORS)
-            if watching and user.id in watching and work.type != CHAT_MESSAGE:
+            watching = turn.room.record.spectators
+            if watching and work.type != CHAT_MESSAGE and turn.is_watching(user.id):
                 raise Spectating("a spectator can chat, not play")
             return handler(view, user, helper, work.data)
         if kind == TIMER:
@@ -505,11 +514,10 @@ class Engine:
         except (TypeError, StateTooLarge):
             self._failed(turn, Failure())
             return
-        watchers = turn.groups is not None and SPECTATORS in turn.groups
         if (
             turn.players is not None
             or turn.status is not None
-            or watchers
+            or turn.spectators is not None
             or turn.reserved is not None
         ):
             if turn.players is not None:

@@ -366,7 +366,7 @@ class RedisHosting:
             if int(await self.redis("EXISTS", keys.alive(process))):
                 continue
             for user_id, routes in list(room.present.items()):
-                user = room.player(user_id)
+                user = room.member(user_id)
                 if process in routes and user is not None:
                     self.engine.submit(
                         room, Work(GONE, room.id, user, processes=(process,))
@@ -866,7 +866,8 @@ class RedisCommitter:
             record = room.record
             players = json.dumps([p.to_json() for p in record.players])
             reserved = json.dumps(record.reserved)
-            ops += ["R", players, record.state.value, record.spectators, reserved]
+            spectators = json.dumps([s.to_json() for s in record.spectators])
+            ops += ["R", players, record.state.value, spectators, reserved]
         if batch.clear_timers:
             ops.append("X")
         for name in batch.timers:
@@ -1061,7 +1062,7 @@ class RedisCommitter:
         if self._engine.rooms.get(room.id) is not room:
             return
         routes = room.present.get(user_id)
-        user = room.player(user_id)
+        user = room.member(user_id)
         if routes is None or user is None:
             return
         others = tuple(sorted(set(processes) - routes))

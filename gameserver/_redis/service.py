@@ -302,7 +302,7 @@ class RedisBackend(Service):
 
     def _gone(self, room: LiveRoom, user_id: int, process: str) -> None:
         host = self._host
-        user = room.player(user_id)
+        user = room.member(user_id)
         if user is not None and room.id in host.engine.rooms:
             host.engine.submit(room, Work(GONE, room.id, user, processes=(process,)))
 

@@ -188,7 +188,9 @@ def room_of(room_id: int, meta: dict[str, str]) -> Room:
         password_hash=meta["password_hash"] or None,
         players=tuple(UserRef(**p) for p in json.loads(meta.get("players") or "[]")),
         state=RoomState(meta["state"]),
-        spectators=int(meta.get("spectators") or 0),
+        spectators=tuple(
+            UserRef(**s) for s in json.loads(meta.get("spectators") or "[]")
+        ),
         reserved=tuple(
             (int(user), float(until))
             for user, until in json.loads(meta.get("reserved") or "[]")
