@@ -127,12 +127,22 @@ class NotOwner(Exception):
 
 
 def error_of(code: str, detail: str) -> GameServerError:
-    """The error a refusal with ``code`` stands for, to report it again
-    (over HTTP, with its status)."""
-    pending: list[type[GameServerError]] = [GameServerError]
-    while pending:
-        kind = pending.pop()
-        if kind.code == code:
-            return kind(detail)
-        pending.extend(kind.__subclasses__())
-    return GameServerError(detail, code=code)
+    """The error a room's refusal with ``code`` stands for, to report it again
+    with its HTTP status (a quick join over HTTP); one of no known kind is
+    the room failing (503)."""
+    kinds: dict[str, type[GameServerError]] = {
+        kind.code: kind
+        for kind in (
+            RoomFull,
+            GameStarted,
+            WrongPassword,
+            RoomNotFound,
+            Busy,
+            Unavailable,
+            InvalidInput,
+        )
+    }
+    kind = kinds.get(code)
+    if kind is None:
+        return Unavailable(detail, code=code)
+    return kind(detail)

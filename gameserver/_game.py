@@ -109,6 +109,9 @@ class Game:
     def on_reconnect(self, room: Any, user: Any, helper: Any) -> Any:
         return self._each("on_reconnect", room, user, helper)
 
+    def on_resume(self, room: Any, user: Any, helper: Any) -> Any:
+        return self._each("on_resume", room, user, helper)
+
     def on_spectate(self, room: Any, user: Any, helper: Any) -> Any:
         return self._each("on_spectate", room, user, helper)
 

@@ -216,6 +216,9 @@ class IGame(Interface):
     def on_reconnect(room: GameRoom, user: UserRef, helper: Helper) -> Any:
         """A seated user came back."""
 
+    def on_resume(room: GameRoom, user: UserRef, helper: Helper) -> Any:
+        """A seated user came back and got what they missed: no state to send."""
+
     def on_spectate(room: GameRoom, user: UserRef, helper: Helper) -> Any:
         """A user started watching (no seat): send what spectators may see."""
 

@@ -150,8 +150,10 @@ class RoomData:
     present: dict[int, list[str]] = attrs.Factory(dict)
     groups: dict[str, list[int]] = attrs.Factory(dict)
     seen: dict[str, int] = attrs.Factory(dict)
-    #: The room's last messages, encoded as ``Logged.encode`` does.
+    #: The room's last messages, encoded as ``Logged.encode`` does, and the
+    #: number of its last message (kept when the log has expired).
     log: list[str] = attrs.Factory(list)
+    seq: int = 0
     version: int = 0
     #: The fencing token of the lease this data was loaded under.
     token: int = 0

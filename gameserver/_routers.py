@@ -57,6 +57,10 @@ class BaseRouter:
         Send them what they need to pick the game up (the board, a hand).
         """
 
+    def on_resume(self, room: GameRoom, user: UserRef, helper: Helper) -> Any:
+        """A seated user came back and was sent what they missed (``JOIN_ROOM
+        {resume}``): undo what ``on_disconnect`` did; send no state."""
+
     def on_spectate(self, room: GameRoom, user: UserRef, helper: Helper) -> Any:
         """A user started watching: send them what a spectator may see."""
 

@@ -23,6 +23,13 @@ def _positive(instance: object, attribute: attrs.Attribute, value: float) -> Non
         raise ValueError(f"{attribute.name} must be positive (got {value!r})")
 
 
+def _log_size(instance: object, attribute: attrs.Attribute, value: int) -> None:
+    # A commit sends at most this many entries, in one call of Lua's
+    # unpack, whose limit is near 8000.
+    if type(value) is not int or not 1 <= value <= 5000:
+        raise ValueError(f"{attribute.name} must be a whole number 1 to 5000")
+
+
 def _to_tuple(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
@@ -79,7 +86,7 @@ class Settings:
     #: Seconds of a room's messages kept for users who come back
     #: (``JOIN_ROOM {resume}``), and at most how many messages.
     resume_window: float = attrs.field(default=120.0, validator=_positive)
-    resume_log: int = attrs.field(default=1000, validator=_positive)
+    resume_log: int = attrs.field(default=1000, validator=_log_size)
     #: Seconds a seat found by ``POST /api/rooms/quick/`` is held for the
     #: user's ``JOIN_ROOM``.
     seat_hold: float = attrs.field(default=30.0, validator=_positive)

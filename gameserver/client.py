@@ -359,12 +359,18 @@ class GameClient:
         )
 
     async def connect(
-        self, *, validate: bool = True, origin: str | None = None
+        self,
+        *,
+        validate: bool = True,
+        origin: str | None = None,
+        _after: Connection | None = None,
     ) -> Connection:
         """Open ``/ws``; with ``validate``, send ``VALIDATE_CONNECTION`` first.
 
         JSON offers no subprotocol (what any WebSocket client gets), and
-        MessagePack offers ``gameserver.msgpack``.
+        MessagePack offers ``gameserver.msgpack``. ``_after``: the connection
+        this one replaces (``reconnect``), whose rooms' messages it drops
+        from the start until they are joined again.
         """
         url = urlsplit(self.base_url)
         scheme = "wss" if url.scheme == "https" else "ws"
@@ -389,6 +395,9 @@ class GameClient:
                 f" to an offer of {subprotocol!r}"
             )
         connection = Connection(protocol, self._reactor, self.format)
+        if _after is not None:
+            connection.seqs.update(_after.seqs)
+            connection._rejoining.update(_after.rooms)
         if validate:
             if self.access is None:
                 raise ConnectionError("log in first: there is no access token")
@@ -414,10 +423,8 @@ class GameClient:
         """
         if old.format != self.format:
             raise ValueError(f"the old connection speaks {old.format}")
-        new = await self.connect(origin=origin)
-        new.seqs.update(old.seqs)
         rooms = dict(old.rooms)
-        new._rejoining.update(rooms)
+        new = await self.connect(origin=origin, _after=old)
         for room_id, joined in rooms.items():
             data: dict[str, Any] = {}
             if joined.password is not None:

@@ -332,3 +332,29 @@ async def test_forty_http_quick_joins_at_once_hold_seats_in_exactly_twenty_rooms
         assert joined["data"]["is_successful"] is True, joined
     for room_id in rooms:
         assert len(await _players(users[0], room_id)) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_user_whose_held_seat_lapsed_gets_their_own_room_again(make_server):
+    """Asked again and again by a client that never joins, HTTP quick join
+    makes one room, not one per ask."""
+    from twisted.internet.task import Clock
+
+    from tests.conftest import make_settings
+
+    clock = Clock()
+    clock.advance(1_000)
+    server = await make_server(
+        make_settings(seat_hold=10), clock=clock, games=QUICK_GAMES
+    )
+    alice = await server.user()
+    first = (await _reserve(alice, "duel")).body["room"]["id"]
+    for _ in range(3):
+        clock.advance(11)
+        assert (await _reserve(alice, "duel")).body["room"]["id"] == first
+    # With another open room about, that one is preferred.
+    clock.advance(11)
+    bob, b = await server.socket()
+    other = (await server.room(bob, game="duel"))["id"]
+    assert (await b.join(other))["data"]["is_successful"] is True
+    assert (await _reserve(alice, "duel")).body["room"]["id"] == other

@@ -224,3 +224,77 @@ def test_a_player_who_lost_the_seat_resumes_into_a_new_one_and_the_game_seats_th
     reply = alice.resume(room)
     assert reply["data"]["resumed"] is True
     assert alice.messages[-1] is reply
+
+
+def test_the_log_s_size_is_a_whole_number_a_commit_can_carry():
+    import pytest
+
+    for bad in (0, 5001, 1000.0, True):
+        with pytest.raises(ValueError, match="resume_log"):
+            Settings(secret=SECRET, resume_log=bad)
+
+
+@pytest_twisted.ensureDeferred
+async def test_on_redis_numbering_goes_on_after_the_log_is_gone(redis_url):
+    """The seq is kept with the room's record: a room whose log expired (no
+    message for the window) and that another claim loads numbers on."""
+    from gameserver._redis import keys
+    from tests.conftest import start_on_redis, stop
+
+    server = await start_on_redis(redis_url)
+    try:
+        alice, a = await server.socket()
+        room_id = (await server.room(alice))["id"]
+        assert (await a.join(room_id))["data"]["is_successful"]
+        a.send("CHAT_MESSAGE", room_id, {"text": "one"})
+        first = (await a.receive("CHAT_MESSAGE"))["seq"]
+        backend = server.server.backend
+        redis = backend.redis
+        assert int(await redis("PTTL", keys.room(room_id, "log"))) > 0
+        await backend.hosting.release(server.server.engine.rooms[room_id])
+        await redis("DEL", keys.room(room_id, "log"))
+        a.send("CHAT_MESSAGE", room_id, {"text": "two"})  # claims it again
+        assert (await a.receive("CHAT_MESSAGE"))["seq"] == first + 1
+        # The log starts again after the gap: a resume from before it is a
+        # normal join, one from now is resumed.
+        b = await server.connect(alice)
+        reply = await b.request("JOIN_ROOM", room_id, {"resume": first - 1})
+        assert reply["data"]["resumed"] is False
+        reply = await b.request("JOIN_ROOM", room_id, {"resume": first + 1})
+        assert reply["data"]["resumed"] is True
+    finally:
+        await stop(server)
+
+
+def test_a_resumed_player_s_game_hears_of_it_through_on_resume():
+    from gameserver import Game
+
+    class Pausing(Game):
+        """Pauses while a player is away; on_resume takes the pause back."""
+
+        name = "pausing"
+        min_players = 1
+        max_players = 2
+
+        def on_disconnect(self, room, user, helper):
+            room.state["paused"] = user.id
+
+        def on_resume(self, room, user, helper):
+            room.state.pop("paused", None)
+            helper.broadcast("UNPAUSED", {"user": user.id}, exclude=user)
+
+        def on_reconnect(self, room, user, helper):
+            raise AssertionError("a resume runs on_resume, not on_reconnect")
+
+    test = GameTest(Pausing())
+    alice, bob = test.player("alice"), test.player("bob")
+    room = test.create_room("pausing", owner=alice)
+    for player in (alice, bob):
+        assert player.join(room)["data"]["is_successful"]
+    alice.send("START_GAME", {})
+    bob.disconnect()
+    assert test.state(room) == {"paused": bob.user.id}
+    bob.reconnect()
+    assert bob.resume(room)["data"]["resumed"] is True
+    assert test.state(room) == {}
+    assert alice.last("UNPAUSED")["data"] == {"user": bob.user.id}

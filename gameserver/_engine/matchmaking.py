@@ -228,23 +228,27 @@ class Matchmaker:
             e.subFailure.raiseException()
         records.update(zip(elsewhere, stored, strict=True))
         now = self._clock.seconds()
+        own: int | None = None
         for room_id in ids:
             room = records[room_id]
             if room is None or room.state is not RoomState.WAITING:
                 closed.append(room_id)
                 continue
             holds = {u for u, until in room.reserved if until > now}
+            if room.has_player(user.id) or user.id in holds:
+                return room_id  # already seated there: that seat again
+            if room.owner.id == user.id and not room.players:
+                own = room_id  # rather than make another (a hold lapsed)
+                continue
             if not room.has_player(room.owner.id) and room.owner.id not in holds:
                 # Only the owner can start the game: not until it is back.
                 continue
-            if room.has_player(user.id) or user.id in holds:
-                return room_id  # already seated there: that seat again
             seated = len(room.players) + len(holds)
             if seated < room.max_players and (best is None or seated > best[0]):
                 best = (seated, room_id)
         if closed:
             await self._store.pool_remove(game, key, closed)
-        return None if best is None else best[1]
+        return own if best is None else best[1]
 
     async def _stored(self, room_id: int) -> Room | None:
         return await self._store.get_room(room_id)

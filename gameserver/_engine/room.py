@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
 from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
 
 from gameserver._interfaces import IGame
 from gameserver._models import Room, RoomData, RoomState, TimerSpec, UserRef
 from gameserver._routers import Handler
 from gameserver._wire import messages
 from gameserver._wire.messages import Frame
+
+log = Logger()
 
 
 @attrs.define(slots=True, eq=False)
@@ -152,6 +156,20 @@ class Logged:
         return cls(int(seq), payload, users, exclude, float(at))
 
 
+def _decoded(raw: Iterable[str]) -> list[Logged]:
+    """The log's entries after the last one that cannot be read, if any: a
+    log with a hole would replay around it, while a shorter one only sends
+    a resume from before it to a normal join."""
+    entries: list[Logged] = []
+    for item in raw:
+        try:
+            entries.append(Logged.decode(item))
+        except ValueError:
+            log.warn("a room's log entry could not be read: {item!r}", item=item[:80])
+            entries.clear()
+    return entries
+
+
 class ChatEntry:
     """A kept chat message: its data, and that data's JSON."""
 
@@ -220,10 +238,10 @@ class LiveRoom:
         self.timers: dict[str, TimerSpec] = dict(data.timers)
         #: The room's last messages, for users who resume, and how long
         #: (seconds) a message stays in it.
-        self.log: deque[Logged] = deque(map(Logged.decode, data.log), maxlen=log_size)
+        self.log: deque[Logged] = deque(_decoded(data.log), maxlen=log_size)
         self.window = window
         #: The number of the room's last message (0 before the first).
-        self.seq = self.log[-1].seq if self.log else 0
+        self.seq = max(data.seq, self.log[-1].seq if self.log else 0)
         self.armed: dict[str, IDelayedCall] = {}
         self.present: dict[int, frozenset[str]] = {
             user: frozenset(processes) for user, processes in data.present.items()
@@ -286,6 +304,7 @@ class LiveRoom:
             groups={g: sorted(m) for g, m in self.groups.items()},
             seen=dict(self.seen),
             log=[entry.encode().decode("utf-8") for entry in self.log],
+            seq=self.seq,
             version=self.version,
             token=self.token,
         )

@@ -191,7 +191,9 @@ def join(turn: Turn, view: GameRoom, helper: Helper) -> Any:
     resumed = _answer(turn, helper, data)
     if seated:
         # Resumed, the player has had everything on_reconnect would send.
-        return None if resumed else room.game.on_reconnect(view, user, helper)
+        if resumed:
+            return room.game.on_resume(view, user, helper)
+        return room.game.on_reconnect(view, user, helper)
     # A new seat (one given up by a drop outside a game, say): the game
     # seats them, resumed or not; what it sends is news.
     return room.game.on_join(view, user, helper)

@@ -591,7 +591,11 @@ class Engine:
             )
             entries.append(entry)
         room.seq = seq
-        room.log.extend(entries)
+        log = room.log
+        log.extend(entries)
+        horizon = now - room.window
+        while log[0].at < horizon:  # the last entry is now's
+            log.popleft()
         return entries
 
     def _transition(self, turn: Turn) -> None:

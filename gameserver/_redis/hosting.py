@@ -486,12 +486,13 @@ class RedisHosting:
             self.submit(Work(HERE, room_id, user, processes=(self.process_id,)))
 
     async def rooms_of(self, user: UserRef) -> tuple[list[int], list[int]]:
-        seated, present, owned = await gather(
-            self.redis("SMEMBERS", keys.user_seats(user.id)),
-            self.redis("SMEMBERS", keys.user_rooms(user.id)),
+        # One read of both indexes (one hash slot): a room moving from one
+        # to the other is in at least one of them at every moment.
+        listed, owned = await gather(
+            self.redis("SUNION", keys.user_seats(user.id), keys.user_rooms(user.id)),
             self.redis("SMEMBERS", keys.user_owns(user.id)),
         )
-        rooms = {*(int(r) for r in seated), *(int(r) for r in present)}
+        rooms = {int(r) for r in listed}
         rooms.update(self._rooms_of.get(user.id, ()))
         return sorted(rooms), sorted(int(r) for r in owned)
 
@@ -586,6 +587,7 @@ def _room_data(room_id: int, reply: list[Any]) -> RoomData:
         groups={name: json.loads(raw) for name, raw in pairs(groups).items()},
         seen={origin: int(seq) for origin, seq in pairs(seen).items()},
         log=list(log),
+        seq=int(meta.get("seq") or 0),
         version=int(meta.get("version") or 0),
         token=int(token),
     )
@@ -765,7 +767,9 @@ class RedisCommitter:
         if kept is None or self._reactor.seconds() - kept[0] > UNKNOWN_KEPT:
             return
         for batch in kept[1]:
-            if batch.target <= version:
+            # Saved, and by this process: had another claimed the room in
+            # between, the fence would have grown by more than this claim.
+            if batch.target <= version and room.token == batch.room.token + 1:
                 self._hand_over(batch)
 
     # ICommitter
@@ -897,7 +901,9 @@ class RedisCommitter:
         if log:
             size = room.log.maxlen or len(log)
             kept = log[-size:]
-            ops += ["L", len(kept), size, *(entry.encode() for entry in kept)]
+            window = int(room.window * 1000)
+            ops += ["L", len(kept), size, room.seq, window]
+            ops += [entry.encode() for entry in kept]
         return ops
 
     def _route(self, batch: Batch) -> tuple[list[Out], list[Any]]:
@@ -1014,6 +1020,10 @@ class RedisCommitter:
         for name in batch.timers:
             if name not in room.timers:
                 redis("ZREM", keys.TIMERS, f"{room.id}|{name}").addErrback(quiet)
+        if not batch.drop and (batch.players_before is not None or batch.before):
+            # First: a player going away is in the seats index before they
+            # leave the present one, so the two together never miss the room.
+            self._index_absent_seats(batch)
         for user_id, before in batch.before.items():
             now = batch.after.get(user_id)
             if now and not before:
@@ -1024,8 +1034,6 @@ class RedisCommitter:
             elif before and not now:
                 redis("SREM", keys.user_rooms(user_id), room.id).addErrback(quiet)
                 self._hosting.forget(user_id, room.id)
-        if not batch.drop and (batch.players_before is not None or batch.before):
-            self._index_absent_seats(batch)
         if batch.drop:
             for user_id in room.present:
                 redis("SREM", keys.user_rooms(user_id), room.id).addErrback(quiet)
@@ -1045,10 +1053,13 @@ class RedisCommitter:
         was_seated = (
             seated if batch.players_before is None else set(batch.players_before)
         )
-        present, before = room.present, batch.before
+        present, before, after = room.present, batch.before, batch.after
         for user_id in seated | was_seated:
-            was_present = before[user_id] if user_id in before else present.get(user_id)
-            away = user_id in seated and not present.get(user_id)
+            if user_id in before:
+                was_present, now_present = before[user_id], after.get(user_id)
+            else:
+                was_present = now_present = present.get(user_id)
+            away = user_id in seated and not now_present
             was_away = user_id in was_seated and not was_present
             if away and not was_away:
                 redis("SADD", keys.user_seats(user_id), room.id).addErrback(quietly)

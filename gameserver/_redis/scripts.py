@@ -67,9 +67,13 @@ while i <= last do
   elseif op == 'g' then redis.call('HDEL', KEYS[7], ARGV[i + 1]); i = i + 2
   elseif op == 'Q' then redis.call('HSET', KEYS[8], ARGV[i + 1], ARGV[i + 2]); i = i + 3
   elseif op == 'L' then
+    -- n entries (at most 5000: unpack's limit is near 8000), kept to the
+    -- last size; the room's seq; the log gone window ms after its last.
     local n = tonumber(ARGV[i + 1])
-    redis.call('RPUSH', KEYS[10], unpack(ARGV, i + 3, i + 2 + n))
-    redis.call('LTRIM', KEYS[10], -tonumber(ARGV[i + 2]), -1); i = i + 3 + n
+    redis.call('RPUSH', KEYS[10], unpack(ARGV, i + 5, i + 4 + n))
+    redis.call('LTRIM', KEYS[10], -tonumber(ARGV[i + 2]), -1)
+    redis.call('HSET', KEYS[1], 'seq', ARGV[i + 3])
+    redis.call('PEXPIRE', KEYS[10], ARGV[i + 4]); i = i + 5 + n
   elseif op == 'D' then
     redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10])
     dropped = true; i = i + 1

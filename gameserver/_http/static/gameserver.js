@@ -541,6 +541,10 @@ export class GameClient extends EventTarget {
           ),
         );
       }
+      // From here on the room's messages may come (the server may still
+      // hold the old socket): each room's are dropped until its rejoin's
+      // answer, which brings them again in their place.
+      this._rejoining = new Set(this._rooms.keys());
       this._validate(ws, token);
     };
     ws.onmessage = (event) => {
@@ -590,7 +594,6 @@ export class GameClient extends EventTarget {
    * follow the replies.
    */
   _rejoin() {
-    this._rejoining = new Set(this._rooms.keys());
     const sent = [...this._rooms].map(([roomId, { password, spectate }]) => {
       const data = {};
       if (password) data.password = password;
@@ -606,6 +609,7 @@ export class GameClient extends EventTarget {
           const spectator = Boolean(data.spectator ?? spectate);
           this._emit("rejoin", { roomId, room: data.room, resumed: data.resumed === true, spectator });
         } catch (error) {
+          this._rejoining.delete(roomId); // no answer is coming on this socket
           // Lost again: the next connection rejoins.
           if (["disconnected", "closed", "not_connected"].includes(error.code)) return;
           this._rooms.delete(roomId);
