@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -363,14 +363,14 @@ class GameClient:
         *,
         validate: bool = True,
         origin: str | None = None,
-        _after: Connection | None = None,
+        _resuming: tuple[dict[int, int], Iterable[int]] | None = None,
     ) -> Connection:
         """Open ``/ws``; with ``validate``, send ``VALIDATE_CONNECTION`` first.
 
         JSON offers no subprotocol (what any WebSocket client gets), and
-        MessagePack offers ``gameserver.msgpack``. ``_after``: the connection
-        this one replaces (``reconnect``), whose rooms' messages it drops
-        from the start until they are joined again.
+        MessagePack offers ``gameserver.msgpack``. ``_resuming``: the seqs and
+        the rooms ``reconnect`` joins again, whose messages the connection
+        drops from the start until each room's answer.
         """
         url = urlsplit(self.base_url)
         scheme = "wss" if url.scheme == "https" else "ws"
@@ -395,9 +395,10 @@ class GameClient:
                 f" to an offer of {subprotocol!r}"
             )
         connection = Connection(protocol, self._reactor, self.format)
-        if _after is not None:
-            connection.seqs.update(_after.seqs)
-            connection._rejoining.update(_after.rooms)
+        if _resuming is not None:
+            seqs, rooms = _resuming
+            connection.seqs.update(seqs)
+            connection._rejoining.update(rooms)
         if validate:
             if self.access is None:
                 raise ConnectionError("log in first: there is no access token")
@@ -423,21 +424,25 @@ class GameClient:
         """
         if old.format != self.format:
             raise ValueError(f"the old connection speaks {old.format}")
-        rooms = dict(old.rooms)
-        new = await self.connect(origin=origin, _after=old)
+        # One copy of each: what is joined again is what is held, from where.
+        rooms, seqs = dict(old.rooms), dict(old.seqs)
+        new = await self.connect(origin=origin, _resuming=(seqs, rooms))
         for room_id, joined in rooms.items():
             data: dict[str, Any] = {}
             if joined.password is not None:
                 data["password"] = joined.password
             if joined.spectator:
                 data["spectate"] = True
-            if room_id in old.seqs:
-                data["resume"] = old.seqs[room_id]
+            if room_id in seqs:
+                data["resume"] = seqs[room_id]
             new.send(messages.JOIN_ROOM, room_id, data)
         for room_id in rooms:
-            new.rejoined[room_id] = await new.receive(
-                messages.JOIN_ROOM, messages.ERROR, room_id=room_id, timeout=timeout
-            )
+            try:
+                new.rejoined[room_id] = await new.receive(
+                    messages.JOIN_ROOM, messages.ERROR, room_id=room_id, timeout=timeout
+                )
+            finally:  # no answer is coming: stop dropping the room's messages
+                new._rejoining.discard(room_id)
             if not new.rejoined[room_id]["data"].get("is_successful", False):
                 new.seqs.pop(room_id, None)
         return new

@@ -25,6 +25,7 @@ twice is done once.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -766,11 +767,21 @@ class RedisCommitter:
         kept = self._unknown.pop(room.id, None)
         if kept is None or self._reactor.seconds() - kept[0] > UNKNOWN_KEPT:
             return
+        logged: dict[int, bytes] | None = None
         for batch in kept[1]:
-            # Saved, and by this process: had another claimed the room in
-            # between, the fence would have grown by more than this claim.
-            if batch.target <= version and room.token == batch.room.token + 1:
-                self._hand_over(batch)
+            if batch.target > version:
+                continue
+            # Saved by this process, not by another that claimed the room in
+            # between: the fence grew by this claim only, or the room's log
+            # holds the batch's own messages.
+            if room.token != batch.room.token + 1:
+                if logged is None:
+                    logged = {entry.seq: entry.payload for entry in room.log}
+                if not batch.log or any(
+                    logged.get(entry.seq) != entry.payload for entry in batch.log
+                ):
+                    continue
+            self._hand_over(batch)
 
     # ICommitter
 
@@ -901,7 +912,7 @@ class RedisCommitter:
         if log:
             size = room.log.maxlen or len(log)
             kept = log[-size:]
-            window = int(room.window * 1000)
+            window = max(1, math.ceil(room.window * 1000))
             ops += ["L", len(kept), size, room.seq, window]
             ops += [entry.encode() for entry in kept]
         return ops
@@ -1020,20 +1031,27 @@ class RedisCommitter:
         for name in batch.timers:
             if name not in room.timers:
                 redis("ZREM", keys.TIMERS, f"{room.id}|{name}").addErrback(quiet)
+        # Every addition to the user indexes goes before every removal, so
+        # that a room moving from one to the other (a player going away, or
+        # back) is in at least one of them at every moment.
+        adds: list[str] = []
+        removes: list[str] = []
         if not batch.drop and (batch.players_before is not None or batch.before):
-            # First: a player going away is in the seats index before they
-            # leave the present one, so the two together never miss the room.
-            self._index_absent_seats(batch)
+            self._index_absent_seats(batch, adds, removes)
         for user_id, before in batch.before.items():
             now = batch.after.get(user_id)
             if now and not before:
-                redis("SADD", keys.user_rooms(user_id), room.id).addErrback(quiet)
+                adds.append(keys.user_rooms(user_id))
                 redis("HKEYS", keys.online(user_id)).addCallbacks(
                     self._online_elsewhere, quiet, (room, user_id)
                 )
             elif before and not now:
-                redis("SREM", keys.user_rooms(user_id), room.id).addErrback(quiet)
+                removes.append(keys.user_rooms(user_id))
                 self._hosting.forget(user_id, room.id)
+        for key in adds:
+            redis("SADD", key, room.id).addErrback(quiet)
+        for key in removes:
+            redis("SREM", key, room.id).addErrback(quiet)
         if batch.drop:
             for user_id in room.present:
                 redis("SREM", keys.user_rooms(user_id), room.id).addErrback(quiet)
@@ -1044,11 +1062,13 @@ class RedisCommitter:
             ensureDeferred(self._hosting.store.unlist_room(room.id, room.record.game))
             self._hosting.deleted(room)
 
-    def _index_absent_seats(self, batch: Batch) -> None:
+    def _index_absent_seats(
+        self, batch: Batch, adds: list[str], removes: list[str]
+    ) -> None:
         """Keep ``{user:N}:seats``: the rooms where a user holds a seat and
         is not present (a player away mid-game), the only seats the present
         rooms' index misses. Joining and leaving write nothing to it."""
-        room, redis = batch.room, self._redis
+        room = batch.room
         seated = {p.id for p in room.record.players}
         was_seated = (
             seated if batch.players_before is None else set(batch.players_before)
@@ -1062,9 +1082,9 @@ class RedisCommitter:
             away = user_id in seated and not now_present
             was_away = user_id in was_seated and not was_present
             if away and not was_away:
-                redis("SADD", keys.user_seats(user_id), room.id).addErrback(quietly)
+                adds.append(keys.user_seats(user_id))
             elif was_away and not away:
-                redis("SREM", keys.user_seats(user_id), room.id).addErrback(quietly)
+                removes.append(keys.user_seats(user_id))
 
     def _online_elsewhere(
         self, processes: list[str], room: LiveRoom, user_id: int

@@ -188,11 +188,17 @@ def room_of(room_id: int, meta: dict[str, str]) -> Room:
         password_hash=meta["password_hash"] or None,
         players=tuple(UserRef(**p) for p in json.loads(meta.get("players") or "[]")),
         state=RoomState(meta["state"]),
-        spectators=tuple(
-            UserRef(**s) for s in json.loads(meta.get("spectators") or "[]")
-        ),
+        spectators=_spectators(meta.get("spectators")),
         reserved=tuple(
             (int(user), float(until))
             for user, until in json.loads(meta.get("reserved") or "[]")
         ),
     )
+
+
+def _spectators(raw: str | None) -> tuple[UserRef, ...]:
+    """The record's spectators (an early form of this field held a count)."""
+    value = json.loads(raw or "[]")
+    if not isinstance(value, list):
+        return ()
+    return tuple(UserRef(**s) for s in value)
