@@ -25,6 +25,7 @@ from gameserver._engine.rooms import Rooms
 from gameserver._engine.sockets import LocalSockets
 from gameserver._engine.turns import Engine
 from gameserver._game import installed_games
+from gameserver._http import health
 from gameserver._http.api import ApiResource, request_factory
 from gameserver._http.front import FrontDoor
 from gameserver._http.lobby import lobby_root
@@ -147,6 +148,10 @@ class GameServer:
             b"api", ApiResource(settings, self.accounts, self.rooms, self.games)
         )
         self.resource.putChild(b"ws", WebSocketResource(self.websocket_factory))
+        metrics, self.metrics_registry = health.metrics(self)
+        self.resource.putChild(b"metrics", metrics)
+        self.resource.putChild(b"healthz", health.healthz())
+        self.resource.putChild(b"readyz", health.readyz(self))
 
     @classmethod
     def with_redis(cls, settings: Settings, url: str, **kwargs: Any) -> GameServer:

@@ -61,6 +61,10 @@ class LocalSockets:
         self._by_user.pop(user_id, None)
         return True
 
+    def connections(self) -> int:
+        """Validated sockets, all users."""
+        return len(self._by_id)
+
     def count(self, user_id: int) -> int:
         return len(self._by_user.get(user_id, ()))
 
