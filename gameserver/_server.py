@@ -61,7 +61,11 @@ class GameServer:
         reactor: Any = None,
         clock: IReactorTime | None = None,
         backend: RedisBackend | None = None,
+        operations_apart: bool = False,
     ) -> None:
+        """``operations_apart``: ``/metrics``, ``/healthz`` and ``/readyz``
+        only on ``operations`` (served with ``listen_operations``), not on
+        the public ``resource``."""
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
@@ -149,9 +153,13 @@ class GameServer:
         )
         self.resource.putChild(b"ws", WebSocketResource(self.websocket_factory))
         metrics, self.metrics_registry = health.metrics(self)
-        self.resource.putChild(b"metrics", metrics)
-        self.resource.putChild(b"healthz", health.healthz())
-        self.resource.putChild(b"readyz", health.readyz(self))
+        #: Metrics and health checks, for a listener of their own.
+        self.operations: Resource = health.OperationsRoot()
+        for tree in (self.operations, None if operations_apart else self.resource):
+            if tree is not None:
+                tree.putChild(b"metrics", metrics)
+                tree.putChild(b"healthz", health.healthz())
+                tree.putChild(b"readyz", health.readyz(self))
 
     @classmethod
     def with_redis(cls, settings: Settings, url: str, **kwargs: Any) -> GameServer:
@@ -187,6 +195,22 @@ class GameServer:
             endpoint, self.factory(), reactor=self._reactor
         ).setServiceParent(service)
         return service
+
+    def operations_service(self, endpoint: str) -> IService:
+        """A service serving ``operations`` on an endpoint of its own, e.g.
+        ``tcp:9100:interface=127.0.0.1``."""
+        return strports.service(
+            endpoint, self._operations_site(), reactor=self._reactor
+        )
+
+    def listen_operations(self, endpoint: str) -> Deferred[IListeningPort]:
+        """Serve ``operations`` now on an endpoint of its own."""
+        return serverFromString(self._reactor, endpoint).listen(self._operations_site())
+
+    def _operations_site(self) -> Site:
+        site = Site(self.operations)
+        site.displayTracebacks = False
+        return site
 
     def listen(self, endpoint: str) -> Deferred[IListeningPort]:
         """Listen now, without a service: ``tcp:0`` picks a free port (the

@@ -48,6 +48,13 @@ class Options(usage.Options):
             " (default: $GAMESERVER_SECRET, else a random one per start).",
         ],
         ["redis", None, None, "Redis URL, e.g. redis://127.0.0.1:6379/0."],
+        [
+            "metrics-listen",
+            None,
+            None,
+            "Serve /metrics, /healthz and /readyz on this endpoint (e.g."
+            " tcp:9100:interface=127.0.0.1) and not on the public one.",
+        ],
         ["access-lifetime", None, 300, "Access token lifetime in seconds.", float],
         ["refresh-lifetime", None, 86400, "Refresh token lifetime in seconds.", float],
         ["origins", None, "*", "Comma-separated allowed origins (WebSocket and CORS)."],
@@ -179,14 +186,21 @@ def makeService(options: Options) -> IService:
         )
     service = MultiService()
     CollectorPolicy().setServiceParent(service)
+    apart = options["metrics-listen"] is not None
     if options["redis"] is None:
-        server = GameServer(options["settings"], games=options["game_plugins"])
-        server.service(options["listen"]).setServiceParent(service)
-        return service
-    server = GameServer.with_redis(
-        options["settings"], options["redis"], games=options["game_plugins"]
-    )
-    assert server.backend is not None
-    server.backend.setServiceParent(service)
+        server = GameServer(
+            options["settings"], games=options["game_plugins"], operations_apart=apart
+        )
+    else:
+        server = GameServer.with_redis(
+            options["settings"],
+            options["redis"],
+            games=options["game_plugins"],
+            operations_apart=apart,
+        )
+        assert server.backend is not None
+        server.backend.setServiceParent(service)
     server.service(options["listen"]).setServiceParent(service)
+    if apart:
+        server.operations_service(options["metrics-listen"]).setServiceParent(service)
     return service

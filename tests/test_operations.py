@@ -87,3 +87,52 @@ async def test_metrics_are_prometheus_text_with_the_server_s_figures(start_any):
     text = before.body.decode()
     for name in ("gameserver_sockets_open", "gameserver_turns_total"):
         assert f"# HELP {name} " in text  # every figure says what it is
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_listener_of_their_own_takes_metrics_and_health_off_the_public_port():
+    from gameserver import GameServer
+    from gameserver.client import GameClient
+    from tests.conftest import GAMES, Running, make_settings
+
+    server = GameServer(make_settings(), games=GAMES, operations_apart=True)
+    public = await server.listen("tcp:0:interface=127.0.0.1")
+    private = await server.listen_operations("tcp:0:interface=127.0.0.1")
+    running = Running(server, f"http://127.0.0.1:{public.getHost().port}", None, public)
+    try:
+        outside = running.client()
+        inside = GameClient(f"http://127.0.0.1:{private.getHost().port}")
+        for path in ("/metrics", "/healthz", "/readyz"):
+            assert (await outside.http("GET", path)).status == 404, path
+            assert (await inside.http("GET", path)).status == 200, path
+        assert (await outside.http("GET", "/api/games/")).status == 200
+        assert (await inside.http("GET", "/api/games/")).status == 404
+    finally:
+        await private.stopListening()
+        await stop(running)
+
+
+def test_the_twistd_option_serves_them_apart():
+    from twisted.application.internet import StreamServerEndpointService
+
+    from gameserver._tap import Options, makeService
+
+    options = Options()
+    options.parseOptions(
+        [
+            "--port",
+            "0",
+            "--metrics-listen",
+            "tcp:0:interface=127.0.0.1",
+            "--secret",
+            "s" * 32,
+        ]
+    )
+    service = makeService(options)
+    listeners = [
+        s
+        for parent in service
+        for s in (parent if hasattr(parent, "__iter__") else [parent])
+        if isinstance(s, StreamServerEndpointService)
+    ]
+    assert len(listeners) == 2

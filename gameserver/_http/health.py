@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -27,6 +28,13 @@ from gameserver._models import RoomState
 
 if TYPE_CHECKING:
     from gameserver._server import GameServer
+
+
+class OperationsRoot(Resource):
+    """The root of a listener of their own: these three paths, else 404."""
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return notFound()  # type: ignore[return-value]
 
 
 class _Json(Resource):
