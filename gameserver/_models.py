@@ -59,19 +59,12 @@ class Room:
     #: on a socket yet: ``(user id, until)``, on the owner's clock.
     reserved: tuple[tuple[int, float], ...] = ()
 
-    def held(self, now: float, but: int | None = None) -> int:
-        """Seats held for others than ``but`` at ``now``."""
-        return sum(1 for user, until in self.reserved if until > now and user != but)
-
     @property
     def has_password(self) -> bool:
         return self.password_hash is not None
 
     def has_player(self, user_id: int) -> bool:
         return any(p.id == user_id for p in self.players)
-
-    def has_spectator(self, user_id: int) -> bool:
-        return any(s.id == user_id for s in self.spectators)
 
     def to_json(self) -> dict[str, Any]:
         return {

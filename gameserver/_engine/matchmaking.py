@@ -97,10 +97,7 @@ class Matchmaker:
     async def _hold(self, game: IGame, key: str, user: UserRef) -> dict[str, Any]:
         room_id = await self._choose(game.name, key, user)
         if room_id is None:
-            room = await self._store.create_room(
-                f"{game.name} (quick)", game.name, user, game.max_players, None
-            )
-            room_id = room.id
+            room_id = await self._new_room(game, user)
             await self._store.pool_add(game.name, key, room_id)
         answer_id, answer = self._sockets.expect()
         self._hosting.submit(
@@ -179,10 +176,7 @@ class Matchmaker:
         if self._sockets.gone(session):
             return
         if room_id is None:
-            room = await self._store.create_room(
-                f"{game.name} (quick)", game.name, user, game.max_players, None
-            )
-            room_id = room.id
+            room_id = await self._new_room(game, user)
             if self._sockets.gone(session):  # meanwhile: nobody to seat in it
                 await self._hosting.request(Work(DELETE, room_id, user=user))
                 return
@@ -208,6 +202,13 @@ class Matchmaker:
             await waited.addTimeout(LOCK_TTL, self._reactor)
         except TimeoutError:
             log.warn("a quick join to room {room} is not saved yet", room=room_id)
+
+    async def _new_room(self, game: IGame, owner: UserRef) -> int:
+        """A quick join's room when none is open: the user's, the game's size."""
+        room = await self._store.create_room(
+            f"{game.name} (quick)", game.name, owner, game.max_players, None
+        )
+        return room.id
 
     async def _choose(self, game: str, key: str, user: UserRef) -> int | None:
         """The fullest open room of the pool (the oldest of equals), if any."""

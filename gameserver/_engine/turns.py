@@ -573,12 +573,11 @@ class Engine:
     ) -> list[Logged]:
         """Number the turn's messages in the room's order and log them."""
         now = self.clock.seconds()
-        seq = room.seq
+        start = seq = room.seq
         entries: list[Logged] = []
-        numbered: dict[int, Logged] = {}
         for frame, users, exclude in sent:
-            entry = numbered.get(id(frame))
-            if entry is not None:  # one message sent twice in the turn
+            if frame.seq > start:  # one message sent twice in the turn
+                entry = entries[frame.seq - start - 1]
                 if entry.users is None or users is None:
                     entry.users, entry.exclude = None, None
                 else:
@@ -586,10 +585,7 @@ class Engine:
                 continue
             seq += 1
             frame.stamp(seq)
-            entry = numbered[id(frame)] = Logged(
-                seq, frame.payload, users, exclude, now
-            )
-            entries.append(entry)
+            entries.append(Logged(seq, frame.payload, users, exclude, now))
         room.seq = seq
         log = room.log
         log.extend(entries)
