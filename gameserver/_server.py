@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application import strports
-from twisted.application.service import IService, MultiService
-from twisted.internet.defer import Deferred
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.web.resource import Resource
@@ -20,6 +20,7 @@ from gameserver._accounts.guests import GuestSweeper
 from gameserver._accounts.passwords import PasswordHasher
 from gameserver._accounts.tokens import Tokens
 from gameserver._engine.dispatcher import Dispatcher
+from gameserver._engine.drain import drain
 from gameserver._engine.matchmaking import Matchmaker
 from gameserver._engine.rooms import Rooms
 from gameserver._engine.sockets import LocalSockets
@@ -70,7 +71,11 @@ class GameServer:
             from twisted.internet import reactor
         self._reactor = reactor
         clock = reactor if clock is None else clock
+        self.clock = clock
         self.settings = settings
+        #: What ``listen`` listens on, for ``stop`` to close.
+        self.ports: list[IListeningPort] = []
+        self._stopped: Deferred[None] | None = None
         self.games = installed_games() if games is None else dict(games)
         self.sockets = LocalSockets()
         self.engine = Engine(
@@ -148,9 +153,8 @@ class GameServer:
             self.dispatcher, settings, clock=clock, reactor=reactor
         )
         self.resource: Resource = lobby_root()
-        self.resource.putChild(
-            b"api", ApiResource(settings, self.accounts, self.rooms, self.games)
-        )
+        self.api = ApiResource(settings, self.accounts, self.rooms, self.games)
+        self.resource.putChild(b"api", self.api)
         self.resource.putChild(b"ws", WebSocketResource(self.websocket_factory))
         metrics, self.metrics_registry = health.metrics(self)
         #: Metrics and health checks, for a listener of their own.
@@ -160,6 +164,35 @@ class GameServer:
                 tree.putChild(b"metrics", metrics)
                 tree.putChild(b"healthz", health.healthz())
                 tree.putChild(b"readyz", health.readyz(self))
+
+    @property
+    def draining(self) -> bool:
+        """Stopping: new sockets, logins and messages are refused."""
+        return self.dispatcher.draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self.dispatcher.draining = value
+        self.websocket_factory.draining = value
+        self.api.draining = value
+
+    def stop(self, timeout: float | None = None) -> Deferred[None]:
+        """Drain and stop, within ``timeout`` seconds (``Settings.drain_timeout``).
+
+        Listening stops, the turns in flight finish, every socket is closed
+        with 1012 so its client reconnects, and with Redis the rooms are
+        handed over once their players are back elsewhere (see
+        ``gameserver._engine.drain``). Calling it again waits for the same stop.
+        """
+        if self._stopped is None:
+            wait = self.settings.drain_timeout if timeout is None else timeout
+            self._stopped = ensureDeferred(self._stop(wait))
+        return self._stopped
+
+    async def _stop(self, timeout: float) -> None:
+        await drain(self, timeout)  # the backend's stop included
+        if self.guests.running:
+            self.guests.stopService()
 
     @classmethod
     def with_redis(cls, settings: Settings, url: str, **kwargs: Any) -> GameServer:
@@ -188,13 +221,10 @@ class GameServer:
 
     def service(self, endpoint: str) -> IService:
         """A service listening on a Twisted endpoint string, e.g. ``tcp:8000``,
-        with the sweeper of expired guests."""
-        service = MultiService()
-        self.guests.setServiceParent(service)
-        strports.service(
-            endpoint, self.factory(), reactor=self._reactor
-        ).setServiceParent(service)
-        return service
+        with the sweeper of expired guests and, with Redis, the backend
+        (unless it has a parent already); stopping it is ``stop``."""
+        listening = strports.service(endpoint, self.factory(), reactor=self._reactor)
+        return _Serving(self, listening)
 
     def operations_service(self, endpoint: str) -> IService:
         """A service serving ``operations`` on an endpoint of its own, e.g.
@@ -217,4 +247,34 @@ class GameServer:
         sweeper of expired guests starts too)."""
         if not self.guests.running:
             self.guests.startService()
-        return serverFromString(self._reactor, endpoint).listen(self.factory())
+        listening = serverFromString(self._reactor, endpoint).listen(self.factory())
+        return listening.addCallback(self._listening)
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self.ports.append(port)
+        return port
+
+
+class _Serving(MultiService):
+    """A server's services, stopped in order rather than all at once: the
+    listener first, then the drain (``GameServer.stop``), then the rest."""
+
+    def __init__(self, server: GameServer, listening: IService) -> None:
+        super().__init__()
+        self._server = server
+        self._listening = listening
+        backend = server.backend
+        if backend is not None and backend.parent is None:
+            backend.setServiceParent(self)
+        server.guests.setServiceParent(self)
+        listening.setServiceParent(self)
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        await maybeDeferred(self._listening.stopService)
+        await self._server.stop()
+        rest = [s for s in reversed(list(self)) if s.running]
+        await DeferredList([maybeDeferred(s.stopService) for s in rest])

@@ -112,3 +112,7 @@ class Settings:
     #: With Redis: seconds an owner keeps a room nobody is in, with no
     #: timers, before giving it back.
     idle_release: float = attrs.field(default=60.0, validator=_positive)
+    #: Seconds a stop (SIGTERM, ``GameServer.stop``) may take: the turns in
+    #: flight finish, the sockets close (1012) and, with Redis, the rooms
+    #: are handed over once their players are back elsewhere.
+    drain_timeout: float = attrs.field(default=10.0, validator=_positive)

@@ -99,6 +99,15 @@ class Options(usage.Options):
             float,
         ],
         [
+            "drain-timeout",
+            None,
+            10.0,
+            "Seconds a stop (SIGTERM) may take: turns in flight finish, sockets"
+            " close with 1012 (reconnect) and, with --redis, rooms are handed"
+            " over once their players are back on another process.",
+            float,
+        ],
+        [
             "password-cost",
             None,
             15,
@@ -142,6 +151,7 @@ class Options(usage.Options):
                 process_ttl=self["process-ttl"],
                 heartbeat_interval=min(2.0, self["process-ttl"] / 3),
                 password_cost=self["password-cost"],
+                drain_timeout=self["drain-timeout"],
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
@@ -198,9 +208,10 @@ def makeService(options: Options) -> IService:
             games=options["game_plugins"],
             operations_apart=apart,
         )
-        assert server.backend is not None
-        server.backend.setServiceParent(service)
-    server.service(options["listen"]).setServiceParent(service)
+    # The backend and the operations listener in the server's own service,
+    # which stops them after the drain (health checks answer during it).
+    serving = server.service(options["listen"])
     if apart:
-        server.operations_service(options["metrics-listen"]).setServiceParent(service)
+        server.operations_service(options["metrics-listen"]).setServiceParent(serving)
+    serving.setServiceParent(service)
     return service

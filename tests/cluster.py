@@ -62,6 +62,10 @@ class ServerProcess:
                     SECRET,
                     "--games",
                     "chat,tictactoe,counter,trivia",
+                    # Teardown stops one process while the others live: its
+                    # drain would wait for users who will not come back.
+                    "--drain-timeout",
+                    "3",
                     *self.extra,
                 ],
                 cwd=self.log_path.parent,

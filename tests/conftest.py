@@ -102,7 +102,9 @@ async def stop(running: Running) -> None:
     for connection in running.connections:
         if connection.protocol.transport is not None:
             connection.abort()
-    await running.port.stopListening()
+    stopped = running.port.stopListening()  # None if the server stopped it
+    if stopped is not None:
+        await stopped
     if running.server.guests.running:
         running.server.guests.stopService()
     if running.server.backend is not None and running.server.backend.running:

@@ -32,6 +32,7 @@ from gameserver._errors import (
     InvalidInput,
     InvalidToken,
     NotAuthenticated,
+    Unavailable,
     UnknownType,
 )
 from gameserver._interfaces import IHosting
@@ -75,11 +76,16 @@ class Dispatcher:
         self._sockets = sockets
         self._engine = engine
         self._process = engine.process_id
+        #: The process is stopping: every message is refused (``unavailable``),
+        #: so that the turns in flight can finish before the sockets close.
+        self.draining = False
 
     def dispatch(self, session: Session, envelope: Envelope) -> Deferred[None] | None:
         """Act on one message; a ``Deferred`` while the socket must wait."""
         type_ = envelope.type
         try:
+            if self.draining:
+                raise Unavailable("this server is restarting: reconnect")
             if type_ == messages.VALIDATE_CONNECTION:
                 return self._guard(session, envelope, self._validate(session, envelope))
             user = session.user

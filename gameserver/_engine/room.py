@@ -189,6 +189,7 @@ class LiveRoom:
         "chat",
         "confirmed",
         "entries",
+        "frozen",
         "game",
         "groups",
         "id",
@@ -260,6 +261,9 @@ class LiveRoom:
         self.token = data.token
         self.queue: deque[Work] = deque()
         self.running = False
+        #: Being handed over: no new turn starts; what is queued is left
+        #: for the next owner (its senders send it again).
+        self.frozen = False
         #: Turns done here whose commit is not acknowledged yet.
         self.unsaved = 0
         self.idle_since: float | None = None

@@ -102,6 +102,10 @@ class LocalSockets:
         for connection in list(self._by_user.get(user_id, ())):
             connection.close(code, reason)
 
+    def all(self) -> list[IConnection]:
+        """Every validated socket."""
+        return list(self._by_id.values())
+
     def close_all(self, code: int, reason: str) -> None:
         for connection in list(self._by_id.values()):
             connection.close(code, reason)

@@ -400,7 +400,7 @@ class Engine:
     def _pump(self, room: LiveRoom) -> None:
         room.running = True
         queue = room.queue
-        while queue:
+        while queue and not room.frozen:
             if self.rooms.get(room.id) is not room:
                 queue.clear()
                 break

@@ -25,6 +25,7 @@ from gameserver._errors import (
     NotAuthenticated,
     NotFound,
     TooManyRequests,
+    Unavailable,
 )
 from gameserver._interfaces import IGame
 from gameserver._models import UserRef
@@ -93,6 +94,8 @@ def request_factory(max_body: int) -> type[LimitedRequest]:
 
 class ApiResource(Resource):
     isLeaf = True
+    #: Stopping: logins, sign-ups and new tokens are refused (503).
+    draining = False
 
     def __init__(
         self,
@@ -120,6 +123,10 @@ class ApiResource(Resource):
             (("rooms", "quick"), {b"POST": self._quick}),
             (("rooms", _ID), {b"GET": self._get_room, b"DELETE": self._delete_room}),
         ]
+
+        #: What a stopping server refuses: it would hand out sessions that
+        #: are about to be closed.
+        self._logins = {self._create_user, self._token, self._refresh, self._guest}
 
     def render(self, request: Request) -> int:
         ensureDeferred(self._respond(request))
@@ -182,6 +189,8 @@ class ApiResource(Resource):
             if request.method == b"OPTIONS":
                 return 204, None
             handler = methods.get(request.method)
+            if self.draining and handler in self._logins:
+                raise Unavailable("this server is restarting: try again shortly")
             if handler is None:
                 allowed = ", ".join(m.decode() for m in methods)
                 request.setHeader(b"Allow", allowed.encode())

@@ -68,6 +68,8 @@ def readyz(server: GameServer) -> Resource:
 
 def not_ready(server: GameServer) -> str | None:
     """Why the process cannot serve now, or ``None`` when it can."""
+    if server.draining:
+        return "draining: this process is stopping"
     backend = server.backend
     if backend is None:
         return None  # in memory: the store is this process

@@ -122,6 +122,10 @@ class RedisHosting:
         self._ttl_ms = int(settings.lease_ttl * 1000)
         #: Stopping: rooms are handed over, and none is claimed any more.
         self.stopping = False
+        #: Draining: users whose last socket here closed, not yet let go, so
+        #: that their rooms keep them while they come back through another
+        #: process (``None``: let go at once).
+        self.held: dict[int, UserRef] | None = None
 
     # Sending work to a room's owner
 
@@ -504,6 +508,12 @@ class RedisHosting:
                 self._publish(process, pack([CLOSE, user.id, code, reason]))
 
     def user_disconnected(self, user: UserRef) -> None:
+        if self.held is not None:
+            self.held[user.id] = user
+            return
+        self.let_go_now(user)
+
+    def let_go_now(self, user: UserRef) -> None:
         ensureDeferred(self.let_go(user)).addErrback(
             lambda f: log.failure("telling the rooms {user} left failed", f, user=user)
         )
@@ -529,6 +539,42 @@ class RedisHosting:
             return  # back meanwhile
         for room_id in sorted(rooms):
             self.submit(Work(GONE, room_id, user, processes=(self.process_id,)))
+
+    async def others_alive(self) -> bool:
+        """Whether another process is alive: one a user could come back to."""
+        others = [
+            p
+            for p in await self.redis("SMEMBERS", keys.PROCESSES)
+            if p != self.process_id
+        ]
+        alive = await gather(*(self.redis("EXISTS", keys.alive(p)) for p in others))
+        return any(int(a) for a in alive)
+
+    async def back_elsewhere(self, users: list[UserRef]) -> list[UserRef]:
+        """Those of ``users`` (let go of here) who have a socket in another
+        process and, in every room held here, a place through it: letting
+        them go then takes nothing from them."""
+        me = self.process_id
+        waiting = {user.id for user in users}
+        only_here = {
+            user_id
+            for room in self.engine.rooms.values()
+            for user_id, routes in room.present.items()
+            if user_id in waiting and not routes - {me}
+        }
+        candidates = [
+            user
+            for user in users
+            if user.id not in only_here and not self.sockets.count(user.id)
+        ]
+        online = await gather(
+            *(self.redis("HKEYS", keys.online(user.id)) for user in candidates)
+        )
+        return [
+            user
+            for user, processes in zip(candidates, online, strict=True)
+            if any(process != me for process in processes)
+        ]
 
     def deleted(self, room: LiveRoom) -> None:
         """The room is gone: what it had not done yet is refused, not lost."""

@@ -17,10 +17,11 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
+from gameserver._engine.drain import CLOSE_SERVICE_RESTART
 from gameserver._engine.room import GONE, Work
 from gameserver._errors import GameServerError
 from gameserver._redis import keys, scripts
@@ -41,8 +42,6 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-#: Close code asking clients to reconnect (RFC 6455: service restart).
-CLOSE_SERVICE_RESTART = 1012
 #: Seconds a timer may be overdue before a process other than its room's
 #: owner looks into it (the owner fires it on time when it is alive).
 TIMER_GRACE = 1.0
@@ -65,6 +64,8 @@ class RedisBackend(Service):
         self._healthy_since: float | None = None
         self._registered = False
         self._starting: Deferred[None] | None = None
+        #: Seconds a stop waits for the turns in flight before handing over.
+        self.stop_wait = STOP_WAIT
 
     def bind(self, engine: Engine, sockets: LocalSockets) -> RedisHosting:
         """Serve this engine's rooms and these sockets (``GameServer`` calls it)."""
@@ -115,6 +116,8 @@ class RedisBackend(Service):
             self._loops.append(loop)
 
     def stopService(self) -> Deferred[None]:
+        if not self.running:
+            return succeed(None)  # stopped already, by ``GameServer.stop``
         super().stopService()
         for loop in self._loops:
             if loop.running:
@@ -128,17 +131,28 @@ class RedisBackend(Service):
         the rooms are handed over."""
         host = self._host
         host.stopping = True
+        held, host.held = host.held or {}, None
+        for user in held.values():
+            host.let_go_now(user)
         try:
             host.sockets.close_all(
                 CLOSE_SERVICE_RESTART, "this server is restarting: reconnect"
             )
+            started = self._reactor.seconds()
             await self._until(
-                lambda: (
-                    not host.sockets.users() and not host.pending() and self._quiet()
-                ),
-                STOP_WAIT,
+                lambda: not host.sockets.users() and not host.pending(),
+                self.stop_wait,
             )
-            releases = [host.release(room) for room in list(host.engine.rooms.values())]
+            # Rooms are handed over between two turns, with nothing unsaved:
+            # work from other processes may never stop coming, so none starts.
+            rooms = list(host.engine.rooms.values())
+            for room in rooms:
+                room.frozen = True
+            await self._until(
+                lambda: self._quiet(rooms),
+                self.stop_wait - (self._reactor.seconds() - started),
+            )
+            releases = [host.release(room) for room in rooms]
             await DeferredList(releases, consumeErrors=True)
             await self.redis("SREM", keys.PROCESSES, self.process_id)
             await self.redis("DEL", keys.alive(self.process_id))
@@ -152,12 +166,10 @@ class RedisBackend(Service):
         await host.channel.stop()
         await self.redis.disconnect()
 
-    def _quiet(self) -> bool:
-        host = self._host
-        return not any(
-            room.queue or room.running or host.committer.busy(room)
-            for room in host.engine.rooms.values()
-        )
+    def _quiet(self, rooms: list[LiveRoom]) -> bool:
+        """No turn running in these rooms and nothing of theirs unsaved."""
+        busy = self._host.committer.busy
+        return not any(room.running or busy(room) for room in rooms)
 
     async def _until(self, done: Callable[[], bool], timeout: float) -> None:
         waited = 0.0
@@ -284,7 +296,8 @@ class RedisBackend(Service):
             for user_id, routes in list(room.present.items()):
                 for process in routes:
                     if process == me:
-                        if not host.sockets.count(user_id):
+                        held = host.held is not None and user_id in host.held
+                        if not host.sockets.count(user_id) and not held:
                             self._gone(room, user_id, process)
                     else:
                         checks.append((room, user_id, process))

@@ -57,6 +57,10 @@ class Deadlines:
         if self._call is None and not self._sweeping:
             self._call = self._clock.callLater(self.timeout, self._sweep)
 
+    def waiting(self) -> list[Hashable]:
+        """The keys not yet cancelled nor expired, oldest first."""
+        return list(self._due)
+
     def cancel(self, key: Hashable) -> None:
         self._due.pop(key, None)
 

@@ -165,7 +165,11 @@ class GameServerProtocol(WebSocketServerProtocol):
         Autobahn (which refuses what it must: an origin not allowed, a port
         not ours, one connection too many)."""
         factory = self.factory
-        if factory.headers or type(self).onConnect is not GameServerProtocol.onConnect:
+        if (
+            factory.headers
+            or factory.draining
+            or type(self).onConnect is not GameServerProtocol.onConnect
+        ):
             return False
         chosen = formats.choose(request.protocols)
         if chosen is None:
@@ -220,6 +224,8 @@ class GameServerProtocol(WebSocketServerProtocol):
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
         """The wire format, by the subprotocol offered (``formats.choose``)."""
+        if self.factory.draining:
+            raise ConnectionDeny(503, "this server is restarting: connect again")
         chosen = formats.choose(request.protocols)
         if chosen is None:
             raise ConnectionDeny(400, formats.refusal(request.protocols))
@@ -460,6 +466,8 @@ def _take_over_producer(transport: Any, producer: IPushProducer) -> None:
 
 class GameServerFactory(WebSocketServerFactory):
     protocol = GameServerProtocol  # type: ignore[assignment]
+    #: Stopping: new handshakes are refused (503).
+    draining = False
 
     def __init__(
         self,

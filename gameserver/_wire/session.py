@@ -134,6 +134,11 @@ class Session:
             return
         self._handle(payload)
 
+    @property
+    def waiting(self) -> bool:
+        """Whether a message is being handled that waits on I/O."""
+        return self._waiting is not None
+
     def ping_admitted(self) -> bool:
         """Each ping costs a pong: pings count against the same budget."""
         return self.open and self._admit()
