@@ -64,8 +64,8 @@ async def _run(reactor: Any, args: argparse.Namespace) -> None:
 
 async def _command(store: RedisStore, args: argparse.Namespace) -> None:
     if args.command == "list":
-        for record in await store.admins():
-            print(f"{record.id}\t{record.username}")
+        for admin in await store.admins():
+            print(f"{admin.id}\t{admin.username}")
         return
     record = await store.get_user_by_name(args.username)
     if record is None:

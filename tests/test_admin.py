@@ -310,7 +310,7 @@ async def test_user_search(pair):
         await a.user(name)
     _, z = await b.socket("zebra")
     found = (await boss.http("GET", "/api/admin/users/?q=ZED")).body["results"]
-    assert [u["username"] for u in found][0] == "zed"  # the exact one first
+    assert found[0]["username"] == "zed"  # the exact one first
     assert sorted(u["username"] for u in found) == ["Zeda", "zed", "zedd"]
     assert all(u["admin"] is False and u["banned"] is False for u in found)
     zebra = (await boss.http("GET", "/api/admin/users/?q=zeb")).body["results"]
