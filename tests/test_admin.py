@@ -12,7 +12,7 @@ from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import globalLogPublisher
 
-from gameserver import _tap
+from gameserver import BaseRouter, Game, _tap
 from gameserver.client import GameClient
 from tests.conftest import PASSWORD, SECRET, make_settings, start, start_on_redis, stop
 
@@ -165,32 +165,64 @@ async def test_rooms_listed_and_read_wherever_they_are_owned(pair):
     assert missing.status == 404 and missing.body["code"] == "room_not_found"
 
 
-async def test_a_game_state_and_entries_are_shown(pair):
-    """A game's saved document and named entries, as the owner saved them."""
-    from gameserver import Game
+class Tally(BaseRouter):
+    """A game that writes its state document and a named entry."""
 
-    mode, a, b, boss = pair
-    alice, s = await a.socket()
-    bob, t = await b.socket()
-    room = (await a.room(alice, game="duel"))["id"]
-    await t.join(room)
-    await s.join(room)
-    # The duel game has no routes: write through the engine's room itself.
-    owner = b if mode == "redis" else a
-    live = owner.server.engine.rooms[room]
-    assert isinstance(live.game, Game)
-    # A chat turn makes the owner save; the detail shows what it holds.
-    live.state = {"board": [1, 2]}
-    live.saved = '{"board":[1,2]}'
-    live.entries["score"] = "3"
-    t.send("CHAT_MESSAGE", room, {"text": "save"})
-    await s.receive("CHAT_MESSAGE", room_id=room)
-    detail = (await boss.http("GET", f"/api/admin/rooms/{room}/")).body
-    if mode == "memory":
-        assert detail["data"] == {"state": {"board": [1, 2]}, "entries": {"score": 3}}
-    else:  # Redis holds what commits wrote: the chat, not the pokes above
-        assert detail["data"]["state"] == {}
-        assert [m["text"] for m in detail["chat"]] == ["save"]
+    def ADD(self, room, user, helper, data):
+        room.state = {"total": room.state["total"] + data["n"]}
+        room.set(f"by-{user.id}", data["n"])
+        helper.broadcast("ADDED", room.state)
+
+
+class Counter(Game):
+    name = "tally"
+    description = "adds numbers"
+    min_players = 1
+    max_players = 4
+    routers = (Tally,)
+
+    def initial_state(self):
+        return {"total": 0}
+
+
+async def test_a_room_shows_its_saved_state_and_entries(redis_url):
+    """The detail of a room owned by the other process: its saved document
+    and entries, as the owner last saved them."""
+    games = {"tally": Counter()}
+    settings = make_settings(admins=(ADMIN,))
+    a = await start_on_redis(redis_url, settings, games=games)
+    b = await start_on_redis(redis_url, settings, games=games)
+    memory = await start(settings, games=games)
+    try:
+        for owner, other in ((b, a), (memory, memory)):
+            alice, s = await owner.socket()
+            room = (await owner.room(alice, game="tally"))["id"]
+            fresh = (await _as_admin(other, f"/api/admin/rooms/{room}/")).body
+            assert fresh["data"] == {"state": {"total": 0}, "entries": {}}
+            await s.join(room)
+            s.send("ADD", room, {"n": 5})
+            await s.receive("ADDED", room_id=room)
+            s.send("ADD", room, {"n": 2})
+            assert (await s.receive("ADDED", room_id=room))["data"] == {"total": 7}
+            detail = (await _as_admin(other, f"/api/admin/rooms/{room}/")).body
+            assert detail["data"] == {
+                "state": {"total": 7},
+                "entries": {f"by-{alice.user_id}": 2},
+            }
+            assert detail["process"] == process_of(owner)
+            assert detail["messages_per_minute"] >= 2
+    finally:
+        for server in (memory, b, a):
+            await stop(server)
+
+
+async def _as_admin(server, path):
+    """``path`` asked of ``server`` by an admin (``boss``, made once)."""
+    client = GameClient(server.url)
+    if (await client.login("boss", PASSWORD)).status != 200:
+        await client.register("boss", PASSWORD)
+        await client.login("boss", PASSWORD)
+    return await client.http("GET", path)
 
 
 async def test_close_reaches_members_on_every_process(pair):
