@@ -391,7 +391,9 @@ async def test_the_admins_option():
     options = _tap.Options()
     options.parseOptions(["--admins", "Boss, chief,", "--secret", SECRET])
     assert options["settings"].admins == ("boss", "chief")
-    assert _tap.Options().parseOptions([]) is None
+    plain = _tap.Options()
+    plain.parseOptions(["--secret", SECRET])
+    assert plain["settings"].admins == ()
     settings = make_settings(admins=("CHIEF",))
     server = await start(settings)
     try:
@@ -466,3 +468,40 @@ def test_flags_survive_a_redis_record(flags):
     assert UserRecord(**old) == UserRecord(1, "x", "h")
     new = attrs.evolve(UserRecord(1, "x", "h"), **flags)
     assert UserRecord(**json.loads(json.dumps(attrs.asdict(new)))) == new
+
+
+async def test_two_twistd_processes_with_admins(cluster):
+    """``twistd gameserver --admins`` in real processes on one Redis: a room
+    owned by the other process, closed from this one; a kick reaching a
+    socket on the other process."""
+    a = await cluster(extra=("--admins", "boss"))
+    b = await cluster(extra=("--admins", "boss"))
+    boss = a.client()
+    await boss.register("boss", PASSWORD)
+    await boss.login("boss", PASSWORD)
+    alice = b.client()
+    await alice.register("alice", PASSWORD)
+    await alice.login("alice", PASSWORD)
+    on_b = await alice.connect()
+    room = (await alice.create_room("on b", "chat")).body["id"]
+    assert (await on_b.join(room))["data"]["is_successful"] is True
+    stats = (await boss.http("GET", "/api/admin/stats/")).body
+    assert stats["processes"] == 2
+    listed = (await boss.http("GET", "/api/admin/rooms/")).body["results"]
+    assert [r["id"] for r in listed] == [room]
+    assert listed[0]["process"] not in (None, stats["process"])
+    assert listed[0]["players"] == [
+        {"id": listed[0]["owner"]["id"], "username": "alice", "present": True}
+    ]
+    response = await boss.http("POST", f"/api/admin/rooms/{room}/close/")
+    assert response.body == {"closed": room}
+    closed = await on_b.receive("ROOM_CLOSED", room_id=room)
+    assert closed["data"] == {"reason": "closed by an admin"}
+    user_id = listed[0]["owner"]["id"]
+    assert (await boss.http("POST", f"/api/admin/users/{user_id}/kick/")).status == 200
+    assert (await on_b.closed.addTimeout(5, reactor))[0] == 4003
+    assert (await alice.http("GET", "/api/admin/stats/")).status == 403
+    logged = a.output()  # where the admin asked
+    assert f"admin boss closed room {room}" in logged
+    assert "admin boss kicked alice" in logged
+    assert boss.access not in logged and boss.access not in b.output()
