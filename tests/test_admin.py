@@ -259,6 +259,11 @@ async def test_close_reaches_members_on_every_process(pair):
     assert joined["data"]["error"] == "room_not_found"
     again = await boss.http("POST", f"/api/admin/rooms/{room}/close/")
     assert again.status == 404 and again.body["code"] == "room_not_found"
+    # A room nobody has used (on Redis, nobody owns): closed all the same.
+    unused = (await a.room(alice))["id"]
+    response = await boss.http("POST", f"/api/admin/rooms/{unused}/close/")
+    assert response.body == {"closed": unused}
+    assert (await boss.http("GET", f"/api/admin/rooms/{unused}/")).status == 404
     # The owner's delete sends the same message, with its reason.
     other = (await a.room(alice))["id"]
     await t.join(other)
@@ -505,3 +510,15 @@ async def test_two_twistd_processes_with_admins(cluster):
     assert f"admin boss closed room {room}" in logged
     assert "admin boss kicked alice" in logged
     assert boss.access not in logged and boss.access not in b.output()
+
+
+def test_the_rate_counts_the_last_minute_of_the_log():
+    from gameserver._engine.figures import per_minute
+    from gameserver._engine.room import Logged
+
+    log = [
+        Logged(i, b"{}", None, None, at) for i, at in enumerate((10, 50, 61, 100, 119))
+    ]
+    assert per_minute(log, 120.0) == 4  # 61 to 119: within 60 s of 120
+    assert per_minute(log, 200.0) == 0
+    assert per_minute([], 5.0) == 0
