@@ -34,6 +34,11 @@ def _to_tuple(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _to_names(value: Iterable[str]) -> tuple[str, ...]:
+    names = (value,) if isinstance(value, str) else value
+    return tuple(name.casefold() for name in names)
+
+
 def _to_bytes(value: str | bytes) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
 
@@ -116,3 +121,6 @@ class Settings:
     #: flight finish, the sockets close (1012) and, with Redis, the rooms
     #: are handed over once their players are back elsewhere.
     drain_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: Usernames (any case) that are admins, besides those marked in the
+    #: store: they may use ``/api/admin/``.
+    admins: tuple[str, ...] = attrs.field(default=(), converter=_to_names)

@@ -115,6 +115,13 @@ class Options(usage.Options):
             " and tests only.",
             int,
         ],
+        [
+            "admins",
+            None,
+            None,
+            "Comma-separated usernames who are admins (besides those marked"
+            " with gameserver-admin).",
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -152,6 +159,7 @@ class Options(usage.Options):
                 heartbeat_interval=min(2.0, self["process-ttl"] / 3),
                 password_cost=self["password-cost"],
                 drain_timeout=self["drain-timeout"],
+                admins=_csv(self["admins"] or ""),
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
