@@ -145,12 +145,17 @@ class GameServer:
             self.matchmaker,
         )
         self.websocket_factory = GameServerFactory(
-            self.dispatcher, settings, clock=clock, reactor=reactor
+            self.dispatcher,
+            settings,
+            clock=clock,
+            reactor=reactor,
+            counters=self.engine.counters,
         )
+        #: The password hasher and the HTTP API, whose figures /metrics reads.
+        self.passwords = hasher
+        self.api = ApiResource(settings, self.accounts, self.rooms, self.games)
         self.resource: Resource = lobby_root()
-        self.resource.putChild(
-            b"api", ApiResource(settings, self.accounts, self.rooms, self.games)
-        )
+        self.resource.putChild(b"api", self.api)
         self.resource.putChild(b"ws", WebSocketResource(self.websocket_factory))
         metrics, self.metrics_registry = health.metrics(self)
         #: Metrics and health checks, for a listener of their own.

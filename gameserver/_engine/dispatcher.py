@@ -75,10 +75,14 @@ class Dispatcher:
         self._sockets = sockets
         self._engine = engine
         self._process = engine.process_id
+        received = engine.counters.received
+        self._received, self._other = received.cells, received.other
 
     def dispatch(self, session: Session, envelope: Envelope) -> Deferred[None] | None:
         """Act on one message; a ``Deferred`` while the socket must wait."""
         type_ = envelope.type
+        # A fixed set of labels: a made-up type is ``other``, never a new one.
+        self._received.get(type_, self._other)[0] += 1
         try:
             if type_ == messages.VALIDATE_CONNECTION:
                 return self._guard(session, envelope, self._validate(session, envelope))

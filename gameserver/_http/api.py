@@ -120,6 +120,8 @@ class ApiResource(Resource):
             (("rooms", "quick"), {b"POST": self._quick}),
             (("rooms", _ID), {b"GET": self._get_room, b"DELETE": self._delete_room}),
         ]
+        #: Answers by route pattern (``rooms/{id}``) and status, for the metrics.
+        self.requests: dict[tuple[str, int], int] = {}
 
     def render(self, request: Request) -> int:
         ensureDeferred(self._respond(request))
@@ -129,8 +131,9 @@ class ApiResource(Resource):
         finished = [False]
         request.notifyFinish().addBoth(lambda _: finished.__setitem__(0, True))
         self._cors(request)
+        route = ["unmatched"]
         try:
-            status, body = await self._route(request)
+            status, body = await self._route(request, route)
         except GameServerError as e:
             status, body = e.status, {"detail": e.detail, "code": e.code}
             if e.status == 401:
@@ -144,6 +147,8 @@ class ApiResource(Resource):
                 500,
                 {"detail": "internal server error", "code": "internal_error"},
             )
+        key = (route[0], status)
+        self.requests[key] = self.requests.get(key, 0) + 1
         if finished[0]:
             return
         request.setResponseCode(status)
@@ -171,7 +176,8 @@ class ApiResource(Resource):
         )
         request.setHeader(b"Access-Control-Max-Age", b"600")
 
-    async def _route(self, request: Request) -> Result:
+    async def _route(self, request: Request, route: list[str]) -> Result:
+        """``route[0]`` is set to the pattern matched, never the raw path."""
         segments = [s.decode("utf-8", "replace") for s in request.postpath or ()]
         if segments and segments[-1] == "":
             segments.pop()
@@ -179,6 +185,7 @@ class ApiResource(Resource):
             args = _match(pattern, segments)
             if args is None:
                 continue
+            route[0] = "/".join("{id}" if p is _ID else str(p) for p in pattern)
             if request.method == b"OPTIONS":
                 return 204, None
             handler = methods.get(request.method)

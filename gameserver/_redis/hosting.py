@@ -64,6 +64,7 @@ from gameserver._redis.channels import (
 from gameserver._redis.connection import RedisConnection, gather, quietly
 from gameserver._redis.store import RedisStore, pairs, room_of
 from gameserver._settings import Settings
+from gameserver._stats import now as perf_now
 from gameserver._wire.messages import Frame
 
 #: Seconds a commit of unknown outcome is kept, to be delivered if found saved.
@@ -122,6 +123,10 @@ class RedisHosting:
         self._ttl_ms = int(settings.lease_ttl * 1000)
         #: Stopping: rooms are handed over, and none is claimed any more.
         self.stopping = False
+        #: For the metrics: requests published to the process owning their
+        #: room, and rooms claimed that had been held before (moved here).
+        self.forwarded = 0
+        self.claimed = 0
 
     # Sending work to a room's owner
 
@@ -169,6 +174,7 @@ class RedisHosting:
         if owner is None or owner == self.process_id:
             self._resolve(link)
             return
+        self.forwarded += 1
         self._publish(owner, work_message(work))
         self._arm_retry(link)
 
@@ -178,6 +184,7 @@ class RedisHosting:
 
     def _publish_pending(self, link: Link, owner: str) -> None:
         for work in _chained(link):
+            self.forwarded += 1
             self._publish(owner, work_message(work))
 
     def _resolve(self, link: Link) -> None:
@@ -209,7 +216,7 @@ class RedisHosting:
 
     def _refuse_missing(self, work: Work) -> None:
         """Tell the client its room is gone, if its request wants an answer."""
-        refusal = missing(work)
+        refusal = missing(work, self.engine.counters)
         if refusal is not None and work.reply is not None:
             self.sockets.deliver_to(work.reply.connection, refusal)
 
@@ -240,9 +247,9 @@ class RedisHosting:
 
     def _refuse_here(self, work: Work, code: str, detail: str) -> None:
         if work.kind in ANSWERED and work.reply is not None:
-            self.sockets.deliver_to(
-                work.reply.connection, error_frame(work, code, detail)
-            )
+            frame = error_frame(work, code, detail)
+            self.engine.counters.refused(frame.type, code)
+            self.sockets.deliver_to(work.reply.connection, frame)
         _finish(work)
 
     def _arm_retry(self, link: Link) -> None:
@@ -347,6 +354,8 @@ class RedisHosting:
                 for d in waiting:
                     d.errback(e)
                 return
+            if data.token > 1:  # its fence had been raised: held before
+                self.claimed += 1
             self.committer.adopted(outcome)
             self.committer.reconcile(outcome, data.version)
             ensureDeferred(self._check_routes(outcome)).addErrback(
@@ -463,7 +472,7 @@ class RedisHosting:
         if isinstance(outcome, LiveRoom):
             self.engine.submit(outcome, work)
         elif outcome is None:
-            refusal = missing(work)
+            refusal = missing(work, self.engine.counters)
             items = (
                 []
                 if refusal is None or work.reply is None
@@ -617,6 +626,7 @@ class Batch:
         "record",
         "room",
         "routes",
+        "sent",
         "state",
         "target",
         "timers",
@@ -652,6 +662,8 @@ class Batch:
         #: of its messages.
         self.target = 0
         self.local: list[Out] = []
+        #: ``perf_counter`` when its COMMIT was sent.
+        self.sent = 0.0
 
     def add(self, changes: Changes) -> None:
         self.turns += 1
@@ -856,6 +868,7 @@ class RedisCommitter:
             *publishes,
         ]
         self.commits += 1
+        batch.sent = perf_now()
         self._in_flight.setdefault(room.id, []).append(batch)
         self.renewed[room.id] = self._reactor.seconds()
         redis.run(scripts.COMMIT, keys.room_keys(room.id), args).addCallbacks(
@@ -981,6 +994,7 @@ class RedisCommitter:
         return local, per
 
     def _saved(self, reply: Any, batch: Batch) -> None:
+        self._engine.counters.commit_seconds.observe(perf_now() - batch.sent)
         room = batch.room
         in_flight = self._in_flight.get(room.id)
         if in_flight and in_flight[0] is batch:
