@@ -123,7 +123,14 @@ class Dispatcher:
             if isinstance(error, GameServerError):
                 session.send(_error(error, envelope))
                 return
-            log.failure("handling {type} failed", failure, type=envelope.type)
+            log.failure(
+                "handling {type} failed",
+                failure,
+                type=envelope.type,
+                room_id=envelope.room_id,
+                user_id=None if session.user is None else session.user.id,
+                process=self._process,
+            )
             session.send(
                 messages.error(
                     "internal_error",

@@ -441,8 +441,10 @@ class Engine:
             code="timeout",
         )
         log.warn(
-            "a turn of room {room} timed out: {kind} {type}",
-            room=room.id,
+            "a turn of room {room_id} timed out: {kind} {type}",
+            room_id=room.id,
+            user_id=_user_id(turn.work),
+            process=self.process_id,
             kind=turn.work.kind,
             type=turn.work.type,
         )
@@ -674,10 +676,12 @@ class Engine:
         error = failure.value
         if not isinstance(error, GameServerError):
             log.failure(
-                "a handler of {game} failed in room {room}",
+                "a handler of {game} failed in room {room_id}",
                 failure,
                 game=room.record.game,
-                room=room.id,
+                room_id=room.id,
+                user_id=_user_id(work),
+                process=self.process_id,
             )
             error = HandlerError(
                 f"the game failed to handle this: {type(error).__name__}"
@@ -685,8 +689,9 @@ class Engine:
         changes = Changes([], work)
         if work.kind == HOOK:
             log.warn(
-                "a hook in room {room} refused: {detail}",
-                room=room.id,
+                "a hook in room {room_id} refused: {detail}",
+                room_id=room.id,
+                process=self.process_id,
                 detail=error.detail,
             )
         elif work.kind == TIMER:
@@ -747,6 +752,11 @@ class Engine:
             name: TimerHandle(room_id, name, spec.deadline)
             for name, spec in room.timers.items()
         }
+
+
+def _user_id(work: Work) -> int | None:
+    """Whose work it is, for a log event (``None`` for a timer or a hook)."""
+    return None if work.user is None else work.user.id
 
 
 def known_codes() -> list[str]:

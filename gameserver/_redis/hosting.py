@@ -227,7 +227,10 @@ class RedisHosting:
             code, detail = failure.value.code, failure.value.detail
         else:
             log.failure(
-                "finding the owner of room {room} failed", failure, room=link.room_id
+                "finding the owner of room {room_id} failed",
+                failure,
+                room_id=link.room_id,
+                process=self.process_id,
             )
             code, detail = "unavailable", "the room cannot be reached now: try again"
         self._fail_pending(link, code, detail)
@@ -359,7 +362,12 @@ class RedisHosting:
             self.committer.adopted(outcome)
             self.committer.reconcile(outcome, data.version)
             ensureDeferred(self._check_routes(outcome)).addErrback(
-                lambda f: log.warn("checking routes failed: {f}", f=f.getErrorMessage())
+                lambda f: log.warn(
+                    "checking routes of room {room_id} failed: {f}",
+                    f=f.getErrorMessage(),
+                    room_id=room_id,
+                    process=self.process_id,
+                )
             )
         for d in waiting:
             d.callback(outcome)
@@ -393,7 +401,12 @@ class RedisHosting:
         """
         if self.engine.rooms.get(room.id) is not room:
             return
-        log.info("gave up room {room}: {reason}", room=room.id, reason=reason)
+        log.info(
+            "gave up room {room_id}: {reason}",
+            room_id=room.id,
+            reason=reason,
+            process=self.process_id,
+        )
         left = self.engine.drop(room)
         origins = {w.origin for w in left} | self.committer.forget(room, keep=unknown)
         self._redirect(room.id, origins)
@@ -464,7 +477,12 @@ class RedisHosting:
             return
         self.claim(work.room_id).addCallbacks(
             self._claimed_for,
-            lambda f: log.debug("claim failed: {f}", f=f.getErrorMessage()),
+            lambda f: log.debug(
+                "claim of room {room_id} failed: {f}",
+                f=f.getErrorMessage(),
+                room_id=work.room_id,
+                process=self.process_id,
+            ),
             (work,),
         )
 
@@ -514,7 +532,12 @@ class RedisHosting:
 
     def user_disconnected(self, user: UserRef) -> None:
         ensureDeferred(self.let_go(user)).addErrback(
-            lambda f: log.failure("telling the rooms {user} left failed", f, user=user)
+            lambda f: log.failure(
+                "telling the rooms user {user_id} left failed",
+                f,
+                user_id=user.id,
+                process=self.process_id,
+            )
         )
 
     async def let_go(self, user: UserRef) -> None:
@@ -532,7 +555,10 @@ class RedisHosting:
             rooms.update(int(r) for r in await listed)
         except GameServerError as e:
             log.warn(
-                "{user} left, and Redis is down: {e}", user=user.username, e=e.detail
+                "user {user_id} left, and Redis is down: {e}",
+                user_id=user.id,
+                e=e.detail,
+                process=self.process_id,
             )
         if self.sockets.count(user.id):
             return  # back meanwhile
@@ -1031,7 +1057,12 @@ class RedisCommitter:
         room = batch.room
         if self._engine.rooms.get(room.id) is room:
             if not failure.check(GameServerError):
-                log.failure("saving room {room} failed", failure, room=room.id)
+                log.failure(
+                    "saving room {room_id} failed",
+                    failure,
+                    room_id=room.id,
+                    process=self._process,
+                )
             self._hosting.lost(
                 room,
                 f"saving failed: {failure.getErrorMessage()}",

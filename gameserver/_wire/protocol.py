@@ -426,6 +426,7 @@ class GameServerProtocol(WebSocketServerProtocol):
                 "dropping {peer}: over {limit} bytes queued for a client not reading",
                 peer=self.peer,
                 limit=self._outbound.limit,
+                user_id=None if session.user is None else session.user.id,
             )
             session.lost()
             self.dropConnection(abort=True)

@@ -214,7 +214,11 @@ class Session:
             self._waiting = waiting
             waiting.addErrback(
                 lambda f: log.failure(
-                    "handling a message of {peer} failed", f, peer=self.peer
+                    "handling a message of {peer} failed",
+                    f,
+                    peer=self.peer,
+                    user_id=None if self.user is None else self.user.id,
+                    room_id=envelope.room_id,
                 )
             ).addBoth(self._handled)
 
