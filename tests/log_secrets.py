@@ -5,7 +5,8 @@ it) goes to one file, as do the logs of the server processes the tests
 start; every token a server here issues and every one a test client
 receives is remembered. At the end, a run whose logs hold any of them, the
 suite's secret or password, or a stored hash's prefix fails, naming what
-leaked and where to look.
+leaked and where to look. ``GAMESERVER_KEEP_TEST_LOG=1`` keeps the file
+(``/tmp/gameserver-test-log-*.log``) of a clean run too, to read.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if leaks:
         session.config.stash[_LEAKS] = leaks
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    else:
+    elif not os.environ.get("GAMESERVER_KEEP_TEST_LOG"):
         path.unlink(missing_ok=True)
 
 
