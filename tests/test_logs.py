@@ -229,3 +229,38 @@ async def test_a_failed_handler_is_logged_with_its_room_user_and_process(start_a
     # The JSON form carries them too, as fields of their own.
     as_json = json.loads(eventAsJSON(event))
     assert (as_json["room_id"], as_json["user_id"]) == (room_id, alice.user_id)
+
+
+@pytest_twisted.ensureDeferred
+async def test_twist_takes_the_json_observer_too(tmp_path):
+    port = free_port()
+    log_path = tmp_path / f"gameserver-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "twisted",
+                "gameserver",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--secret",
+                SECRET,
+                "--games",
+                "chat",
+                "--log-format",
+                "json",
+            ],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        client = await _serving(port, process, log_path.read_text)
+        await _use(client)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)
+    events = _events(log_path.read_text())
+    assert any("POST /api/token/" in e["message"] for e in events)

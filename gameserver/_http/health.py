@@ -191,7 +191,8 @@ def _messages(server: GameServer) -> Iterator[Metric]:
     for name, help_, value in (
         (
             "rate_limited",
-            "Messages refused because their socket was over its rate limit.",
+            "Messages (and pings) refused because their socket was over its rate"
+            " limit.",
             counters.rate_limited,
         ),
         (
