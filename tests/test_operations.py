@@ -413,3 +413,26 @@ async def test_redis_failures_and_reconnects_are_counted(tmp_path):
     finally:
         redis.stop()
         await stop(server)
+
+
+def test_a_tally_names_a_bounded_set_and_counts_the_rest_as_other():
+    from gameserver._stats import Tally
+
+    fixed = Tally(["A", "B"])
+    for label in ("A", "A", "B", "made-up", "another"):
+        fixed.count(label)
+    assert dict(fixed.items()) == {"A": 2, "B": 1, "other": 2}
+    capped = Tally(["A"], cap=2)
+    for label in ("X", "Y", "Z", "X"):
+        capped.count(label)
+    assert dict(capped.items()) == {"A": 0, "X": 2, "Y": 1, "other": 1}
+
+
+def test_a_histogram_puts_a_value_on_a_bound_in_that_bound_s_bucket():
+    from gameserver._stats import Histogram
+
+    histogram = Histogram((0.1, 1.0))
+    for value in (0.05, 0.1, 0.5, 1.0, 7.0):
+        histogram.observe(value)
+    assert histogram.buckets() == [("0.1", 2.0), ("1.0", 4.0), ("+Inf", 5.0)]
+    assert histogram.sum == 0.05 + 0.1 + 0.5 + 1.0 + 7.0

@@ -252,7 +252,8 @@ def _redis(backend: RedisBackend) -> Iterator[Metric]:
     )
     yield CounterMetricFamily(
         "gameserver_forwarded",
-        "Client requests published to the process owning their room.",
+        "Client requests published to the process owning their room (sent again"
+        " after a lost answer included).",
         value=hosting.forwarded,
     )
 
