@@ -153,8 +153,15 @@ class GameServer:
             self.matchmaker,
         )
         self.websocket_factory = GameServerFactory(
-            self.dispatcher, settings, clock=clock, reactor=reactor
+            self.dispatcher,
+            settings,
+            clock=clock,
+            reactor=reactor,
+            counters=self.engine.counters,
         )
+        #: The password hasher and the HTTP API, whose figures /metrics reads.
+        self.passwords = hasher
+        self.api = ApiResource(settings, self.accounts, self.rooms, self.games)
         self.resource: Resource = lobby_root()
         self.api = api = ApiResource(settings, self.accounts, self.rooms, self.games)
         self.oversight: IOversight

@@ -10,6 +10,7 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.logger import Logger
 from twisted.python import usage
 
+from gameserver import _logs
 from gameserver._game import GameLoadError, installed_games
 from gameserver._redis.probe import probe
 from gameserver._server import GameServer
@@ -122,9 +123,20 @@ class Options(usage.Options):
             "Comma-separated usernames who are admins (besides those marked"
             " with gameserver-admin).",
         ],
+        [
+            "log-format",
+            None,
+            "text",
+            "text, or json: one JSON object per log event, one per line, where"
+            " twistd would write its log (stdout under -n, else --logfile).",
+        ],
     ]
 
     def postOptions(self) -> None:
+        if self["log-format"] not in _logs.FORMATS:
+            raise usage.UsageError("--log-format is text or json")
+        if self["log-format"] == "json":
+            _logs.check(getattr(self, "parent", None))
         if self["port"] is not None and self["listen"] is not None:
             raise usage.UsageError("give --port or --listen, not both")
         if self["listen"] is None:
@@ -202,7 +214,10 @@ def makeService(options: Options) -> IService:
             "no --secret or GAMESERVER_SECRET given: using a random secret, so"
             " tokens will not survive a restart or work across processes"
         )
-    service = MultiService()
+    if options["log-format"] == "json":
+        service = _logs.json_root(getattr(options, "parent", None))
+    else:
+        service = MultiService()
     CollectorPolicy().setServiceParent(service)
     apart = options["metrics-listen"] is not None
     if options["redis"] is None:

@@ -77,6 +77,7 @@ class GuestSweeper(Service):
                     log.failure(
                         "removing guest {user} failed: tried again in {lease} s",
                         user=record.username,
+                        user_id=record.id,
                         lease=LEASE,
                     )
                 else:
@@ -99,4 +100,6 @@ class GuestSweeper(Service):
         await self._store.remove_user(record.id)
         # Again: one that validated just before its end may have come back.
         await self._hosting.close_user(user, CLOSE_UNAUTHORIZED, "guest expired")
-        log.info("guest {user} expired and was removed", user=user.username)
+        log.info(
+            "guest {user} expired and was removed", user=user.username, user_id=user.id
+        )

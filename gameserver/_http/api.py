@@ -114,6 +114,8 @@ class JsonApi(Resource):
         #: What a stopping server refuses: it would hand out sessions that
         #: are about to be closed.
         self._logins: set[Callable[..., Awaitable[Result]]] = set()
+        #: Answers by route pattern (``rooms/{id}``) and status, for the metrics.
+        self.requests: dict[tuple[str, int], int] = {}
 
     def mount(self, segment: str, api: JsonApi) -> None:
         """Serve ``api`` under ``segment``/ of this tree."""
@@ -127,8 +129,9 @@ class JsonApi(Resource):
         finished = [False]
         request.notifyFinish().addBoth(lambda _: finished.__setitem__(0, True))
         self._cors(request)
+        route = ["unmatched"]
         try:
-            status, body = await self._route(request)
+            status, body = await self._route(request, route)
         except GameServerError as e:
             status, body = e.status, {"detail": e.detail, "code": e.code}
             if e.status == 401:
@@ -142,6 +145,8 @@ class JsonApi(Resource):
                 500,
                 {"detail": "internal server error", "code": "internal_error"},
             )
+        key = (route[0], status)
+        self.requests[key] = self.requests.get(key, 0) + 1
         if finished[0]:
             return
         request.setResponseCode(status)
@@ -170,18 +175,27 @@ class JsonApi(Resource):
         request.setHeader(b"Access-Control-Max-Age", b"600")
 
     async def _route(
-        self, request: Request, segments: list[str] | None = None
+        self, request: Request, route: list[str], segments: list[str] | None = None
     ) -> Result:
+        """``route[0]`` is set to the pattern matched, never the raw path."""
         if segments is None:
             segments = [s.decode("utf-8", "replace") for s in request.postpath or ()]
             if segments and segments[-1] == "":
                 segments.pop()
         if segments and segments[0] in self._mounted:
-            return await self._mounted[segments[0]]._route(request, segments[1:])
+            inner = [route[0]]
+            try:
+                return await self._mounted[segments[0]]._route(
+                    request, inner, segments[1:]
+                )
+            finally:
+                if inner[0] != route[0]:
+                    route[0] = f"{segments[0]}/{inner[0]}"
         for pattern, methods in self._routes:
             args = _match(pattern, segments)
             if args is None:
                 continue
+            route[0] = "/".join("{id}" if p is _ID else str(p) for p in pattern)
             if request.method == b"OPTIONS":
                 return 204, None
             handler = methods.get(request.method)

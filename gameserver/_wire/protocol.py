@@ -45,6 +45,7 @@ from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 
 from gameserver._settings import Settings
+from gameserver._stats import Counters
 from gameserver._wire import formats, handshake
 from gameserver._wire.limits import Deadlines, OutboundWatch
 from gameserver._wire.origins import OriginPolicy
@@ -255,6 +256,7 @@ class GameServerProtocol(WebSocketServerProtocol):
             peer=self.peer or "",
             deadlines=factory.validation,
             wire_format=self._wire_format,
+            counters=factory.counters,
         )
 
     def _dataReceived(self, data: bytes) -> None:
@@ -425,10 +427,12 @@ class GameServerProtocol(WebSocketServerProtocol):
     def _overflow(self) -> None:
         session = self.session
         if session is not None and session.open:
+            self.factory.counters.outbound_drops += 1
             log.warn(
                 "dropping {peer}: over {limit} bytes queued for a client not reading",
                 peer=self.peer,
                 limit=self._outbound.limit,
+                user_id=None if session.user is None else session.user.id,
             )
             session.lost()
             self.dropConnection(abort=True)
@@ -476,9 +480,12 @@ class GameServerFactory(WebSocketServerFactory):
         *,
         clock: IReactorTime,
         reactor: Any = None,
+        counters: Counters | None = None,
     ) -> None:
         super().__init__(reactor=reactor)
         self.dispatcher = dispatcher
+        #: The server's figures, shared by its sessions.
+        self.counters = Counters() if counters is None else counters
         self.settings = settings
         self.clock = clock
         #: Sockets yet to send VALIDATE_CONNECTION, and their time to do it.
