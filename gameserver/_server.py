@@ -26,11 +26,13 @@ from gameserver._engine.sockets import LocalSockets
 from gameserver._engine.turns import Engine
 from gameserver._game import installed_games
 from gameserver._http import health
+from gameserver._http.admin import AdminApi
 from gameserver._http.api import ApiResource, request_factory
 from gameserver._http.front import FrontDoor
 from gameserver._http.lobby import lobby_root
-from gameserver._interfaces import IGame, IHosting, IStore
+from gameserver._interfaces import IGame, IHosting, IOversight, IStore
 from gameserver._memory.hosting import MemoryCommitter, MemoryHosting
+from gameserver._memory.oversight import MemoryOversight
 from gameserver._memory.store import MemoryStore
 from gameserver._settings import Settings
 from gameserver._wire.protocol import GameServerFactory
@@ -130,6 +132,7 @@ class GameServer:
             self.hosting,
             self.engine.rooms,
             self.matchmaker,
+            clock=clock,
         )
         #: Removes expired guests; ``service`` and ``listen`` start it.
         self.guests = GuestSweeper(
@@ -148,9 +151,16 @@ class GameServer:
             self.dispatcher, settings, clock=clock, reactor=reactor
         )
         self.resource: Resource = lobby_root()
-        self.resource.putChild(
-            b"api", ApiResource(settings, self.accounts, self.rooms, self.games)
-        )
+        api = ApiResource(settings, self.accounts, self.rooms, self.games)
+        self.oversight: IOversight
+        if backend is None:
+            self.oversight = MemoryOversight(memory, self.engine, self.sockets, clock)
+        else:
+            from gameserver._redis.oversight import RedisOversight
+
+            self.oversight = RedisOversight(backend.redis, clock)
+        api.mount("admin", AdminApi(self))
+        self.resource.putChild(b"api", api)
         self.resource.putChild(b"ws", WebSocketResource(self.websocket_factory))
         metrics, self.metrics_registry = health.metrics(self)
         #: Metrics and health checks, for a listener of their own.

@@ -34,6 +34,10 @@ def _to_tuple(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _to_names(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(name.casefold() for name in value)
+
+
 def _to_bytes(value: str | bytes) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
 
@@ -112,3 +116,6 @@ class Settings:
     #: With Redis: seconds an owner keeps a room nobody is in, with no
     #: timers, before giving it back.
     idle_release: float = attrs.field(default=60.0, validator=_positive)
+    #: Usernames (any case) that are admins, besides those marked in the
+    #: store: they may use ``/api/admin/``.
+    admins: tuple[str, ...] = attrs.field(default=(), converter=_to_names)

@@ -106,6 +106,13 @@ class Options(usage.Options):
             " and tests only.",
             int,
         ],
+        [
+            "admins",
+            None,
+            None,
+            "Comma-separated usernames who are admins (besides those marked"
+            " with gameserver-admin).",
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -142,6 +149,7 @@ class Options(usage.Options):
                 process_ttl=self["process-ttl"],
                 heartbeat_interval=min(2.0, self["process-ttl"] / 3),
                 password_cost=self["password-cost"],
+                admins=_csv(self["admins"] or ""),
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None

@@ -3,7 +3,7 @@
 A guest lasts as long as its refresh token. Every ``interval`` seconds the
 sweeper takes the guests whose end has passed (with Redis each is handed
 to one process only), gives up their seats and presence in every room,
-deletes the rooms they made (their members get ``ROOM_DELETED``), closes
+deletes the rooms they made (their members get ``ROOM_CLOSED``), closes
 their sockets in every process and removes their record, which frees
 the name.
 """
@@ -27,6 +27,9 @@ BATCH = 100
 LEASE = 300.0
 
 log = Logger()
+
+#: Why the rooms of an expired guest close (``ROOM_CLOSED``).
+GUEST_EXPIRED = "closed: its owner's guest account expired"
 
 
 class GuestSweeper(Service):
@@ -87,7 +90,9 @@ class GuestSweeper(Service):
         await self._hosting.close_user(user, CLOSE_UNAUTHORIZED, "guest expired")
         rooms, owned = await self._hosting.rooms_of(user)
         for room_id in owned:
-            await self._hosting.request(Work(DELETE, room_id, user=user))
+            await self._hosting.request(
+                Work(DELETE, room_id, user=user, data={"reason": GUEST_EXPIRED})
+            )
         for room_id in rooms:
             if room_id not in owned:
                 await self._hosting.request(Work(LEAVE, room_id, user))

@@ -206,7 +206,12 @@ class Matchmaker:
     async def _new_room(self, game: IGame, owner: UserRef) -> int:
         """A quick join's room when none is open: the user's, the game's size."""
         room = await self._store.create_room(
-            f"{game.name} (quick)", game.name, owner, game.max_players, None
+            f"{game.name} (quick)",
+            game.name,
+            owner,
+            game.max_players,
+            None,
+            self._clock.seconds(),
         )
         return room.id
 

@@ -91,35 +91,27 @@ def request_factory(max_body: int) -> type[LimitedRequest]:
     return type("Request", (LimitedRequest,), {"max_body": max_body})
 
 
-class ApiResource(Resource):
+Routes = list[tuple[tuple[object, ...], dict[bytes, Callable[..., Awaitable[Result]]]]]
+
+
+class JsonApi(Resource):
+    """What every JSON endpoint tree shares: routing, bodies, bearer tokens,
+    CORS and the ``{"detail", "code"}`` errors. A subclass fills ``_routes``;
+    ``mount`` serves another tree under one path segment of this one."""
+
     isLeaf = True
 
-    def __init__(
-        self,
-        settings: Settings,
-        accounts: Accounts,
-        rooms: Rooms,
-        games: Mapping[str, IGame],
-    ) -> None:
+    def __init__(self, settings: Settings, accounts: Accounts) -> None:
         super().__init__()
         self._settings = settings
         self._accounts = accounts
-        self._rooms = rooms
-        self._games = games
         self._origins = OriginPolicy(settings.allowed_origins)
-        self._routes: list[
-            tuple[tuple[object, ...], dict[bytes, Callable[..., Awaitable[Result]]]]
-        ] = [
-            (("users",), {b"POST": self._create_user}),
-            (("users", "claim"), {b"POST": self._claim}),
-            (("token",), {b"POST": self._token}),
-            (("token", "refresh"), {b"POST": self._refresh}),
-            (("token", "guest"), {b"POST": self._guest}),
-            (("games",), {b"GET": self._list_games}),
-            (("rooms",), {b"GET": self._list_rooms, b"POST": self._create_room}),
-            (("rooms", "quick"), {b"POST": self._quick}),
-            (("rooms", _ID), {b"GET": self._get_room, b"DELETE": self._delete_room}),
-        ]
+        self._routes: Routes = []
+        self._mounted: dict[str, JsonApi] = {}
+
+    def mount(self, segment: str, api: JsonApi) -> None:
+        """Serve ``api`` under ``segment``/ of this tree."""
+        self._mounted[segment] = api
 
     def render(self, request: Request) -> int:
         ensureDeferred(self._respond(request))
@@ -171,10 +163,15 @@ class ApiResource(Resource):
         )
         request.setHeader(b"Access-Control-Max-Age", b"600")
 
-    async def _route(self, request: Request) -> Result:
-        segments = [s.decode("utf-8", "replace") for s in request.postpath or ()]
-        if segments and segments[-1] == "":
-            segments.pop()
+    async def _route(
+        self, request: Request, segments: list[str] | None = None
+    ) -> Result:
+        if segments is None:
+            segments = [s.decode("utf-8", "replace") for s in request.postpath or ()]
+            if segments and segments[-1] == "":
+                segments.pop()
+        if segments and segments[0] in self._mounted:
+            return await self._mounted[segments[0]]._route(request, segments[1:])
         for pattern, methods in self._routes:
             args = _match(pattern, segments)
             if args is None:
@@ -203,14 +200,40 @@ class ApiResource(Resource):
         except GameServerError as e:
             raise InvalidInput(f"the body is not valid JSON ({e.detail})") from None
 
-    async def _user(self, request: Request) -> UserRef:
+    def _bearer(self, request: Request) -> str:
+        """The request's access token, unchecked; 401 if it has none."""
         header = request.getHeader(b"Authorization")
         found = _BEARER.fullmatch(header.strip()) if header else None
         if found is None:
             raise NotAuthenticated("send 'Authorization: Bearer <access token>'")
-        return await self._accounts.authenticate(
-            found.group(1).decode("ascii", "replace")
-        )
+        return found.group(1).decode("ascii", "replace")
+
+    async def _user(self, request: Request) -> UserRef:
+        return await self._accounts.authenticate(self._bearer(request))
+
+
+class ApiResource(JsonApi):
+    def __init__(
+        self,
+        settings: Settings,
+        accounts: Accounts,
+        rooms: Rooms,
+        games: Mapping[str, IGame],
+    ) -> None:
+        super().__init__(settings, accounts)
+        self._rooms = rooms
+        self._games = games
+        self._routes = [
+            (("users",), {b"POST": self._create_user}),
+            (("users", "claim"), {b"POST": self._claim}),
+            (("token",), {b"POST": self._token}),
+            (("token", "refresh"), {b"POST": self._refresh}),
+            (("token", "guest"), {b"POST": self._guest}),
+            (("games",), {b"GET": self._list_games}),
+            (("rooms",), {b"GET": self._list_rooms, b"POST": self._create_room}),
+            (("rooms", "quick"), {b"POST": self._quick}),
+            (("rooms", _ID), {b"GET": self._get_room, b"DELETE": self._delete_room}),
+        ]
 
     async def _create_user(self, request: Request) -> Result:
         user = await self._accounts.register(self._body(request))

@@ -86,6 +86,7 @@ class MemoryStore:
         owner: UserRef,
         max_players: int,
         password_hash: str | None,
+        created: float = 0.0,
     ) -> Room:
         room = Room(
             id=next(self._room_ids),
@@ -94,6 +95,7 @@ class MemoryStore:
             owner=owner,
             max_players=max_players,
             password_hash=password_hash,
+            created=created,
         )
         self._rooms[room.id] = room
         return room
@@ -106,6 +108,34 @@ class MemoryStore:
             r for r in reversed(self._rooms.values()) if game is None or r.game == game
         ]
         return Page(len(rooms), tuple(rooms[offset : offset + limit]))
+
+    async def set_user_flags(
+        self, user_id: int, *, admin: bool | None = None, banned: bool | None = None
+    ) -> UserRecord | None:
+        record = self._users.get(user_id)
+        if record is None:
+            return None
+        record = attrs.evolve(
+            record,
+            admin=record.admin if admin is None else admin,
+            banned=record.banned if banned is None else banned,
+        )
+        self._users[user_id] = record
+        return record
+
+    async def find_users(self, prefix: str, limit: int) -> list[UserRecord]:
+        key = prefix.casefold()
+        exact = self._user_ids_by_name.get(key)
+        found = [] if exact is None else [exact]
+        for name, user_id in self._user_ids_by_name.items():
+            if len(found) >= limit:
+                break
+            if name.startswith(key) and user_id != exact:
+                found.append(user_id)
+        return [self._users[user_id] for user_id in found[:limit]]
+
+    async def admins(self) -> list[UserRecord]:
+        return [r for r in self._users.values() if r.admin]
 
     # For the in-memory committer: a room's record as its turns change it.
 

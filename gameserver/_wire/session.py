@@ -30,6 +30,8 @@ from gameserver._wire.messages import Frame
 
 #: Close code for a socket that failed or skipped authentication.
 CLOSE_UNAUTHORIZED = 4001
+#: Close code for the sockets of a user an admin kicked or banned.
+CLOSE_KICKED = 4003
 #: Close code for a socket that keeps sending past its rate limit.
 CLOSE_POLICY_VIOLATION = 1008
 #: Seconds over which ``flood_limit`` refused messages close a socket.

@@ -60,7 +60,7 @@ const JOIN_ROOM = "JOIN_ROOM";
 const LEAVE_ROOM = "LEAVE_ROOM";
 // Its reply names the room it found: answered for whichever room it names.
 const QUICK_JOIN = "QUICK_JOIN";
-const ROOM_DELETED = "ROOM_DELETED";
+const ROOM_CLOSED = "ROOM_CLOSED";
 
 /** A refusal or failure, with the server's `code` and `detail`. */
 export class GameServerError extends Error {
@@ -890,7 +890,7 @@ export class GameClient extends EventTarget {
         }
       }
     }
-    if (message.type === ROOM_DELETED) {
+    if (message.type === ROOM_CLOSED) {
       this._rooms.delete(roomId);
       this._seqs.delete(roomId);
     }

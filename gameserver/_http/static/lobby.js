@@ -868,10 +868,10 @@ const ROOM_HANDLERS = {
     current.status = "finished";
     renderStatus();
   },
-  ROOM_DELETED() {
+  ROOM_CLOSED({ reason }) {
     const mine = current.room?.owner.id === client.user?.id;
     leaveRoomView();
-    notice(mine ? "The room was deleted." : "The room was deleted by its owner.");
+    notice(mine && reason === "deleted by its owner" ? "The room was deleted." : `The room was ${reason}.`);
     showLobby();
   },
   CHAT_HISTORY({ messages }) {
