@@ -282,7 +282,10 @@ function pollWorked() {
 const history = []; // {at, sockets, users, rooms, rate}: the last HISTORY_S seconds
 let lastCounter = null; // {at, process, sent}: where messages/s is measured from
 
+let lastStats = null;
+
 function recordStats(stats) {
+  lastStats = stats;
   const at = Number(stats.at);
   // A rate from two polls of one process's counter only: behind a load
   // balancer the next poll may reach another process (or a restarted one).
@@ -303,7 +306,9 @@ function recordStats(stats) {
   setText($("processes"), typeof stats.processes === "number" ? `${stats.processes} processes` : " ");
   setText($("rate"), rate === null ? "—" : number(rate, 1));
   setText($("messages-sent"), `${number(sent)} sent`);
-  setText($("stats-process"), stats.process ? `process ${String(stats.process).slice(0, 12)}` : "");
+  // With Redis the counts are the answering process's own; the rooms are everyone's.
+  const of = typeof stats.processes === "number" ? ` (one of ${stats.processes}: these counts are its own)` : "";
+  setText($("stats-process"), stats.process ? `process ${String(stats.process).slice(0, 8)}${of}` : "");
   const span = Math.round(Math.min(HISTORY_S, at - history[0].at) / 60);
   setText($("chart-span"), `The charts: the last ${span < 1 ? "minute" : `${span} min`} (up to ${HISTORY_S / 60} min), a point every ${POLL_MS / 1000} s.`);
   for (const key of ["sockets", "users", "rooms", "rate"]) drawChart($(`chart-${key}`), key, at);
@@ -312,7 +317,8 @@ function recordStats(stats) {
 /** A sparkline of one figure over the last HISTORY_S seconds, in the svg's 120×32 box. */
 function drawChart(svg, key, now) {
   const points = history.filter((p) => typeof p[key] === "number" && Number.isFinite(p[key]));
-  const peak = Math.max(1, ...points.map((p) => p[key]));
+  const max = Math.max(0, ...points.map((p) => p[key]));
+  const peak = Math.max(1, max);
   const x = (at) => (120 * (at - (now - HISTORY_S))) / HISTORY_S;
   const y = (value) => 30 - (28 * value) / peak;
   const line = points.map((p) => `${x(p.at).toFixed(1)},${y(p[key]).toFixed(1)}`).join(" ");
@@ -326,7 +332,7 @@ function drawChart(svg, key, now) {
   }
   polyline.setAttribute("points", line);
   svg.dataset.points = String(points.length);
-  svg.dataset.peak = String(peak);
+  svg.dataset.max = String(max);
   svg.dataset.last = points.length ? String(points[points.length - 1][key]) : "";
 }
 
@@ -373,7 +379,8 @@ function renderRooms() {
     return (x < y ? -1 : x > y ? 1 : 0) * sortDir || b.id - a.id;
   });
   const table = $("room-table");
-  table.classList.toggle("with-process", roomList.some((r) => r.process));
+  // Only with Redis (several processes) does a room's process tell anything.
+  table.classList.toggle("with-process", lastStats?.processes !== undefined);
   const seen = new Set();
   const rows = rooms.map((room) => {
     seen.add(room.id);
@@ -422,7 +429,10 @@ function fillRow(row, room) {
   setText(id, room.id);
   if (name.dataset.shown !== `${room.has_password}:${room.name}`) {
     name.dataset.shown = `${room.has_password}:${room.name}`;
-    name.replaceChildren(room.name, room.has_password ? h("span", { class: "tag", testid: "room-locked" }, "password") : "");
+    name.replaceChildren(
+      h("span", { testid: "room-title" }, room.name),
+      room.has_password ? h("span", { class: "tag", testid: "room-locked" }, "password") : "",
+    );
   }
   setText(game, room.game);
   setText(state, STATES[room.state] ?? room.state);
@@ -430,8 +440,9 @@ function fillRow(row, room) {
   const watching = room.spectators.length ? ` +${room.spectators.length} watching` : "";
   setText(players, `${room.players.length}/${room.max_players} (${present} here)${watching}`);
   setText(owner, room.owner?.username ?? "");
-  setText(process, room.process ? String(room.process).slice(0, 8) : "");
-  process.title = room.process ?? "";
+  const here = room.process && room.process === lastStats?.process ? " (this one)" : "";
+  setText(process, room.process ? `${String(room.process).slice(0, 8)}${here}` : "none");
+  process.title = room.process ?? "no process holds it now";
   setText(age, duration(room.age));
   setText(rate, number(room.messages_per_minute, 1));
   row.classList.toggle("selected", room.id === detailRoomId);
