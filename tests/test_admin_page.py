@@ -344,7 +344,9 @@ def test_an_admin_watches_filters_inspects_closes_kicks_and_bans(
     admin.get_by_test_id("confirm-cancel").click()
 
 
-def test_the_monitor_fits_a_phone(servers: tuple[Server, Server], contexts) -> None:
+def test_the_monitor_fits_a_phone(
+    servers: tuple[Server, Server], contexts, shots: Path
+) -> None:
     a, _ = servers
     owner = token(a, "phoebe")
     status, _ = a.api(
@@ -365,3 +367,4 @@ def test_the_monitor_fits_a_phone(servers: tuple[Server, Server], contexts) -> N
     expect(page.get_by_test_id("room-detail")).to_be_visible()
     expect(page.get_by_test_id("detail-players")).to_have_text("No players.")
     assert fits(page)
+    page.screenshot(path=str(shots / "admin-phone.png"), full_page=True)

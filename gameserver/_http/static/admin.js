@@ -309,17 +309,30 @@ function recordStats(stats) {
   // With Redis the counts are the answering process's own; the rooms are everyone's.
   const of = typeof stats.processes === "number" ? ` (one of ${stats.processes}: these counts are its own)` : "";
   setText($("stats-process"), stats.process ? `process ${String(stats.process).slice(0, 8)}${of}` : "");
-  const span = Math.round(Math.min(HISTORY_S, at - history[0].at) / 60);
-  setText($("chart-span"), `The charts: the last ${span < 1 ? "minute" : `${span} min`} (up to ${HISTORY_S / 60} min), a point every ${POLL_MS / 1000} s.`);
+  const span = chartSpan(at);
+  const shown = span < 90 ? `${Math.round(span)} s` : `${Math.round(span / 60)} min`;
+  setText($("chart-span"), `The charts: the last ${shown} (up to ${HISTORY_S / 60} min), a point every ${POLL_MS / 1000} s.`);
   for (const key of ["sockets", "users", "rooms", "rate"]) drawChart($(`chart-${key}`), key, at);
 }
 
-/** A sparkline of one figure over the last HISTORY_S seconds, in the svg's 120×32 box. */
+/** Seconds the charts cover now. */
+function chartSpan(now) {
+  const since = history.length ? now - history[0].at : 0;
+  return Math.min(HISTORY_S, Math.max(since, (10 * POLL_MS) / 1000));
+}
+
+/**
+ * A sparkline of one figure in the svg's 120×32 box: over the last
+ * HISTORY_S seconds, or since the page opened when that is shorter (at
+ * least ten polls' worth), so a new page's first points are not squeezed
+ * against the right edge.
+ */
 function drawChart(svg, key, now) {
   const points = history.filter((p) => typeof p[key] === "number" && Number.isFinite(p[key]));
   const max = Math.max(0, ...points.map((p) => p[key]));
   const peak = Math.max(1, max);
-  const x = (at) => (120 * (at - (now - HISTORY_S))) / HISTORY_S;
+  const span = chartSpan(now);
+  const x = (at) => (120 * (at - (now - span))) / span;
   const y = (value) => 30 - (28 * value) / peak;
   const line = points.map((p) => `${x(p.at).toFixed(1)},${y(p[key]).toFixed(1)}`).join(" ");
   let polyline = svg.querySelector("polyline");
@@ -539,7 +552,7 @@ function renderDetail(room) {
     room.has_password ? "password" : null,
     `age ${duration(room.age)}`,
     `${number(room.messages_per_minute, 1)} messages/min`,
-    room.process ? `process ${room.process}` : null,
+    room.process && lastStats?.processes !== undefined ? `process ${room.process}` : null,
   ];
   setText($("detail-summary"), parts.filter(Boolean).join(" · "));
   $("detail-players").replaceChildren(
