@@ -1,10 +1,10 @@
 """End-to-end: the monitor page at ``/admin/`` in a real headless Chromium.
 
-The server, the browser and the screenshots are ``test_browser``'s (its
-``server`` script, run here with ``--admins``-like settings); the players
-are lobby pages in browser contexts of their own, over real sockets. In
-memory one server process; on Redis two, sharing one Redis: the admin
-watches process A while a player plays on process B.
+The server process, the browser and the screenshots are ``test_browser``'s
+(its server run with ``Settings(admins=...)``); the players are lobby pages
+in browser contexts of their own, over real sockets. In memory one server
+process; on Redis two sharing one Redis: the admin watches process A while
+one player plays there and the other on process B.
 
 To refresh the README's picture, run
 ``GAMESERVER_SCREENSHOTS=docs python -m pytest tests/test_admin_page.py``.
@@ -15,6 +15,7 @@ To refresh the README's picture, run
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from tests.test_browser import (  # noqa: F401 - fixtures
     contexts,
     create_room,
     fits,
+    move,
     room_row,
     run_server,
     say,
@@ -200,12 +202,16 @@ def test_an_admin_watches_filters_inspects_closes_kicks_and_bans(
     sign_up(bob, b.url, "bob")
     wait_count(admin, "sockets", sockets + (1 if redis else 2))
     wait_count(admin, "users", users + (1 if redis else 2))
-    create_room(alice, "chat", "Quiz night")
-    join(bob, "Quiz night")
-    for n in range(5):
+    # They play tictactoe, and chat: the message rate moves too.
+    create_room(alice, "tictactoe", "Duel")
+    join(bob, "Duel")
+    expect(alice.get_by_test_id("ttt-status")).to_have_text("Your turn: you are X.")
+    move(alice, bob, 4, "X")
+    move(bob, alice, 0, "O")
+    for n in range(4):
         say(alice, f"hello {n}")
         say(bob, f"hi {n}")
-    expect(alice.get_by_test_id("chat-message").last).to_contain_text("hi 4")
+    expect(alice.get_by_test_id("chat-message").last).to_contain_text("hi 3")
     # A message rate was seen (the counter rose between two polls).
     admin.wait_for_function(
         "Number(document.querySelector('[data-testid=chart-rate]').dataset.max) > 0"
@@ -224,29 +230,34 @@ def test_an_admin_watches_filters_inspects_closes_kicks_and_bans(
     expect(admin_row(admin, "Tea room").get_by_test_id("room-locked")).to_be_visible()
     # Newest first.
     expect(admin.get_by_test_id("room-title").first).to_have_text("Tea room")
-    quiz = admin_row(admin, "Quiz night")
-    expect(quiz.get_by_test_id("room-players")).to_have_text("2/50 (2 here)")
-    expect(quiz.get_by_test_id("room-owner")).to_have_text("alice")
-    expect(quiz.get_by_test_id("room-rate")).not_to_have_text("0.0")
+    duel = admin_row(admin, "Duel")
+    expect(duel.get_by_test_id("room-players")).to_have_text("2/2 (2 here)")
+    expect(duel.get_by_test_id("room-state")).to_have_text("in game")
+    expect(duel.get_by_test_id("room-owner")).to_have_text("alice")
+    expect(duel.get_by_test_id("room-rate")).not_to_have_text("0.0")
     if redis:
-        expect(admin.get_by_test_id("room-process").first).to_be_visible()
+        expect(duel.get_by_test_id("room-process")).to_be_visible()
+    else:
+        expect(duel.get_by_test_id("room-process")).to_be_hidden()
     admin.get_by_test_id("filter-game").select_option("tictactoe")
+    expect(admin.get_by_test_id("room-row")).to_have_count(2)
+    admin.get_by_test_id("filter-state").select_option("in_game")
     expect(admin.get_by_test_id("room-row")).to_have_count(1)
-    expect(admin_row(admin, "Board game")).to_be_visible()
+    expect(duel).to_be_visible()
+    admin.get_by_test_id("filter-state").select_option("finished")
+    expect(admin.get_by_test_id("rooms-empty")).to_be_visible()
+    admin.get_by_test_id("filter-state").select_option("")
     admin.get_by_test_id("filter-game").select_option("chat")
+    expect(admin.get_by_test_id("room-row")).to_have_count(1)
+    expect(admin_row(admin, "Tea room")).to_be_visible()
+    admin.get_by_test_id("filter-game").select_option("")
     admin.get_by_test_id("filter-search").fill("BOB")  # a player's name
     expect(admin.get_by_test_id("room-row")).to_have_count(1)
-    expect(quiz).to_be_visible()
+    expect(duel).to_be_visible()
     admin.get_by_test_id("filter-search").fill("tea")  # a room's name
     expect(admin.get_by_test_id("room-row")).to_have_count(1)
     expect(admin_row(admin, "Tea room")).to_be_visible()
     admin.get_by_test_id("filter-search").fill("")
-    admin.get_by_test_id("filter-state").select_option("in_game")
-    expect(admin.get_by_test_id("rooms-empty")).to_be_visible()
-    admin.get_by_test_id("filter-state").select_option("waiting")
-    expect(admin.get_by_test_id("room-row")).to_have_count(2)
-    admin.get_by_test_id("filter-game").select_option("")
-    admin.get_by_test_id("filter-state").select_option("")
     expect(admin.get_by_test_id("room-row")).to_have_count(3)
     # Sorted by name, then back.
     admin.get_by_test_id("sort-name").click()
@@ -256,22 +267,39 @@ def test_an_admin_watches_filters_inspects_closes_kicks_and_bans(
     admin.get_by_test_id("sort-age").click()
 
     # A room's state and members.
-    quiz.click()
+    duel.click()
     detail = admin.get_by_test_id("room-detail")
     expect(detail).to_be_visible()
-    expect(admin.get_by_test_id("detail-name")).to_have_text("Quiz night")
-    for name in ("alice", "bob"):
-        member = detail.get_by_test_id("detail-member").and_(
+    expect(admin.get_by_test_id("detail-name")).to_have_text("Duel")
+    members = {
+        name: detail.get_by_test_id("detail-member").and_(
             admin.locator(f'[data-user="{name}"]')
         )
-        expect(member.get_by_test_id("presence")).to_have_text("present")
+        for name in ("alice", "bob")
+    }
+    for name in ("alice", "bob"):
+        expect(members[name].get_by_test_id("presence")).to_have_text("present")
     expect(admin.get_by_test_id("detail-spectators")).to_have_text("Nobody watches.")
-    expect(admin.get_by_test_id("detail-chat")).to_contain_text("bob: hi 4")
-    expect(admin.get_by_test_id("detail-state")).not_to_be_empty()
-    expect(admin.get_by_test_id("detail-entries")).not_to_be_empty()
+    expect(admin.get_by_test_id("detail-chat")).to_contain_text("bob: hi 3")
+    state = admin.get_by_test_id("detail-state")
+    expect(state).to_contain_text('"cells"')
+    shown = json.loads(state.text_content() or "null")
+    assert shown["cells"][0] == "O" and shown["cells"][4] == "X", shown
+    expect(admin.get_by_test_id("detail-entries")).to_have_text("{}")
     expect(admin.get_by_test_id("detail-summary")).to_contain_text("owner alice")
+    # The state follows the game.
+    move(alice, bob, 8, "X")
+    expect(state).to_contain_text('"X"\n  ]')
     if request.node.callspec.params.get("servers") == "memory":
         admin.screenshot(path=str(shots / "admin.png"), full_page=True)
+
+    # Bob's connection drops: he is away, his seat kept; then back.
+    bob_context.set_offline(True)
+    bob.evaluate("window.gameserverLobby.client.socket.close()")
+    expect(members["bob"].get_by_test_id("presence")).to_have_text("away")
+    expect(duel.get_by_test_id("room-players")).to_have_text("2/2 (1 here)")
+    bob_context.set_offline(False)
+    expect(members["bob"].get_by_test_id("presence")).to_have_text("present")
 
     # Errors are shown, and the page goes on: the API out of reach.
     admin.route("**/api/admin/stats/", lambda route: route.abort())
@@ -302,11 +330,11 @@ def test_an_admin_watches_filters_inspects_closes_kicks_and_bans(
 
     # Close the room: alice's page gets ROOM_CLOSED and says so.
     admin.get_by_test_id("close-room").click()
-    expect(admin.get_by_test_id("confirm-title")).to_have_text("Close Quiz night?")
+    expect(admin.get_by_test_id("confirm-title")).to_have_text("Close Duel?")
     confirm(admin)
-    expect(admin.get_by_test_id("notice")).to_contain_text("Quiz night")
+    expect(admin.get_by_test_id("notice")).to_contain_text("Room Duel (#")
     expect(detail).to_be_hidden()
-    expect(quiz).to_have_count(0)
+    expect(duel).to_have_count(0)
     alice.wait_for_function("window.roomsClosed.length === 1")
     assert alice.evaluate("window.roomsClosed[0].data.reason") == "closed by an admin"
     expect(alice.get_by_test_id("notice")).to_contain_text("closed by an admin")

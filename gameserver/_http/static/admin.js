@@ -371,7 +371,7 @@ const SORTS = {
   players: (r) => r.players.length,
   owner: (r) => String(r.owner?.username ?? "").toLowerCase(),
   process: (r) => r.process ?? "",
-  age: (r) => r.age,
+  age: (r) => r.age ?? Infinity, // a room made before ages were kept: the oldest
   rate: (r) => r.messages_per_minute,
 };
 
