@@ -372,27 +372,47 @@ def test_an_admin_watches_filters_inspects_closes_kicks_and_bans(
     admin.get_by_test_id("confirm-cancel").click()
 
 
-def test_the_monitor_fits_a_phone(
+HOSTILE = '<img src=x onerror="window.pwned = 1"> a room'
+
+
+def test_the_monitor_fits_a_phone_and_keeps_its_session(
     servers: tuple[Server, Server], contexts, shots: Path
 ) -> None:
     a, _ = servers
     owner = token(a, "phoebe")
-    status, _ = a.api(
-        "POST",
-        "/api/rooms/",
-        {"name": "A room with a long name", "game": "chat"},
-        owner,
-    )
-    assert status == 201
+    for name in ("A room with a long name", HOSTILE):
+        status, _ = a.api("POST", "/api/rooms/", {"name": name, "game": "chat"}, owner)
+        assert status == 201
     token(a, ADMIN)
     _, page = contexts(**PHONE)
     log_in(page, a.url, ADMIN)
     expect(page.get_by_test_id("monitor-view")).to_be_visible()
     row = admin_row(page, "A room with a long name")
     expect(row).to_be_visible()
+    # What users typed is shown as text, never run as HTML.
+    expect(admin_row(page, HOSTILE)).to_be_visible()
+    assert page.evaluate("window.pwned") is None
     assert fits(page)
     row.click()
     expect(page.get_by_test_id("room-detail")).to_be_visible()
     expect(page.get_by_test_id("detail-players")).to_have_text("No players.")
     assert fits(page)
     page.screenshot(path=str(shots / "admin-phone.png"), full_page=True)
+
+    # A reload keeps the session (the lobby's store): no login again.
+    page.reload()
+    expect(page.get_by_test_id("monitor-view")).to_be_visible()
+    expect(page.get_by_test_id("auth-view")).to_be_hidden()
+    # A session the server no longer takes (its refresh token refused too)
+    # ends on the login form, saying why.
+    page.evaluate(
+        """() => {
+            const client = window.gameserverAdmin.client;
+            client._setSession({ ...client.session, access: "x.e30.x", refresh: "x.e30.x" });
+        }"""
+    )
+    expect(page.get_by_test_id("auth-view")).to_be_visible()
+    expect(page.get_by_test_id("auth-error")).to_have_text(
+        "Your session has expired: log in again."
+    )
+    expect(page.get_by_test_id("monitor-view")).to_be_hidden()

@@ -499,6 +499,11 @@ function openDetail(roomId) {
   setText($("detail-id"), `#${roomId}`);
   const listed = roomList.find((r) => r.id === roomId);
   setText($("detail-name"), listed?.name ?? "");
+  setText($("detail-summary"), "Loading…");
+  for (const id of ["detail-players", "detail-spectators", "detail-chat", "detail-state", "detail-entries"]) {
+    $(id).replaceChildren();
+    shown.delete($(id));
+  }
   show($("room-detail"), true);
   for (const [id, row] of rowsById) row.classList.toggle("selected", id === roomId);
   loadDetail(roomId);
@@ -530,13 +535,21 @@ async function loadDetail(roomId) {
   }
 }
 
-const shownJson = new WeakMap(); // <pre> -> the text it shows
+const shown = new WeakMap(); // an element -> the JSON of what it shows
+
+/** Fill `el` with `make()` unless it already shows `value`. */
+function rebuild(el, value, make) {
+  const key = JSON.stringify(value);
+  if (shown.get(el) === key) return;
+  el.replaceChildren(...make());
+  shown.set(el, key);
+}
 
 function showJson(el, value) {
   const text = value === undefined ? "(none)" : JSON.stringify(value, null, 2);
-  if (shownJson.get(el) !== text) {
+  if (shown.get(el) !== text) {
     el.textContent = text;
-    shownJson.set(el, text);
+    shown.set(el, text);
   }
 }
 
@@ -555,17 +568,19 @@ function renderDetail(room) {
     room.process && lastStats?.processes !== undefined ? `process ${room.process}` : null,
   ];
   setText($("detail-summary"), parts.filter(Boolean).join(" · "));
-  $("detail-players").replaceChildren(
-    ...(room.players.length
+  // Rebuilt only when they change: a button is not replaced under the
+  // pointer (or the keyboard's focus) at every poll.
+  rebuild($("detail-players"), [room.players, room.owner?.id], () =>
+    room.players.length
       ? room.players.map((p) => person(p, { present: p.present, owner: p.id === room.owner?.id }))
-      : [h("li", { class: "muted" }, "No players.")]),
+      : [h("li", { class: "muted" }, "No players.")],
   );
-  $("detail-spectators").replaceChildren(
-    ...(room.spectators.length ? room.spectators.map((s) => person(s, {})) : [h("li", { class: "muted" }, "Nobody watches.")]),
+  rebuild($("detail-spectators"), room.spectators, () =>
+    room.spectators.length ? room.spectators.map((s) => person(s, {})) : [h("li", { class: "muted" }, "Nobody watches.")],
   );
   const chat = Array.isArray(room.chat) ? room.chat : [];
-  $("detail-chat").replaceChildren(
-    ...(chat.length ? chat.map(chatLine) : [h("li", { class: "muted" }, "No chat yet.")]),
+  rebuild($("detail-chat"), chat, () =>
+    chat.length ? chat.map(chatLine) : [h("li", { class: "muted" }, "No chat yet.")],
   );
   showJson($("detail-state"), room.data?.state);
   showJson($("detail-entries"), room.data?.entries);
