@@ -35,7 +35,8 @@ def _to_tuple(value: Iterable[str]) -> tuple[str, ...]:
 
 
 def _to_names(value: Iterable[str]) -> tuple[str, ...]:
-    return tuple(name.casefold() for name in value)
+    names = (value,) if isinstance(value, str) else value
+    return tuple(name.casefold() for name in names)
 
 
 def _to_bytes(value: str | bytes) -> bytes:
