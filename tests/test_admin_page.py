@@ -327,6 +327,12 @@ def test_an_admin_watches_filters_inspects_closes_kicks_and_bans(
     confirm(admin)
     expect(admin.get_by_test_id("notice")).to_contain_text("bob was kicked.")
     bob.wait_for_function("window.closes.includes(4003)")
+    # His lobby says so, and does not come back by itself.
+    expect(bob.get_by_test_id("notice-text")).to_have_text(
+        "An admin closed the connection (kicked)."
+    )
+    expect(bob.get_by_test_id("connection-banner")).to_contain_text("Disconnected.")
+    assert bob.evaluate("window.closes") == [4003]
 
     # Close the room: alice's page gets ROOM_CLOSED and says so.
     admin.get_by_test_id("close-room").click()
