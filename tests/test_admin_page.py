@@ -358,6 +358,9 @@ def test_an_admin_watches_filters_inspects_closes_kicks_and_bans(
         "POST", "/api/token/", {"username": "bob", "password": PASSWORD}
     )
     assert (status, body["code"]) == (403, "banned"), body
+    _, banned = contexts()
+    log_in(banned, b.url, "bob")
+    expect(banned.get_by_test_id("auth-error")).to_have_text("This account is banned.")
     found.get_by_test_id("unban").click()
     confirm(admin)
     expect(found.get_by_test_id("user-banned")).to_have_count(0)

@@ -72,6 +72,8 @@ const MESSAGES = {
   room_not_found: () => "This room no longer exists.",
   user_not_found: () => "No such user.",
   unavailable: () => "The server is busy: try again in a moment.",
+  banned: () => "This account is banned.",
+  cannot_ban_admin: () => "An admin cannot be banned: revoke their rights first.",
 };
 
 function describe(error) {
@@ -129,6 +131,13 @@ function showRefused() {
   showView("refused-view");
 }
 
+/** The account was banned (not an admin's, then): its tokens are refused for good. */
+function banned() {
+  closeDetail();
+  client.logout();
+  showAuth(describe(new GameServerError("banned", "")));
+}
+
 client.addEventListener("session", ({ detail }) => {
   if (!detail) showAuth();
 });
@@ -175,6 +184,7 @@ async function enter() {
     stats = await client.api("GET", "api/admin/stats/");
   } catch (error) {
     if (!client.loggedIn) return; // the session expired meanwhile: the login form shows
+    if (error.code === "banned") return banned();
     if (error.code === "forbidden" || error.status === 403) return showRefused();
     // Not reachable or failing: show the monitor anyway, its poll retries.
     showMonitor();
@@ -193,15 +203,17 @@ function showMonitor(stats = null) {
 
 let gamesLoaded = false;
 
-async function loadGames() {
+/** The game filter's choices; tried again at each poll until they come. */
+async function loadGames({ quiet = false } = {}) {
   if (gamesLoaded) return;
   try {
     const games = await client.listGames();
+    if (gamesLoaded) return;
     const filter = $("filter-game");
     for (const game of games) filter.append(h("option", { value: game.name }, game.name));
     gamesLoaded = true;
   } catch (error) {
-    notice(`The games could not be listed: ${describe(error)}`);
+    if (!quiet) notice(`The games could not be listed: ${describe(error)}`);
   }
 }
 
@@ -244,6 +256,7 @@ function poll() {
       detailRoomId === null ? null : loadDetail(detailRoomId),
     ]);
     if (!client.loggedIn) return;
+    if (!gamesLoaded) loadGames({ quiet: true });
     const failed = [stats, rooms].find((r) => r.status === "rejected");
     if (stats.status === "fulfilled") recordStats(stats.value);
     // An answer for filters changed meanwhile is dropped: the next round asks again.
@@ -266,6 +279,7 @@ function poll() {
 }
 
 function pollFailed(error) {
+  if (error.code === "banned") return banned();
   if (error.code === "forbidden" || error.status === 403) return showRefused();
   $("poll-state").dataset.state = "reconnecting";
   $("poll-banner-text").textContent = `${describe(error)} Trying again every ${POLL_MS / 1000} s…`;
