@@ -346,6 +346,15 @@ def test_an_admin_watches_filters_inspects_closes_kicks_and_bans(
     expect(alice.get_by_test_id("notice")).to_contain_text("closed by an admin")
     expect(alice.get_by_test_id("lobby-view")).to_be_visible()
 
+    # A lookup the API refuses says why.
+    admin.get_by_test_id("user-query").fill("no such name!")
+    admin.get_by_test_id("user-search-submit").click()
+    expect(admin.get_by_test_id("user-error")).to_contain_text("'q' must be 1 to 32")
+    admin.get_by_test_id("user-query").fill("nobody-by-that-name")
+    admin.get_by_test_id("user-search-submit").click()
+    expect(admin.get_by_test_id("users-empty")).to_be_visible()
+    expect(admin.get_by_test_id("user-error")).to_be_hidden()
+
     # Ban bob from the user lookup, then unban him: logins refused between.
     admin.get_by_test_id("user-query").fill("bo")
     admin.get_by_test_id("user-search-submit").click()
