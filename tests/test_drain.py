@@ -256,6 +256,34 @@ async def test_a_rolling_restart_on_redis_loses_nothing_acknowledged(redis_url):
             await stop(server)
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_player_who_does_not_come_back_leaves_before_the_hand_over(redis_url):
+    """Alice's process drains and she never reconnects: at the drain's
+    deadline she leaves as on a disconnect, before the room is handed over
+    (so the departure is saved, not dropped with the room)."""
+    from tests.conftest import start_on_redis, stop
+
+    settings = make_settings(drain_timeout=2.0)
+    a = await start_on_redis(redis_url, settings, games=DRAIN_GAMES)
+    b = await start_on_redis(redis_url, settings, games=DRAIN_GAMES)
+    try:
+        alice, sa = await a.socket("alice")
+        bob = await b.user("bob")
+        room_id = (await a.room(alice, game="gated"))["id"]
+        await _ok(await sa.join(room_id))  # a owns the room
+        sb = await b.connect(bob)
+        await _ok(await sb.join(room_id))
+        await a.server.stop()
+        assert (await sa.closed)[0] == 1012
+        left = await sb.receive("USER_LEFT", room_id=room_id, timeout=1)
+        assert left["data"]["user"]["username"] == "alice"
+        room = (await bob.http("GET", f"/api/rooms/{room_id}/")).body
+        assert [p["username"] for p in room["players"]] == ["bob"]
+    finally:
+        for server in (b, a):
+            await stop(server)
+
+
 def _twistd(port: int, *extra: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=REPO)
     return subprocess.Popen(

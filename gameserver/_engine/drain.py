@@ -72,7 +72,7 @@ async def drain(server: GameServer, timeout: float) -> None:
         session.close(CLOSE_SERVICE_RESTART, "this server is restarting: reconnect")
     backend = server.backend
     if hosting is not None and backend is not None:
-        reserve = min(HAND_OVER_RESERVE, timeout / 4)
+        reserve = min(HAND_OVER_RESERVE, timeout / 4)  # for the hand-over
         await _come_back(server, hosting, deadline - reserve)
         backend.stop_wait = max(0.1, deadline - clock.seconds())
         if backend.running:
@@ -99,13 +99,13 @@ async def _come_back(server: GameServer, hosting: RedisHosting, until: float) ->
             break
         for user in back:
             del held[user.id]
-            hosting.let_go_now(user)
+        # Their rooms are told before the hand-over, which would drop it.
+        await DeferredList([hosting.let_go_now(user) for user in back])
         await deferLater(clock, POLL, lambda: None)
     hosting.held = None
     if held:
         log.info("{n} users not back elsewhere: they leave", n=len(held))
-    for user in held.values():
-        hosting.let_go_now(user)
+    await DeferredList([hosting.let_go_now(user) for user in held.values()])
 
 
 def _quiet(server: GameServer) -> bool:

@@ -525,11 +525,6 @@ class Engine:
         room = turn.room
         if self.rooms.get(room.id) is not room or turn.expired:
             return
-        counters = self.counters
-        counters.turn_seconds.observe(perf_now() - turn.started)
-        count = counters.sent.count
-        for frame, _ in turn.out:
-            count(frame.type)
         changes = Changes(turn.out, turn.work)
         try:
             if turn.touched:
@@ -540,6 +535,11 @@ class Engine:
         except (TypeError, StateTooLarge):
             self._failed(turn, Failure())
             return
+        counters = self.counters
+        counters.turn_seconds.observe(perf_now() - turn.started)
+        count = counters.sent.count
+        for frame, _ in turn.out:
+            count(frame.type)
         if (
             turn.players is not None
             or turn.status is not None

@@ -540,8 +540,9 @@ class RedisHosting:
             return
         self.let_go_now(user)
 
-    def let_go_now(self, user: UserRef) -> None:
-        ensureDeferred(self.let_go(user)).addErrback(
+    def let_go_now(self, user: UserRef) -> Deferred[None]:
+        """``let_go``, its failure logged; fires once its rooms are told."""
+        return ensureDeferred(self.let_go(user)).addErrback(
             lambda f: log.failure(
                 "telling the rooms user {user_id} left failed",
                 f,

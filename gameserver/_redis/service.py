@@ -132,9 +132,8 @@ class RedisBackend(Service):
         host = self._host
         host.stopping = True
         held, host.held = host.held or {}, None
-        for user in held.values():
-            host.let_go_now(user)
         try:
+            await DeferredList([host.let_go_now(user) for user in held.values()])
             host.sockets.close_all(
                 CLOSE_SERVICE_RESTART, "this server is restarting: reconnect"
             )
