@@ -12,6 +12,7 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -27,7 +28,7 @@ from gameserver._engine.sockets import LocalSockets
 from gameserver._engine.turns import Engine
 from gameserver._game import installed_games
 from gameserver._http import health
-from gameserver._http.admin import AdminApi
+from gameserver._http.admin import AdminApi, check_admins
 from gameserver._http.api import ApiResource, request_factory
 from gameserver._http.front import FrontDoor
 from gameserver._http.lobby import lobby_root
@@ -161,7 +162,6 @@ class GameServer:
         )
         #: The password hasher and the HTTP API, whose figures /metrics reads.
         self.passwords = hasher
-        self.api = ApiResource(settings, self.accounts, self.rooms, self.games)
         self.resource: Resource = lobby_root()
         self.api = api = ApiResource(settings, self.accounts, self.rooms, self.games)
         self.oversight: IOversight
@@ -211,6 +211,16 @@ class GameServer:
         await drain(self, timeout)  # the backend's stop included
         if self.guests.running:
             self.guests.stopService()
+
+    async def check_admins(self) -> None:
+        """Warn of names ``Settings.admins`` gives that have no account yet
+        (once Redis is reached, with Redis)."""
+        backend = self.backend
+        for _ in range(500):
+            if backend is None or backend.redis.connected or not backend.running:
+                break
+            await deferLater(self._reactor, 0.02, lambda: None)
+        await check_admins(self)
 
     @classmethod
     def with_redis(cls, settings: Settings, url: str, **kwargs: Any) -> GameServer:
@@ -286,6 +296,11 @@ class _Serving(MultiService):
             backend.setServiceParent(self)
         server.guests.setServiceParent(self)
         listening.setServiceParent(self)
+
+    def startService(self) -> None:
+        super().startService()
+        if self._server.settings.admins:
+            ensureDeferred(self._server.check_admins())
 
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)

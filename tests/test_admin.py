@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
@@ -460,19 +459,26 @@ async def test_the_admin_script_marks_admins_in_redis(redis_url):
         await stop(a)
 
 
-@pytest.mark.parametrize("flags", [{"admin": True}, {"banned": True}])
-def test_flags_survive_a_redis_record(flags):
-    """Records written before the flags existed read as neither."""
+async def test_a_record_written_before_the_flags_reads_as_neither(redis_url):
+    """Records on Redis from before the flags (and room dates) existed."""
     import json
 
-    import attrs
-
     from gameserver._models import UserRecord
+    from gameserver._redis import keys
 
-    old = {"id": 1, "username": "x", "password_hash": "h", "guest_until": None}
-    assert UserRecord(**old) == UserRecord(1, "x", "h")
-    new = attrs.evolve(UserRecord(1, "x", "h"), **flags)
-    assert UserRecord(**json.loads(json.dumps(attrs.asdict(new)))) == new
+    server = await start_on_redis(redis_url)
+    try:
+        assert server.server.backend is not None
+        old = {"id": 77, "username": "x", "password_hash": "h", "guest_until": None}
+        await server.server.backend.redis("SET", keys.user(77), json.dumps(old))
+        record = await server.server.store.get_user(77)
+        assert record == UserRecord(77, "x", "h")
+        assert not record.admin and not record.banned
+        changed = await server.server.store.set_user_flags(77, banned=True)
+        assert changed is not None and changed.banned
+        assert (await server.server.store.get_user(77)) == changed
+    finally:
+        await stop(server)
 
 
 async def test_two_twistd_processes_with_admins(cluster):
@@ -522,3 +528,63 @@ def test_the_rate_counts_the_last_minute_of_the_log():
     assert per_minute(log, 120.0) == 3  # 60 to 119: within 60 s of 120
     assert per_minute(log, 200.0) == 0
     assert per_minute([], 5.0) == 0
+
+
+async def test_a_socket_validating_while_its_user_is_banned_is_closed_too(redis_url):
+    """On Redis the ban may reach the sockets' processes before a socket
+    whose validation read the record just before registers: it is closed
+    when the ban's second close comes."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    settings = make_settings(admins=("boss",))
+    a = await start_on_redis(redis_url, settings)
+    b = await start_on_redis(redis_url, settings)
+    try:
+        boss = await a.user("boss")
+        alice = await b.user("alice")
+        accounts = b.server.accounts
+        real = accounts.authenticate
+
+        async def banned_meanwhile(token):
+            user = await real(token)  # read: not banned yet
+            r = await boss.http("POST", f"/api/admin/users/{alice.user_id}/ban/")
+            assert r.status == 200
+            return user
+
+        accounts.authenticate = banned_meanwhile
+        conn = await b.connect(alice)
+        accounts.authenticate = real
+        code, reason = await conn.closed.addTimeout(5, reactor)
+        assert (code, reason) == (4003, "banned")
+        await deferLater(reactor, 0.1, lambda: None)
+        assert b.server.sockets.count(alice.user_id) == 0
+    finally:
+        await stop(b)
+        await stop(a)
+
+
+async def test_a_guest_under_an_admin_name_is_no_admin_and_the_name_is_warned_of():
+    from twisted.logger import globalLogPublisher
+
+    settings = make_settings(admins=("alice", "bob"))
+    server = await start(settings)
+    seen: list[str] = []
+
+    def observe(event):
+        if "--admins names" in event.get("log_format", ""):
+            seen.append(event["name"])
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        await server.user("bob")
+        await server.server.check_admins()
+        assert seen == ["alice"]  # bob has an account: no warning
+        guest = GameClient(server.url)
+        answer = await guest.http("POST", "/api/token/guest/", {"username": "Alice"})
+        assert answer.status == 200, answer.body
+        guest.access = answer.body["access"]
+        assert (await guest.http("GET", "/api/admin/stats/")).status == 403
+    finally:
+        globalLogPublisher.removeObserver(observe)
+        await stop(server)

@@ -13,6 +13,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 from twisted.web.server import Request
 
@@ -36,6 +37,8 @@ log = Logger()
 
 #: Why a room an admin closed is gone, as its members' ``ROOM_CLOSED`` says.
 CLOSED_BY_ADMIN = "closed by an admin"
+#: Seconds after a ban when its user's sockets are closed once more.
+RECLOSE_AFTER = 2.0
 #: Most users a search answers with.
 MAX_FOUND = 20
 _SEARCH = re.compile(r"[A-Za-z0-9_.-]{1,32}")
@@ -46,8 +49,28 @@ class Conflict(GameServerError):
 
 
 def is_admin(settings: Settings, record: UserRecord) -> bool:
-    """Marked in the store, or named at start."""
+    """Marked in the store, or named at start; never a guest (anyone may
+    take a free name as a guest, an admin's among them)."""
+    if record.guest_until is not None:
+        return False
     return record.admin or record.username.casefold() in settings.admins
+
+
+async def check_admins(server: GameServer) -> None:
+    """Warn of each name ``--admins`` gives that has no account yet: whoever
+    signs up under it first becomes an admin."""
+    for name in server.settings.admins:
+        try:
+            record = await server.store.get_user_by_name(name)
+        except GameServerError as e:
+            log.warn("cannot check the admins: {detail}", detail=e.detail)
+            return
+        if record is None or record.guest_until is not None:
+            log.warn(
+                "--admins names {name}, which has no account yet: whoever signs"
+                " up as {name} first will be an admin; sign up as {name} now",
+                name=name,
+            )
 
 
 class AdminApi(JsonApi):
@@ -206,6 +229,18 @@ class AdminApi(JsonApi):
         # The flag first: a socket validating meanwhile is refused.
         await self._server.store.set_user_flags(user_id, banned=True)
         await self._server.hosting.close_user(user.ref, CLOSE_KICKED, "banned")
+
+        # A socket whose validation read the record just before the flag was
+        # set may register after the close reached its process: again, later.
+        async def again() -> None:
+            await self._server.hosting.close_user(user.ref, CLOSE_KICKED, "banned")
+
+        self._server.clock.callLater(
+            RECLOSE_AFTER,
+            lambda: ensureDeferred(again()).addErrback(
+                lambda f: log.warn("closing a banned user again failed: {f}", f=f)
+            ),
+        )
         log.info(
             "admin {admin} banned {user}",
             admin=admin.username,

@@ -99,11 +99,13 @@ return due
 
 #: Make a guest a full account, in one step, unless it was claimed or
 #: removed meanwhile. KEYS: the guests, the user's record. ARGV: user id,
-#: the new record. Returns 1, or 0 if the user is not a guest any more.
+#: the record as read, the new record. Returns 1, 0 if the user is not a
+#: guest any more, or 2 if the record changed since it was read (read again).
 CLAIM_GUEST = Script("""
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 2 end
 redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3])
 return 1
 """)
 

@@ -51,16 +51,26 @@ class RedisStore:
     async def claim_guest(
         self, user_id: int, password_hash: str, now: float
     ) -> UserRecord | None:
-        record = await self.get_user(user_id)
-        if record is None or record.guest_until is None or record.guest_until <= now:
-            return None  # the record's end: the set's may be a removal's lease
-        record = attrs.evolve(record, password_hash=password_hash, guest_until=None)
-        claimed = await self._redis.run(
-            scripts.CLAIM_GUEST,
-            [keys.GUESTS, keys.user(user_id)],
-            [user_id, json.dumps(attrs.asdict(record))],
-        )
-        return record if int(claimed) else None
+        key = keys.user(user_id)
+        while True:  # unless the record changed meanwhile (a ban, say)
+            raw = await self._redis("GET", key)
+            record = None if raw is None else UserRecord(**json.loads(raw))
+            if (
+                record is None
+                or record.guest_until is None
+                or record.guest_until <= now
+            ):
+                return None  # the record's end: the set's may be a removal's lease
+            record = attrs.evolve(record, password_hash=password_hash, guest_until=None)
+            claimed = int(
+                await self._redis.run(
+                    scripts.CLAIM_GUEST,
+                    [keys.GUESTS, key],
+                    [user_id, raw, json.dumps(attrs.asdict(record))],
+                )
+            )
+            if claimed != 2:
+                return record if claimed else None
 
     async def expired_guests(
         self, now: float, limit: int, lease: float
