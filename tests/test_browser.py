@@ -64,8 +64,14 @@ SERVER = """
 import json, random, sys
 
 from twisted.internet import reactor, task
+from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from gameserver import GameServer, Settings
+
+# To the log file the run's check for secrets reads (tests/log_secrets.py).
+globalLogBeginner.beginLoggingTo(
+    [textFileLogObserver(sys.stderr)], redirectStandardIO=False
+)
 from gameserver_games.chat import chat
 from gameserver_games.tictactoe import tictactoe
 from gameserver_games.trivia import Trivia
@@ -195,7 +201,8 @@ def run_server(
 ) -> Iterator[Server]:
     """A server process; with ``redis_url``, on that Redis (give servers
     that share one Redis the same ``secret``)."""
-    log = tmp_path_factory.mktemp("browser") / "server.log"
+    # Named as the run's check for secrets looks for (tests/log_secrets.py).
+    log = tmp_path_factory.mktemp("browser") / "gameserver-browser.log"
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     with log.open("wb") as err:
         process = subprocess.Popen(

@@ -284,7 +284,9 @@ async def test_a_player_who_does_not_come_back_leaves_before_the_hand_over(redis
             await stop(server)
 
 
-def _twistd(port: int, *extra: str) -> subprocess.Popen:
+def _twistd(port: int, log: Any, *extra: str) -> subprocess.Popen:
+    """Its output to ``log``: a ``gameserver-*.log``, which the run's check
+    for secrets reads (tests/log_secrets.py)."""
     env = dict(os.environ, PYTHONPATH=REPO)
     return subprocess.Popen(
         [
@@ -302,14 +304,14 @@ def _twistd(port: int, *extra: str) -> subprocess.Popen:
             *extra,
         ],
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
     )
 
 
-async def _started(url: str, process: subprocess.Popen) -> None:
+async def _started(url: str, process: subprocess.Popen, log: Any) -> None:
     for _ in range(300):
-        assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
+        assert process.poll() is None, log.read_text()
         try:
             if (await GameClient(url).http("GET", "/healthz")).status == 200:
                 return
@@ -320,14 +322,16 @@ async def _started(url: str, process: subprocess.Popen) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_sigterm_drains_twistd_in_memory_within_the_drain_timeout():
+async def test_sigterm_drains_twistd_in_memory_within_the_drain_timeout(tmp_path):
     """A real ``twistd -n gameserver``: SIGTERM closes the sockets with 1012
     and the process exits once drained, well within ``--drain-timeout``."""
     port = free_port()
-    process = _twistd(port, "--drain-timeout", "4")
+    log = tmp_path / f"gameserver-{port}.log"
+    with log.open("wb") as out:
+        process = _twistd(port, out, "--drain-timeout", "4")
     url = f"http://127.0.0.1:{port}"
     try:
-        await _started(url, process)
+        await _started(url, process, log)
         running = Running(None, url, None)  # type: ignore[arg-type]
         _, conn = await running.socket("sigterm")
         process.send_signal(signal.SIGTERM)
@@ -337,7 +341,7 @@ async def test_sigterm_drains_twistd_in_memory_within_the_drain_timeout():
             if process.poll() is not None:
                 break
             await _pause(0.05)
-        output = process.stdout.read().decode()  # type: ignore[union-attr]
+        output = log.read_text()
         # twistd stops the reactor, then kills itself with the same signal.
         assert process.returncode == -signal.SIGTERM, output
         assert "draining: 1 sockets" in output and "drained" in output, output

@@ -109,7 +109,7 @@ class AdminApi(JsonApi):
             "sockets_validated": server.sockets.connections(),
             "users": len(server.sockets.users()),
             "rooms": len(server.engine.rooms),
-            "messages_sent": server.sockets.deliveries,
+            "deliveries": server.sockets.deliveries,
         }
         processes = await server.oversight.processes()
         if processes is not None:

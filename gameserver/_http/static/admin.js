@@ -304,7 +304,7 @@ function recordStats(stats) {
   // A rate from two polls of one process's counter only: behind a load
   // balancer the next poll may reach another process (or a restarted one).
   let rate = null;
-  const sent = Number(stats.messages_sent);
+  const sent = Number(stats.deliveries);
   if (lastCounter && lastCounter.process === stats.process && sent >= lastCounter.sent && at > lastCounter.at) {
     rate = (sent - lastCounter.sent) / (at - lastCounter.at);
   }
