@@ -26,12 +26,14 @@ from gameserver._engine.rooms import Rooms
 from gameserver._engine.sockets import LocalSockets
 from gameserver._engine.turns import Engine
 from gameserver._game import installed_games
+from gameserver._guard import Guard
 from gameserver._http import health
 from gameserver._http.api import ApiResource, request_factory
 from gameserver._http.front import FrontDoor
 from gameserver._http.lobby import lobby_root
-from gameserver._interfaces import IGame, IHosting, IStore
+from gameserver._interfaces import IGame, IHosting, ILimiter, IStore
 from gameserver._memory.hosting import MemoryCommitter, MemoryHosting
+from gameserver._memory.limiter import MemoryLimiter
 from gameserver._memory.store import MemoryStore
 from gameserver._settings import Settings
 from gameserver._wire.protocol import GameServerFactory
@@ -97,6 +99,12 @@ class GameServer:
             self.backend = backend
             self.store = backend.store
             self.hosting = backend.bind(self.engine, self.sockets)
+        #: The abuse limits' counters (this process's, or shared on Redis)
+        #: and their policy.
+        self.limiter: ILimiter = (
+            MemoryLimiter() if self.backend is None else self.backend.limiter
+        )
+        self.guard = Guard(settings, self.limiter, clock)
         hasher = PasswordHasher(
             reactor,
             cost=settings.password_cost,
@@ -116,6 +124,7 @@ class GameServer:
             clock=clock,
             guest_rate=settings.guest_rate,
             guest_burst=settings.guest_burst,
+            guard=self.guard,
         )
         self.matchmaker = Matchmaker(
             self.store,
@@ -135,6 +144,7 @@ class GameServer:
             self.hosting,
             self.engine.rooms,
             self.matchmaker,
+            guard=self.guard,
         )
         #: Removes expired guests; ``service`` and ``listen`` start it.
         self.guests = GuestSweeper(
@@ -150,10 +160,12 @@ class GameServer:
             self.matchmaker,
         )
         self.websocket_factory = GameServerFactory(
-            self.dispatcher, settings, clock=clock, reactor=reactor
+            self.dispatcher, settings, clock=clock, reactor=reactor, guard=self.guard
         )
         self.resource: Resource = lobby_root()
-        self.api = ApiResource(settings, self.accounts, self.rooms, self.games)
+        self.api = ApiResource(
+            settings, self.accounts, self.rooms, self.games, guard=self.guard
+        )
         self.resource.putChild(b"api", self.api)
         self.resource.putChild(b"ws", WebSocketResource(self.websocket_factory))
         metrics, self.metrics_registry = health.metrics(self)

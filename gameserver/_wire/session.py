@@ -12,6 +12,7 @@ socket's later messages until it has).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
@@ -70,6 +71,7 @@ class Session:
         "_dispatcher",
         "_held",
         "_limit",
+        "_on_validated",
         "_refused_in_a_row",
         "_strikes",
         "_transport",
@@ -91,9 +93,12 @@ class Session:
         peer: str = "",
         deadlines: Deadlines | None = None,
         wire_format: WireFormat = JSON,
+        on_validated: Callable[[], object] | None = None,
     ) -> None:
         """``deadlines``: the validation timeouts, shared by a server's sessions;
-        ``wire_format``: what the client chose in the handshake."""
+        ``wire_format``: what the client chose in the handshake;
+        ``on_validated``: called once, when the socket is validated."""
+        self._on_validated = on_validated
         self.id = connection_id
         self.peer = peer
         self.format = wire_format
@@ -165,6 +170,10 @@ class Session:
 
     def authenticated(self, user: UserRef) -> None:
         self.user = user
+        hook = self._on_validated
+        if hook is not None:
+            self._on_validated = None
+            hook()
         if self._deadlines is not None:
             self._deadlines.cancel(self)
             self._deadlines = None
