@@ -102,10 +102,10 @@ class MemoryLimiter:
         if not counts[0]:
             del self._sockets[address]
 
-    def sockets(self, address: str) -> tuple[int, int]:
+    def sockets(self, address: str) -> Deferred[tuple[int, int]]:
         """The address's open and unvalidated sockets (for tests and metrics)."""
         counts = self._sockets.get(address)
-        return (0, 0) if counts is None else (counts[0], counts[1])
+        return succeed((0, 0) if counts is None else (counts[0], counts[1]))
 
     def __len__(self) -> int:
         """Counters held: buckets, attempts and addresses with sockets."""

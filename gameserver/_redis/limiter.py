@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from gameserver._interfaces import ILimiter
 from gameserver._redis import keys, scripts
-from gameserver._redis.connection import RedisConnection, quietly
+from gameserver._redis.connection import RedisConnection, Script, quietly
 
 #: Milliseconds an address's socket counts live after its last new socket:
 #: only a socket open longer than that, with no other since, goes uncounted.
@@ -33,10 +33,20 @@ class RedisLimiter:
         #: Sockets counted in Redis from this process, by address: when the
         #: first opens, the address joins the process's set.
         self._here: dict[str, int] = {}
+        self._loaded: set[str] = set()
+
+    def _run(self, script: Script, key: str, args: list[Any]) -> Deferred[Any]:
+        """Call ``script``, loaded first at its first use: commands sent without
+        waiting (a close, a forgiveness) must reach Redis in order, and a
+        script Redis did not know would be sent again after later ones."""
+        if script.sha not in self._loaded:
+            self._loaded.add(script.sha)
+            self._redis("SCRIPT", "LOAD", script.source).addErrback(quietly)
+        return self._redis.run(script, [key], args)
 
     def take(self, key: str, now: float, rate: float, burst: int) -> Deferred[float]:
-        return self._redis.run(
-            scripts.TAKE, [keys.limit("bucket", key)], [repr(now), repr(rate), burst]
+        return self._run(
+            scripts.TAKE, keys.limit("bucket", key), [repr(now), repr(rate), burst]
         ).addCallback(float)
 
     def attempt(
@@ -48,16 +58,16 @@ class RedisLimiter:
         most: float,
         forget: float,
     ) -> Deferred[float]:
-        return self._redis.run(
+        return self._run(
             scripts.ATTEMPT,
-            [keys.limit("attempts", key)],
+            keys.limit("attempts", key),
             [repr(now), free, repr(backoff), repr(most), repr(forget)],
         ).addCallback(float)
 
     def forgive(self, key: str, reset: bool) -> None:
-        self._redis.run(
+        self._run(
             scripts.FORGIVE,
-            [keys.limit("attempts", key)],
+            keys.limit("attempts", key),
             ["reset" if reset else "one"],
         ).addErrback(quietly)
 
@@ -79,16 +89,16 @@ class RedisLimiter:
                 here.pop(address, None)
             return answer
 
-        return self._redis.run(
+        return self._run(
             scripts.OPEN_SOCKET,
-            [keys.address_sockets(address)],
+            keys.address_sockets(address),
             [self._process, most_open, most_unvalidated, SOCKETS_TTL_MS],
         ).addCallback(counted)
 
     def socket_changed(self, address: str, opened: int, unvalidated: int) -> None:
-        self._redis.run(
+        self._run(
             scripts.SOCKET_CHANGED,
-            [keys.address_sockets(address)],
+            keys.address_sockets(address),
             [self._process, opened, unvalidated],
         ).addErrback(quietly)
         if opened:

@@ -156,21 +156,24 @@ return string.format('%.17g', wait)
 """)
 
 #: Count a password guess unless its key is backing off. KEYS: the record
-#: (hash: n attempts, u waiting until). ARGV: now, free attempts, first
-#: wait, longest wait, seconds to forget. Returns "0" (counted) or the
-#: seconds left to wait.
+#: (hash: n attempts, u waiting until, f forgotten at). ARGV: now, free
+#: attempts, first wait, longest wait, seconds to forget. Returns "0"
+#: (counted) or the seconds left to wait. The record is forgotten by the
+#: caller's clock (``f``) and expires by Redis's at about the same time.
 ATTEMPT = Script("""
 local now, free = tonumber(ARGV[1]), tonumber(ARGV[2])
-local r = redis.call('HMGET', KEYS[1], 'n', 'u')
+local r = redis.call('HMGET', KEYS[1], 'n', 'u', 'f')
 local n, u = tonumber(r[1]) or 0, tonumber(r[2]) or 0
+if now >= (tonumber(r[3]) or 0) then n, u = 0, 0 end
 if u > now then return string.format('%.17g', u - now) end
 n = n + 1
 if n >= free then
   u = now + math.min(tonumber(ARGV[3]) * 2 ^ (n - free), tonumber(ARGV[4]))
 end
-redis.call('HSET', KEYS[1], 'n', n, 'u', string.format('%.17g', u))
-redis.call('PEXPIRE', KEYS[1],
-  math.max(1, math.ceil((math.max(u, now) - now + tonumber(ARGV[5])) * 1000)))
+local forget = math.max(u, now) - now + tonumber(ARGV[5])
+redis.call('HSET', KEYS[1], 'n', n, 'u', string.format('%.17g', u),
+  'f', string.format('%.17g', now + forget))
+redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(forget * 1000)))
 return '0'
 """)
 
