@@ -25,7 +25,7 @@ from gameserver._redis.limiter import RedisLimiter
 from gameserver._tap import Options
 from gameserver._wire.addresses import ClientAddresses, forwarded_for, parse_ip
 from tests.conftest import GENEROUS, PASSWORD, SECRET, make_settings
-from tests.test_handshake import _answer, _Raw, _request
+from tests.test_handshake import _Raw, _request
 
 
 def _clock() -> Clock:
@@ -247,10 +247,30 @@ async def test_a_spoofed_x_forwarded_for_is_ignored_and_a_proxy_s_honoured(
 # Sockets per address
 
 
+def _port(server) -> int:
+    """A server's port: a listening port's, a process's, or a number."""
+    port = getattr(server, "port", server)
+    return port if isinstance(port, int) else port.getHost().port
+
+
+async def _answer(server, data: bytes) -> bytes:
+    """What the server answers ``data`` with, up to its end of headers."""
+    raw = _Raw()
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", _port(server)), raw)
+    raw.transport.write(data)
+    for _ in range(300):
+        if b"\r\n\r\n" in raw.received or raw.lost.called:
+            break
+        await _tick()
+    raw.transport.abortConnection()
+    await raw.lost
+    return raw.received
+
+
 async def _open_raw(server, *lines: str) -> _Raw:
     """A socket that completes the handshake and never validates."""
     raw = _Raw()
-    port = server.port.getHost().port
+    port = _port(server)
     await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), raw)
     raw.transport.write(_request(*lines))
     for _ in range(300):
@@ -341,14 +361,9 @@ async def test_the_mounted_endpoint_counts_sockets_too(make_server):
     site = Site(server.server.resource)
     port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(site)
     try:
-
-        class Mounted:
-            pass
-
-        mounted = Mounted()
-        mounted.port = port
-        first = await _open_raw(mounted)
-        retry, body = _refusal(await _answer(mounted, _request()))
+        number = port.getHost().port
+        first = await _open_raw(number)
+        _, body = _refusal(await _answer(number, _request()))
         assert body["code"] == "too_many_requests"
         first.transport.loseConnection()
     finally:
@@ -583,3 +598,37 @@ def test_the_limits_have_options_with_safe_defaults():
 
     with pytest.raises(UsageError, match="not an address"):
         Options().parseOptions(["--secret", SECRET, "--trusted-proxies", "proxy"])
+
+
+# Real processes
+
+
+@pytest.mark.cluster
+@pytest_twisted.ensureDeferred
+async def test_real_processes_share_the_socket_cap_and_forget_a_dead_one_s(cluster):
+    """Two ``twistd gameserver`` on one Redis: sockets spread over both reach
+    the cap of 2; one process is SIGKILLed holding a socket, and once the
+    other buries it (``--process-ttl 1``) that socket counts no more."""
+    extra = ("--max-sockets-per-address=2", "--process-ttl=1")
+    a = await cluster(extra=extra)
+    b = await cluster(extra=extra)
+    client = a.client()
+    assert (await client.register("spreader", PASSWORD)).status == 201
+    assert (await client.login("spreader", PASSWORD)).status == 200
+    on_a = await client.connect()
+    on_b = b.client()
+    on_b.access = client.access
+    held = await on_b.connect()
+    for server in (a, b):
+        refused = await _answer(server, _request())
+        assert _refusal(refused)[1]["code"] == "too_many_requests"
+    a.kill()
+    for _ in range(300):  # the heartbeat's silence, then the burial
+        answer = await _answer(b, _request())
+        if answer.startswith(b"HTTP/1.1 101 "):
+            break
+        await _tick(0.05)
+    else:
+        raise AssertionError("the dead process's socket still counts")
+    on_a.abort()
+    await held.close()
