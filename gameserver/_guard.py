@@ -40,10 +40,8 @@ MAX_NAME_KEY = 64
 HOUR = 3600.0
 
 
-def _open(failure: Failure, default: Any) -> Any:
-    """The counters are unreachable: let the request through."""
-    log.warn("abuse limits unavailable: {e}", e=failure.getErrorMessage())
-    return default
+#: Seconds between two warnings that the counters are unreachable.
+WARN_EVERY = 60.0
 
 
 class Guard:
@@ -58,6 +56,19 @@ class Guard:
         )
         #: Refusals by limit, for metrics and logs.
         self.refused: Counter[str] = Counter()
+        self._warned = -WARN_EVERY
+
+    def _open(self, failure: Failure, default: Any) -> Any:
+        """The counters are unreachable: let the request through (and say so,
+        once a minute, not once a request)."""
+        now = self.clock.seconds()
+        if now - self._warned >= WARN_EVERY:
+            self._warned = now
+            log.warn(
+                "abuse limits not counted (letting clients through): {e}",
+                e=failure.getErrorMessage(),
+            )
+        return default
 
     def _refuse(self, kind: str, detail: str, retry_after: float) -> TooManyRequests:
         self.refused[kind] += 1
@@ -91,7 +102,7 @@ class Guard:
             self.limiter.open_socket(
                 address, s.max_sockets_per_address, s.max_unvalidated_per_address
             )
-            .addErrback(_open, -1)
+            .addErrback(self._open, -1)
             .addCallback(judged)
         )
 
@@ -130,7 +141,7 @@ class Guard:
     async def _take(self, key: str, rate: float, burst: int) -> float:
         return await self.limiter.take(
             key, self.clock.seconds(), rate, burst
-        ).addErrback(_open, 0.0)
+        ).addErrback(self._open, 0.0)
 
     # Password guesses
 
@@ -144,7 +155,7 @@ class Guard:
         sent = [
             self.limiter.attempt(
                 key, now, free, s.login_backoff, s.login_backoff_max, s.login_forget
-            ).addErrback(_open, 0.0)
+            ).addErrback(self._open, 0.0)
             for key, free in counters
         ]
         waits = [await wait for wait in sent]
@@ -177,7 +188,7 @@ class Guard:
             s.login_backoff,
             s.login_backoff_max,
             s.login_forget,
-        ).addErrback(_open, 0.0)
+        ).addErrback(self._open, 0.0)
         if wait:
             raise self._refuse(
                 "room_password",

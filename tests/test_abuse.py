@@ -16,8 +16,10 @@ from twisted.internet.task import Clock, deferLater
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.server import Site
+from zope.interface.verify import verifyObject
 
 from gameserver import Settings
+from gameserver._interfaces import ILimiter
 from gameserver._memory.limiter import MemoryLimiter
 from gameserver._redis import keys
 from gameserver._redis.connection import RedisAddress, RedisConnection
@@ -139,6 +141,10 @@ async def _ttls(limiter) -> list[int]:
     found = await redis("KEYS", f"{keys.PREFIX}:limit:*")
     found += await redis("KEYS", f"{keys.PREFIX}:addr:*")
     return [int(await redis("PTTL", key)) for key in found]
+
+
+def test_both_counters_keep_the_contract(limiter):
+    assert verifyObject(ILimiter, limiter)
 
 
 @pytest_twisted.ensureDeferred
@@ -632,3 +638,21 @@ async def test_real_processes_share_the_socket_cap_and_forget_a_dead_one_s(clust
         raise AssertionError("the dead process's socket still counts")
     on_a.abort()
     await held.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_with_redis_down_the_limits_let_clients_through(redis_server, redis_url):
+    from tests.conftest import start_on_redis, stop
+
+    server = await start_on_redis(redis_url, _limits(http_burst=1))
+    try:
+        redis_server.stop()
+        await _until(lambda: not server.server.backend.redis.connected, 10)
+        for _ in range(3):  # over the burst, and let through: not counted
+            assert (await _http(server, "GET", "/api/games/"))[0] == 200
+        assert (await _answer(server, _request())).startswith(b"HTTP/1.1 101 ")
+        status, _, body = await _login(server, "anyone", "wrong password")
+        assert status == 503 and body["code"] == "unavailable"  # the store's answer
+    finally:
+        redis_server.start()
+        await stop(server)
