@@ -201,6 +201,20 @@ async def test_sockets_are_counted_open_and_unvalidated(limiter):
         assert await _ttls(limiter) == []
 
 
+def test_in_memory_spent_counters_are_swept_so_a_flood_of_names_goes_away():
+    from gameserver._memory.limiter import SWEEP_EVERY
+
+    limiter = MemoryLimiter()
+    now = 1_800_000_000.0
+    for n in range(SWEEP_EVERY - 1):
+        limiter.take(f"address{n}", now, 1.0, 5)
+        limiter.attempt(f"name{n}", now, 5, 1.0, 10.0, 60.0)
+    assert len(limiter) == 2 * (SWEEP_EVERY - 1)
+    limiter.take("one more", now + 61, 1.0, 5)  # the sweep: all are spent
+    limiter.attempt("and another", now + 61, 5, 1.0, 10.0, 60.0)
+    assert len(limiter) == 2
+
+
 # HTTP requests per address
 
 
