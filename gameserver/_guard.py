@@ -80,31 +80,31 @@ class Guard:
         """Count a new socket of ``address``, or the refusal to answer it with
         (already fired in memory: no wait)."""
         s = self.settings
-
-        def judged(answer: int) -> TooManyRequests | None:
-            if answer == 1:
-                return self._refuse(
-                    "sockets",
-                    f"too many connections from your address (at most"
-                    f" {s.max_sockets_per_address})",
-                    SOCKETS_RETRY,
-                )
-            if answer == 2:
-                return self._refuse(
-                    "unvalidated",
-                    f"too many connections from your address not yet validated"
-                    f" (at most {s.max_unvalidated_per_address})",
-                    s.validate_timeout,
-                )
-            return None
-
         return (
             self.limiter.open_socket(
                 address, s.max_sockets_per_address, s.max_unvalidated_per_address
             )
             .addErrback(self._open, -1)
-            .addCallback(judged)
+            .addCallback(self._judged)
         )
+
+    def _judged(self, answer: int) -> TooManyRequests | None:
+        s = self.settings
+        if answer == 1:
+            return self._refuse(
+                "sockets",
+                f"too many connections from your address (at most"
+                f" {s.max_sockets_per_address})",
+                SOCKETS_RETRY,
+            )
+        if answer == 2:
+            return self._refuse(
+                "unvalidated",
+                f"too many connections from your address not yet validated"
+                f" (at most {s.max_unvalidated_per_address})",
+                s.validate_timeout,
+            )
+        return None
 
     def socket_validated(self, address: str) -> None:
         self.limiter.socket_changed(address, 0, -1)
