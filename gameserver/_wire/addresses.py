@@ -19,8 +19,9 @@ a whole /64 and could otherwise take a new address for every attempt.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -120,9 +121,16 @@ def _pairs(element: str) -> list[str]:
 
 
 class ClientAddresses:
-    """Who the client is, given the peer and the request's headers."""
+    """Who the client is, given the peer and the request's headers.
 
-    __slots__ = ("_header", "_trusted")
+    Answers are kept for the last ``CACHE`` peers and headers seen (the
+    same ones come again and again: a NAT, a proxy, a reconnecting
+    client), since ``ipaddress`` takes microseconds to parse one.
+    """
+
+    __slots__ = ("_header", "_trusted", "client")
+
+    CACHE = 4096
 
     def __init__(self, trusted: Iterable[str], header: str = X_FORWARDED_FOR) -> None:
         """``trusted``: the proxies' addresses or networks; ``header``: the one
@@ -132,6 +140,10 @@ class ClientAddresses:
             raise ValueError(f"the proxy header is one of {', '.join(HEADERS)}")
         self._trusted = parse_networks(trusted)
         self._header = header
+        #: ``_client``, remembered.
+        self.client: Callable[[str, str | None], str] = functools.lru_cache(
+            maxsize=self.CACHE
+        )(self._client)
 
     @property
     def header(self) -> str:
@@ -145,7 +157,7 @@ class ClientAddresses:
     def trusts(self, address: IPAddress) -> bool:
         return any(address in network for network in self._trusted)
 
-    def client(self, peer: str, header: str | None) -> str:
+    def _client(self, peer: str, header: str | None) -> str:
         """The limits' key for a request from ``peer`` (its host) with this
         value of the forwarding header (every occurrence, joined by commas)."""
         address = parse_ip(peer)
