@@ -679,3 +679,23 @@ async def test_with_redis_down_the_limits_let_clients_through(redis_server, redi
     finally:
         redis_server.start()
         await stop(server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_process_that_stops_leaves_no_socket_counts(redis_url):
+    from tests.conftest import start_on_redis, stop
+
+    server = await start_on_redis(redis_url, _limits())
+    process = server.server.backend.process_id
+    held = await _open_raw(server)
+    redis = RedisConnection(RedisAddress.parse(redis_url), reactor)
+    try:
+        await _until(lambda: redis.connected)
+        assert await RedisLimiter(redis, "reader").sockets("127.0.0.1") == (1, 1)
+        assert await redis("SMEMBERS", keys.process_addresses(process)) == ["127.0.0.1"]
+        await stop(server)
+        assert not int(await redis("EXISTS", keys.address_sockets("127.0.0.1")))
+        assert not int(await redis("EXISTS", keys.process_addresses(process)))
+    finally:
+        held.transport.abortConnection()
+        await redis.disconnect()
