@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -63,6 +63,28 @@ def parse_ip(text: str) -> IPAddress | None:
     return address
 
 
+#: Longest text read as an address (a bracketed IPv6 one with a port
+#: and quotes is under 60): longer is no address, and is not remembered.
+MAX_ADDRESS = 64
+#: Characters of a forwarding header read, from its end: ``MAX_HOPS``
+#: addresses, and more, fit.
+MAX_HEADER = 4096
+#: Addresses and keys remembered: the same peers and hops come again and
+#: again (a NAT, a proxy, a client reconnecting), and ``ipaddress`` takes
+#: microseconds to parse one.
+CACHE = 4096
+
+
+@functools.lru_cache(maxsize=CACHE)
+def _parsed(text: str) -> IPAddress | None:
+    return parse_ip(text)
+
+
+def _ip(text: str) -> IPAddress | None:
+    return None if len(text) > MAX_ADDRESS else _parsed(text)
+
+
+@functools.lru_cache(maxsize=CACHE)
 def key_of(address: IPAddress) -> str:
     """The string the limits count by: the address, or an IPv6 one's /64."""
     if isinstance(address, ipaddress.IPv6Address):
@@ -121,16 +143,9 @@ def _pairs(element: str) -> list[str]:
 
 
 class ClientAddresses:
-    """Who the client is, given the peer and the request's headers.
+    """Who the client is, given the peer and the request's headers."""
 
-    Answers are kept for the last ``CACHE`` peers and headers seen (the
-    same ones come again and again: a NAT, a proxy, a reconnecting
-    client), since ``ipaddress`` takes microseconds to parse one.
-    """
-
-    __slots__ = ("_header", "_trusted", "client")
-
-    CACHE = 4096
+    __slots__ = ("_header", "_trusted")
 
     def __init__(self, trusted: Iterable[str], header: str = X_FORWARDED_FOR) -> None:
         """``trusted``: the proxies' addresses or networks; ``header``: the one
@@ -140,10 +155,6 @@ class ClientAddresses:
             raise ValueError(f"the proxy header is one of {', '.join(HEADERS)}")
         self._trusted = parse_networks(trusted)
         self._header = header
-        #: ``_client``, remembered.
-        self.client: Callable[[str, str | None], str] = functools.lru_cache(
-            maxsize=self.CACHE
-        )(self._client)
 
     @property
     def header(self) -> str:
@@ -157,19 +168,20 @@ class ClientAddresses:
     def trusts(self, address: IPAddress) -> bool:
         return any(address in network for network in self._trusted)
 
-    def _client(self, peer: str, header: str | None) -> str:
+    def client(self, peer: str, header: str | None) -> str:
         """The limits' key for a request from ``peer`` (its host) with this
         value of the forwarding header (every occurrence, joined by commas)."""
-        address = parse_ip(peer)
+        address = _ip(peer)
         if address is None:
-            return peer  # not IP (a UNIX socket): one client
+            return peer[:MAX_ADDRESS]  # not IP (a UNIX socket): one client
         if header is None or not self._trusted or not self.trusts(address):
             return key_of(address)
+        header = header[-MAX_HEADER:]
         forwarded = self._header == FORWARDED
         hops = forwarded_for(header) if forwarded else header.split(",")
         client = address
         for hop in reversed(hops[-MAX_HOPS:]):
-            found = parse_ip(hop)
+            found = _ip(hop.strip())
             if found is None:
                 # "unknown", an obfuscated name, garbage: the client is
                 # not known better than the proxy that wrote it.
