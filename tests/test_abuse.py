@@ -92,6 +92,16 @@ def test_from_a_trusted_proxy_the_right_most_untrusted_hop_is_the_client():
     assert addresses.client("10.0.0.1", "") == "10.0.0.1"
 
 
+def test_a_long_forwarding_header_is_read_from_its_end_only():
+    addresses = ClientAddresses(["10.0.0.0/8"])
+    header = "1.1.1.1, " * 5000 + "x" * 5000 + ", 203.0.113.5, 10.0.0.2"
+    assert addresses.client("10.0.0.1", header) == "203.0.113.5"
+    assert addresses.client("10.0.0.1", "10.0.0.3, " * 5000 + "10.0.0.4") == (
+        "10.0.0.3"
+    )
+    assert addresses.client("10.0.0.1", "y" * 10_000) == "10.0.0.1"
+
+
 def test_rfc_7239_forwarded_is_read_when_the_proxies_set_it():
     value = 'for=192.0.2.60;proto=http;by=203.0.113.43, For="[2001:db8:cafe::17]:4711"'
     assert forwarded_for(value) == ["192.0.2.60", "[2001:db8:cafe::17]:4711"]
