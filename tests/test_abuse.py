@@ -709,3 +709,10 @@ async def test_a_process_that_stops_leaves_no_socket_counts(redis_url):
     finally:
         held.transport.abortConnection()
         await redis.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_handshake_that_never_ends_is_refused_not_buffered(running):
+    endless = b"GET /ws HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 40_000
+    answer = await _answer(running, endless)
+    assert answer.startswith(b"HTTP/1.1 431 ")

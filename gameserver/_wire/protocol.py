@@ -125,6 +125,8 @@ _autobahn.Utf8Validator = _LazyUtf8Validator  # type: ignore[assignment,misc]
 #: Seconds a client has for the WebSocket handshake, once it has connected
 #: (Autobahn's default).
 HANDSHAKE_TIMEOUT = 5.0
+#: Bytes of an opening handshake's request line and headers, at most.
+MAX_HANDSHAKE = 16 * 1024
 
 
 class GameServerProtocol(WebSocketServerProtocol):
@@ -175,7 +177,15 @@ class GameServerProtocol(WebSocketServerProtocol):
         """The plain request in one pass (``handshake.read``); Autobahn the rest."""
         if self._admitting:
             return  # the rest is read once the limits have answered
-        request = handshake.read(self.data)
+        data = self.data
+        if len(data) > MAX_HANDSHAKE and data.find(b"\r\n\r\n", 0, MAX_HANDSHAKE) < 0:
+            # Autobahn would buffer a request that never ends for as long
+            # as the handshake's deadline, however fast it comes.
+            self.failHandshake(
+                f"the handshake's headers are over {MAX_HANDSHAKE} bytes", 431
+            )
+            return
+        request = handshake.read(data)
         if request is None or not self._lean_open(request):
             super().processHandshake()
 
