@@ -41,6 +41,13 @@ class Forbidden(GameServerError):
     status = 403
 
 
+class Banned(InvalidToken):
+    """A banned user's token or log-in: refused like a bad token, but 403."""
+
+    code = "banned"
+    status = 403
+
+
 class NotFound(GameServerError):
     code = "not_found"
     status = 404

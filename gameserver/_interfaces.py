@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from gameserver._engine.turns import Changes
     from gameserver._gameroom import GameRoom
     from gameserver._helper import Helper
-    from gameserver._models import Page, Room, UserRecord, UserRef
+    from gameserver._models import Page, Room, RoomView, UserRecord, UserRef
     from gameserver._wire.messages import Frame
 
 
@@ -65,8 +65,10 @@ class IStore(Interface):
         owner: UserRef,
         max_players: int,
         password_hash: str | None,
+        created: float = 0.0,
     ) -> Awaitable[Room]:
-        """Store a new ``Room`` in the ``waiting`` state and return it."""
+        """Store a new ``Room`` in the ``waiting`` state, made at ``created``
+        (the server's clock), and return it."""
 
     def get_room(room_id: int) -> Awaitable[Room | None]:
         """The ``Room`` with this id, or ``None``."""
@@ -90,6 +92,37 @@ class IStore(Interface):
 
     def pool_unlock(game: str, key: str, holder: str) -> Awaitable[None]:
         """Give the lock back, if this holder still has it."""
+
+    def set_user_flags(
+        user_id: int, *, admin: bool | None = None, banned: bool | None = None
+    ) -> Awaitable[UserRecord | None]:
+        """Mark a user admin or not, banned or not (``None``: unchanged), at
+        once; the record as it is now, or ``None`` if there is no such user."""
+
+    def find_users(prefix: str, limit: int) -> Awaitable[list[UserRecord]]:
+        """Up to ``limit`` users whose name is ``prefix`` or starts with it
+        (any case), the exact one first."""
+
+    def admins() -> Awaitable[list[UserRecord]]:
+        """The users marked admin in the store, by id."""
+
+
+class IOversight(Interface):
+    """What the admin API reads beyond the store's records: who owns each
+    room, who is present, how busy it is, and who is online, in every
+    process (in memory, this one)."""
+
+    def rooms(game: str | None) -> Awaitable[list[RoomView]]:
+        """Every room (of one game, if given), newest first."""
+
+    def room(room_id: int) -> Awaitable[RoomView | None]:
+        """One room with its data (state, entries, chat), or ``None``."""
+
+    def online(user_ids: list[int]) -> Awaitable[set[int]]:
+        """Those of these users with a socket in some process."""
+
+    def processes() -> Awaitable[int | None]:
+        """How many processes are alive; ``None`` in memory (this one only)."""
 
 
 class IConnection(Interface):

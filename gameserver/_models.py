@@ -35,6 +35,11 @@ class UserRecord:
     #: A guest account's end (seconds, on the server's clock), when its
     #: refresh token expires; ``None`` for an account with a password.
     guest_until: float | None = None
+    #: Marked an admin in the store (``gameserver-admin grant``); ``--admins``
+    #: names more, at start.
+    admin: bool = False
+    #: Refused at every log-in and use of a token until unbanned.
+    banned: bool = False
 
     @property
     def ref(self) -> UserRef:
@@ -58,6 +63,9 @@ class Room:
     #: Seats held for users who quick-joined over HTTP and have not joined
     #: on a socket yet: ``(user id, until)``, on the owner's clock.
     reserved: tuple[tuple[int, float], ...] = ()
+    #: When it was made (seconds, on the server's clock); 0 if unknown (a
+    #: record made before rooms kept it).
+    created: float = 0.0
 
     @property
     def has_password(self) -> bool:
@@ -150,3 +158,22 @@ class RoomData:
     version: int = 0
     #: The fencing token of the lease this data was loaded under.
     token: int = 0
+
+
+@attrs.frozen
+class RoomView:
+    """A room as the admin API shows it: its record and live figures, from
+    its owner's memory or from what the owner saved."""
+
+    record: Room
+    #: The process that owns it now; ``None`` if none does.
+    process: str | None
+    #: The users present (receiving its messages) now.
+    present: frozenset[int]
+    #: Messages it sent its users in the last minute.
+    messages_per_minute: float
+    #: With the data (one room only): its state document and entries (JSON
+    #: texts; ``state`` ``None`` before its first save) and its chat backlog.
+    state: str | None = None
+    entries: dict[str, str] | None = None
+    chat: tuple[str, ...] | None = None

@@ -28,12 +28,14 @@ from gameserver._engine.turns import Engine
 from gameserver._game import installed_games
 from gameserver._guard import Guard
 from gameserver._http import health
+from gameserver._http.admin import AdminApi
 from gameserver._http.api import ApiResource, request_factory
 from gameserver._http.front import FrontDoor
 from gameserver._http.lobby import lobby_root
-from gameserver._interfaces import IGame, IHosting, ILimiter, IStore
+from gameserver._interfaces import IGame, IHosting, ILimiter, IOversight, IStore
 from gameserver._memory.hosting import MemoryCommitter, MemoryHosting
 from gameserver._memory.limiter import MemoryLimiter
+from gameserver._memory.oversight import MemoryOversight
 from gameserver._memory.store import MemoryStore
 from gameserver._settings import Settings
 from gameserver._wire.protocol import GameServerFactory
@@ -145,6 +147,7 @@ class GameServer:
             self.engine.rooms,
             self.matchmaker,
             guard=self.guard,
+            clock=clock,
         )
         #: Removes expired guests; ``service`` and ``listen`` start it.
         self.guests = GuestSweeper(
@@ -160,13 +163,28 @@ class GameServer:
             self.matchmaker,
         )
         self.websocket_factory = GameServerFactory(
-            self.dispatcher, settings, clock=clock, reactor=reactor, guard=self.guard
+            self.dispatcher,
+            settings,
+            clock=clock,
+            reactor=reactor,
+            counters=self.engine.counters,
+            guard=self.guard,
         )
+        #: The password hasher and the HTTP API, whose figures /metrics reads.
+        self.passwords = hasher
         self.resource: Resource = lobby_root()
-        self.api = ApiResource(
+        self.api = api = ApiResource(
             settings, self.accounts, self.rooms, self.games, guard=self.guard
         )
-        self.resource.putChild(b"api", self.api)
+        self.oversight: IOversight
+        if backend is None:
+            self.oversight = MemoryOversight(memory, self.engine, self.sockets, clock)
+        else:
+            from gameserver._redis.oversight import RedisOversight
+
+            self.oversight = RedisOversight(backend.redis, clock)
+        api.mount("admin", AdminApi(self))
+        self.resource.putChild(b"api", api)
         self.resource.putChild(b"ws", WebSocketResource(self.websocket_factory))
         metrics, self.metrics_registry = health.metrics(self)
         #: Metrics and health checks, for a listener of their own.

@@ -47,6 +47,11 @@ def _to_tuple(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _to_names(value: Iterable[str]) -> tuple[str, ...]:
+    names = (value,) if isinstance(value, str) else value
+    return tuple(name.casefold() for name in names)
+
+
 def _to_bytes(value: str | bytes) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
 
@@ -129,6 +134,9 @@ class Settings:
     #: flight finish, the sockets close (1012) and, with Redis, the rooms
     #: are handed over once their players are back elsewhere.
     drain_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: Usernames (any case) that are admins, besides those marked in the
+    #: store: they may use ``/api/admin/``.
+    admins: tuple[str, ...] = attrs.field(default=(), converter=_to_names)
     # Per client address and per account (``_guard.py``); with Redis,
     # shared by every process.
     #: Proxies (addresses or CIDRs) whose ``proxy_header`` names the client;

@@ -10,6 +10,7 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.logger import Logger
 from twisted.python import usage
 
+from gameserver import _logs
 from gameserver._game import GameLoadError, installed_games
 from gameserver._redis.probe import probe
 from gameserver._server import GameServer
@@ -115,6 +116,20 @@ class Options(usage.Options):
             " and tests only.",
             int,
         ],
+        [
+            "admins",
+            None,
+            None,
+            "Comma-separated usernames who are admins (besides those marked"
+            " with gameserver-admin).",
+        ],
+        [
+            "log-format",
+            None,
+            "text",
+            "text, or json: one JSON object per log event, one per line, where"
+            " twistd would write its log (stdout under -n, else --logfile).",
+        ],
         # Per-address limits (README: "Limits for a public server").
         [
             "trusted-proxies",
@@ -170,6 +185,10 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
+        if self["log-format"] not in _logs.FORMATS:
+            raise usage.UsageError("--log-format is text or json")
+        if self["log-format"] == "json":
+            _logs.check(getattr(self, "parent", None))
         if self["port"] is not None and self["listen"] is not None:
             raise usage.UsageError("give --port or --listen, not both")
         if self["listen"] is None:
@@ -204,6 +223,7 @@ class Options(usage.Options):
                 heartbeat_interval=min(2.0, self["process-ttl"] / 3),
                 password_cost=self["password-cost"],
                 drain_timeout=self["drain-timeout"],
+                admins=_csv(self["admins"] or ""),
                 trusted_proxies=_csv(self["trusted-proxies"]),
                 proxy_header=self["proxy-header"].strip().lower(),
                 max_sockets_per_address=self["max-sockets-per-address"],
@@ -255,7 +275,10 @@ def makeService(options: Options) -> IService:
             "no --secret or GAMESERVER_SECRET given: using a random secret, so"
             " tokens will not survive a restart or work across processes"
         )
-    service = MultiService()
+    if options["log-format"] == "json":
+        service = _logs.json_root(getattr(options, "parent", None))
+    else:
+        service = MultiService()
     CollectorPolicy().setServiceParent(service)
     apart = options["metrics-listen"] is not None
     if options["redis"] is None:

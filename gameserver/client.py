@@ -182,7 +182,7 @@ class Connection:
             self.rooms[room_id] = JoinedRoom()
         elif type_ == messages.LEAVE_ROOM and data.get("is_successful"):
             self.rooms.pop(room_id, None)
-        elif type_ == messages.ROOM_DELETED:
+        elif type_ == messages.ROOM_CLOSED:
             self.rooms.pop(room_id, None)
             self.seqs.pop(room_id, None)
         return True

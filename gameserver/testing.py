@@ -129,6 +129,7 @@ class Player:
             next(_connection_ids),
             peer=f"test:{self.user.username}",
             wire_format=self.format,
+            counters=server.engine.counters,
         )
         recorder.session = session
         token = server.tokens.issue(self.user.id, ACCESS)

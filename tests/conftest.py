@@ -13,6 +13,10 @@ from twisted.internet.task import Clock
 from gameserver import Game, GameServer, Settings
 from gameserver.client import Connection, GameClient
 
+#: Every log event of the run is checked for the secrets below and every
+#: token the tests received (``tests/log_secrets.py``).
+pytest_plugins = ("tests.log_secrets",)
+
 SECRET = "test secret that is long enough for HS256!"
 PASSWORD = "correct horse battery"
 _names = itertools.count(1)

@@ -60,11 +60,12 @@ TIMEOUT_MS = 15_000
 
 #: The test server: real games, a cheap password hash, and a trivia bank
 #: whose right answer is always "Right". Its arguments: the token secret, the
-#: access tokens' lifetime in seconds, and more settings as a JSON object.
+#: access tokens' lifetime in seconds, more settings as a JSON object, and
+#: optionally a Redis URL to share (in memory without one).
 SERVER = """
 import json, random, sys
 
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 
 from gameserver import GameServer, Settings
 from gameserver_games.chat import chat
@@ -80,15 +81,24 @@ questions = [
     for n in range(6)
 ]
 trivia = Trivia(questions=questions, rng=random.Random(0), pause=1.0)
-server = GameServer(
-    Settings(
-        secret=sys.argv[1],
-        password_cost=10,
-        access_lifetime=float(sys.argv[2]),
-        **json.loads(sys.argv[3]),
-    ),
-    games={"chat": chat, "tictactoe": tictactoe, "trivia": trivia},
+settings = Settings(
+    secret=sys.argv[1],
+    password_cost=10,
+    access_lifetime=float(sys.argv[2]),
+    **json.loads(sys.argv[3]),
 )
+games = {"chat": chat, "tictactoe": tictactoe, "trivia": trivia}
+redis = sys.argv[4] if len(sys.argv) > 4 else ""
+if redis:
+    server = GameServer.with_redis(settings, redis, games=games)
+    server.backend.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", server.backend.stopService)
+else:
+    server = GameServer(settings, games=games)
+
+def ready():
+    backend = server.backend
+    return backend is None or (backend.redis.connected and backend.hosting.channel.ready)
 
 def listening(port):
     print(json.dumps({"port": port.getHost().port}), flush=True)
@@ -97,7 +107,12 @@ def failed(failure):
     failure.printTraceback()
     reactor.stop()
 
-server.listen("tcp:0:interface=127.0.0.1").addCallbacks(listening, failed)
+def listen(_=None):
+    if not ready():
+        return task.deferLater(reactor, 0.02, listen)
+    server.listen("tcp:0:interface=127.0.0.1").addCallbacks(listening, failed)
+
+reactor.callWhenRunning(listen)
 reactor.run()
 """
 
@@ -175,8 +190,13 @@ def quick_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def run_server(
     tmp_path_factory: pytest.TempPathFactory,
     access_lifetime: float,
+    *,
+    redis_url: str = "",
+    secret: str = "",
     **settings: Any,
 ) -> Iterator[Server]:
+    """A server process; with ``redis_url``, on that Redis (give servers
+    that share one Redis the same ``secret``)."""
     log = tmp_path_factory.mktemp("browser") / "server.log"
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     with log.open("wb") as err:
@@ -185,10 +205,11 @@ def run_server(
                 sys.executable,
                 "-c",
                 SERVER,
-                secrets.token_urlsafe(32),
+                secret or secrets.token_urlsafe(32),
                 str(access_lifetime),
                 # Every page comes from 127.0.0.1: per-address limits aside.
                 json.dumps({**GENEROUS, **settings}),
+                redis_url,
             ],
             cwd=REPO,
             env=env,

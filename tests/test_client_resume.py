@@ -254,7 +254,7 @@ async def test_rooms_left_or_deleted_are_not_joined_again(running):
     assert (await b.leave(left))["data"]["is_successful"]
     response = await alice.http("DELETE", f"/api/rooms/{deleted}/")
     assert response.status == 204
-    await b.receive("ROOM_DELETED", room_id=deleted)
+    await b.receive("ROOM_CLOSED", room_id=deleted)
     quick = await b.quick_join("duel")
     assert quick["data"]["is_successful"] is True
     found = quick["room_id"]

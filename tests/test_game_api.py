@@ -436,7 +436,7 @@ def test_timers_end_with_the_room():
     alice.send("arm", {"delay": 5, "tag": "x"})
     assert test.timers(room)
     settle(test.server.rooms.delete(room, alice.user))
-    assert alice.last("ROOM_DELETED")
+    assert alice.last("ROOM_CLOSED")
     assert not test.timers(room)
     test.advance(10)
     assert not alice.received("RING")

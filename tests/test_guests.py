@@ -159,7 +159,7 @@ async def test_an_expired_guest_leaves_every_room_and_is_removed(start_any):
     ).status == 200
     clock.advance(60)  # the next sweep finds both
 
-    assert (await b.receive("ROOM_DELETED", room_id=own))["room_id"] == own
+    assert (await b.receive("ROOM_CLOSED", room_id=own))["room_id"] == own
     left = await c.receive("USER_LEFT", room_id=other)
     assert left["data"]["user"]["id"] == guest.user_id
     left = await c.receive("USER_LEFT", room_id=duel)

@@ -103,7 +103,7 @@ async def test_a_deleted_room_leaves_the_listing_and_tells_its_members(start_any
     await _ok(await a.join(room["id"]))
     response = await alice.http("DELETE", f"/api/rooms/{room['id']}/")
     assert response.status == 204
-    assert (await a.receive("ROOM_DELETED"))["room_id"] == room["id"]
+    assert (await a.receive("ROOM_CLOSED"))["room_id"] == room["id"]
     assert (await alice.http("GET", f"/api/rooms/{room['id']}/")).status == 404
     assert (await alice.http("GET", "/api/rooms/")).body["count"] == 0
     reply = await a.request("CHAT_MESSAGE", room["id"], {"text": "hello?"})

@@ -279,3 +279,50 @@ async def test_corked_redis_commands_leave_together_at_once(redis_url):
         assert await later == "x"
     finally:
         await connection.disconnect()
+
+
+# -- admins and bans ------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_user_flags_are_kept_in_the_record(store):
+    alice = await store.create_user("alice", "hash-a")
+    assert (alice.admin, alice.banned) == (False, False)
+    marked = await store.set_user_flags(alice.id, admin=True)
+    assert (marked.admin, marked.banned) == (True, False)
+    banned = await store.set_user_flags(alice.id, banned=True)
+    assert (banned.admin, banned.banned) == (True, True)  # the other kept
+    again = await store.get_user(alice.id)
+    assert again == banned and again.password_hash == "hash-a"
+    assert await store.get_user_by_name("ALICE") == banned
+    assert [r.id for r in await store.admins()] == [alice.id]
+    await store.set_user_flags(alice.id, admin=False, banned=False)
+    assert await store.admins() == []
+    assert (await store.get_user(alice.id)).banned is False
+    assert await store.set_user_flags(MISSING, banned=True) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_find_users_by_name_or_its_start(store):
+    ids = {}
+    for name in ("Ann", "anna", "annabel", "bob"):
+        ids[name] = (await store.create_user(name, "h")).id
+    found = await store.find_users("ANNA", 10)
+    assert found[0].id == ids["anna"]  # the exact one first
+    assert sorted(r.username for r in found) == ["anna", "annabel"]
+    assert sorted(r.username for r in await store.find_users("an", 10)) == [
+        "Ann",
+        "anna",
+        "annabel",
+    ]
+    assert len(await store.find_users("an", 2)) == 2
+    assert await store.find_users("carl", 10) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_room_keeps_when_it_was_made(store):
+    room = await store.create_room("dated", "chat", ALICE, 4, None, 1234.5)
+    assert room.created == 1234.5
+    assert (await store.get_room(room.id)).created == 1234.5
+    undated = await _room(store)
+    assert (await store.get_room(undated.id)).created == 0.0

@@ -162,3 +162,70 @@ async def test_mounted_under_a_prefix(running):
         assert games.status == 200
     finally:
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_monitor_page_is_served_at_admin(running):
+    """``/admin/``: the page and its own files only (the same policy as the
+    lobby: no inline script or style), linked relatively to ``../static/``."""
+    client = running.client()
+    response = await client.http("GET", "/admin/")
+    assert response.status == 200
+    assert header(response, "Content-Type") == "text/html; charset=utf-8"
+    body = response.body.decode("utf-8")
+    assert body == (STATIC_DIR / "admin.html").read_text("utf-8")
+    assert '<script type="module" src="../static/admin.js"></script>' in body
+    assert 'href="../static/admin.css"' in body
+    assert len(re.findall(r"<script\b", body)) == len(
+        re.findall(r"<script [^>]*src=", body)
+    )
+    assert "<style" not in body
+    assert " style=" not in body
+    policy = header(response, "Content-Security-Policy")
+    assert "script-src 'self'" in policy
+    assert "style-src 'self'" in policy
+    assert header(response, "Cache-Control") == "no-cache"
+    for path, content_type in {
+        "/static/admin.js": "application/javascript; charset=utf-8",
+        "/static/admin.css": "text/css; charset=utf-8",
+        "/static/session.js": "application/javascript; charset=utf-8",
+    }.items():
+        file = await client.http("GET", path)
+        assert file.status == 200, path
+        assert header(file, "Content-Type") == content_type, path
+    # Plain modules, no build step: imports by relative paths only.
+    for name in ("admin.js", "lobby.js"):
+        source = (STATIC_DIR / name).read_text("utf-8")
+        imports = re.findall(r'^\s*import\s.*?from\s+"([^"]+)"', source, re.M)
+        assert {"./gameserver.js", "./session.js"} <= set(imports), name
+        assert all(i.startswith("./") for i in imports), name
+    bare = await client.http("GET", "/admin")
+    assert bare.status == 302
+    assert header(bare, "Location") == "/admin/"
+    for path in ("/admin/x", "/admin/%00", "/admin/static/admin.js"):
+        assert (await client.http("GET", path)).status == 404, path
+    assert (await client.http("POST", "/admin/", b"x")).status == 405
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_monitor_page_under_a_prefix():
+    """Embedded as ``/game``: ``/game/admin/`` serves the page, whose
+    ``../static/`` and ``../api/`` resolve under the prefix."""
+    server = GameServer(make_settings())
+    root = Resource()
+    root.putChild(b"game", server.resource)
+    port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+    try:
+        client = GameClient(f"http://127.0.0.1:{port.getHost().port}")
+        bare = await client.http("GET", "/game/admin")
+        assert bare.status == 302
+        assert header(bare, "Location") == "/game/admin/"
+        page = await client.http("GET", "/game/admin/")
+        assert page.status == 200
+        assert b"../static/admin.js" in page.body
+        script = await client.http("GET", "/game/static/admin.js")
+        assert script.status == 200
+        stats = await client.http("GET", "/game/api/admin/stats/")
+        assert stats.status == 401
+    finally:
+        await port.stopListening()

@@ -322,7 +322,7 @@ async def test_deleted_room_tells_its_members(running):
     room = await running.room(owner)
     await _ok(await o.join(room["id"]))
     assert (await owner.http("DELETE", f"/api/rooms/{room['id']}/")).status == 204
-    assert (await o.receive("ROOM_DELETED"))["room_id"] == room["id"]
+    assert (await o.receive("ROOM_CLOSED"))["room_id"] == room["id"]
     reply = await o.request("CHAT_MESSAGE", room["id"], {"text": "hello?"})
     assert reply["data"]["code"] == "not_in_room"
 

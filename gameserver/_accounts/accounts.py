@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from gameserver._accounts.passwords import PasswordHasher
 from gameserver._accounts.tokens import ACCESS, REFRESH, Tokens
 from gameserver._errors import (
+    Banned,
     InvalidInput,
     InvalidToken,
     NotAGuest,
@@ -24,7 +25,7 @@ from gameserver._errors import (
     UsernameTaken,
 )
 from gameserver._interfaces import IStore
-from gameserver._models import UserRef
+from gameserver._models import UserRecord, UserRef
 from gameserver._wire.limits import TokenBucket
 
 if TYPE_CHECKING:
@@ -171,6 +172,8 @@ class Accounts:
             # A guest has no password: it cannot log in, only refresh.
             await self._hasher.spend(password)
         elif await self._hasher.verify(password, record.password_hash):
+            if record.banned:  # told only to who knows the password
+                raise Banned("this account is banned")
             return {
                 "access": self._tokens.issue(record.id, ACCESS),
                 "refresh": self._tokens.issue(record.id, REFRESH),
@@ -185,7 +188,14 @@ class Accounts:
     async def authenticate(self, access_token: object) -> UserRef:
         return await self._user(access_token, ACCESS)
 
+    async def authenticate_record(self, access_token: object) -> UserRecord:
+        """``authenticate``, with the user's whole record (its flags)."""
+        return await self._record(access_token, ACCESS)
+
     async def _user(self, token: object, token_type: str) -> UserRef:
+        return (await self._record(token, token_type)).ref
+
+    async def _record(self, token: object, token_type: str) -> UserRecord:
         user_id = self._tokens.user_id(token, token_type)
         record = await self._store.get_user(user_id)
         if record is None:
@@ -193,4 +203,6 @@ class Accounts:
         if record.guest_until is not None and record.guest_until <= self._tokens.now():
             # Being removed: its access token may outlive its end by minutes.
             raise InvalidToken("the guest account has expired", code="token_expired")
-        return record.ref
+        if record.banned:
+            raise Banned("this account is banned")
+        return record

@@ -3,7 +3,7 @@
 A guest lasts as long as its refresh token. Every ``interval`` seconds the
 sweeper takes the guests whose end has passed (with Redis each is handed
 to one process only), gives up their seats and presence in every room,
-deletes the rooms they made (their members get ``ROOM_DELETED``), closes
+deletes the rooms they made (their members get ``ROOM_CLOSED``), closes
 their sockets in every process and removes their record, which frees
 the name.
 """
@@ -27,6 +27,9 @@ BATCH = 100
 LEASE = 300.0
 
 log = Logger()
+
+#: Why the rooms of an expired guest close (``ROOM_CLOSED``).
+GUEST_EXPIRED = "closed: its owner's guest account expired"
 
 
 class GuestSweeper(Service):
@@ -74,6 +77,7 @@ class GuestSweeper(Service):
                     log.failure(
                         "removing guest {user} failed: tried again in {lease} s",
                         user=record.username,
+                        user_id=record.id,
                         lease=LEASE,
                     )
                 else:
@@ -87,11 +91,15 @@ class GuestSweeper(Service):
         await self._hosting.close_user(user, CLOSE_UNAUTHORIZED, "guest expired")
         rooms, owned = await self._hosting.rooms_of(user)
         for room_id in owned:
-            await self._hosting.request(Work(DELETE, room_id, user=user))
+            await self._hosting.request(
+                Work(DELETE, room_id, user=user, data={"reason": GUEST_EXPIRED})
+            )
         for room_id in rooms:
             if room_id not in owned:
                 await self._hosting.request(Work(LEAVE, room_id, user))
         await self._store.remove_user(record.id)
         # Again: one that validated just before its end may have come back.
         await self._hosting.close_user(user, CLOSE_UNAUTHORIZED, "guest expired")
-        log.info("guest {user} expired and was removed", user=user.username)
+        log.info(
+            "guest {user} expired and was removed", user=user.username, user_id=user.id
+        )

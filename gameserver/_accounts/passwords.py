@@ -81,9 +81,17 @@ class PasswordHasher:
         self._semaphore = DeferredSemaphore(max_concurrent)
         self._max_queued = max_queued
         self._decoy: str | None = None
+        #: Hashes refused (503) because ``max_queued`` were waiting already.
+        self.refused = 0
+
+    @property
+    def queued(self) -> int:
+        """Hashes waiting for a thread now."""
+        return len(self._semaphore.waiting)
 
     def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
         if len(self._semaphore.waiting) >= self._max_queued:
+            self.refused += 1
             raise Unavailable("the server is busy checking passwords: try again soon")
         pool = self._reactor.getThreadPool()
         return self._semaphore.run(deferToThreadPool, self._reactor, pool, fn, *args)

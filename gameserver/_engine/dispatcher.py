@@ -81,10 +81,14 @@ class Dispatcher:
         #: The process is stopping: every message is refused (``unavailable``),
         #: so that the turns in flight can finish before the sockets close.
         self.draining = False
+        received = engine.counters.received
+        self._received, self._other = received.cells, received.other
 
     def dispatch(self, session: Session, envelope: Envelope) -> Deferred[None] | None:
         """Act on one message; a ``Deferred`` while the socket must wait."""
         type_ = envelope.type
+        # A fixed set of labels: a made-up type is ``other``, never a new one.
+        self._received.get(type_, self._other)[0] += 1
         try:
             if self.draining:
                 raise Unavailable("this server is restarting: reconnect")
@@ -127,7 +131,14 @@ class Dispatcher:
             if isinstance(error, GameServerError):
                 session.send(_error(error, envelope))
                 return
-            log.failure("handling {type} failed", failure, type=envelope.type)
+            log.failure(
+                "handling {type} failed",
+                failure,
+                type=envelope.type,
+                room_id=envelope.room_id,
+                user_id=None if session.user is None else session.user.id,
+                process=self._process,
+            )
             session.send(
                 messages.error(
                     "internal_error",

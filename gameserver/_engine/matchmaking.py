@@ -201,12 +201,22 @@ class Matchmaker:
         try:
             await waited.addTimeout(LOCK_TTL, self._reactor)
         except TimeoutError:
-            log.warn("a quick join to room {room} is not saved yet", room=room_id)
+            log.warn(
+                "a quick join to room {room_id} is not saved yet",
+                room_id=room_id,
+                user_id=user.id,
+                process=self._process,
+            )
 
     async def _new_room(self, game: IGame, owner: UserRef) -> int:
         """A quick join's room when none is open: the user's, the game's size."""
         room = await self._store.create_room(
-            f"{game.name} (quick)", game.name, owner, game.max_players, None
+            f"{game.name} (quick)",
+            game.name,
+            owner,
+            game.max_players,
+            None,
+            self._clock.seconds(),
         )
         return room.id
 
@@ -275,7 +285,10 @@ class Matchmaker:
                     await self._store.pool_unlock(game, key, holder)
                 except GameServerError as e:
                     log.warn(
-                        "giving back the lock of {pool} failed: {e}", pool=pool, e=e
+                        "giving back the lock of {pool} failed: {e}",
+                        pool=pool,
+                        e=e,
+                        process=self._process,
                     )
         finally:
             local.release()

@@ -34,6 +34,8 @@ from gameserver._wire import messages
 from gameserver._wire.messages import Frame
 
 if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
     from gameserver._accounts.passwords import PasswordHasher
     from gameserver._engine.matchmaking import Matchmaker
     from gameserver._engine.turns import Turn
@@ -66,12 +68,15 @@ class Rooms:
         live: Mapping[int, LiveRoom],
         matchmaker: Matchmaker | None = None,
         guard: Guard | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         """``live``: the rooms hosted here, whose records need no store read;
         ``matchmaker``: offers new rooms without a password to quick joins;
-        ``guard``: throttles guesses at room passwords."""
+        ``guard``: throttles guesses at room passwords; ``clock``: dates new
+        rooms (else they are dated 0, unknown)."""
         self.matchmaker = matchmaker
         self._guard = guard
+        self._clock = clock
         self._store = store
         self._hasher = hasher
         self._games = games
@@ -111,8 +116,9 @@ class Rooms:
         if password is None and matchmaker is not None:
             key = matchmaker.key_of(game, owner)
         password_hash = None if password is None else await self._hasher.hash(password)
+        created = 0.0 if self._clock is None else self._clock.seconds()
         room = await self._store.create_room(
-            name.strip(), game.name, owner, max_players, password_hash
+            name.strip(), game.name, owner, max_players, password_hash, created
         )
         if key is not None and matchmaker is not None:
             await matchmaker.add(game, key, room)
@@ -410,8 +416,16 @@ def here(turn: Turn) -> None:
         turn.set_present(user.id, present | processes)
 
 
+#: Why a room closed, as ``ROOM_CLOSED`` says, unless its work names another.
+DELETED_BY_OWNER = "deleted by its owner"
+
+
 def delete(turn: Turn) -> None:
-    turn.broadcast(Frame.build(messages.ROOM_DELETED, {}, turn.room.id))
+    """The room ends: its owner deleted it, an admin closed it, or its
+    owner (a guest) expired; every member hears why, in ``ROOM_CLOSED``."""
+    reason = turn.work.data.get("reason") or DELETED_BY_OWNER
+    data = {"reason": reason}
+    turn.broadcast(Frame.build(messages.ROOM_CLOSED, data, turn.room.id))
     turn.clear_timers = True
     turn.drop = True
 

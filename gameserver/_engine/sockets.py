@@ -25,6 +25,8 @@ class LocalSockets:
         #: under ids no socket has (negative).
         self._answers: dict[int, Deferred[Frame]] = {}
         self._answer_ids = itertools.count(-1, -1)
+        #: Frames handed to sockets here, one per socket (for the metrics).
+        self.deliveries = 0
 
     def expect(self) -> tuple[int, Deferred[Frame]]:
         """An id to address a reply to, and the ``Deferred`` it fires."""
@@ -83,15 +85,19 @@ class LocalSockets:
 
     def deliver(self, user_ids: Iterable[int], frame: Frame) -> None:
         by_user = self._by_user
+        n = 0
         for user_id in user_ids:
             connections = by_user.get(user_id)
             if connections is not None:
+                n += len(connections)
                 for connection in connections:
                     connection.send_frame(frame)
+        self.deliveries += n
 
     def deliver_to(self, connection_id: int, frame: Frame) -> None:
         connection = self._by_id.get(connection_id)
         if connection is not None:
+            self.deliveries += 1
             connection.send_frame(frame)
             return
         answer = self._answers.get(connection_id)

@@ -56,6 +56,8 @@ from gameserver._interfaces import ICommitter, IGame
 from gameserver._models import RoomData, RoomState, TimerSpec, UserRef
 from gameserver._routers import Handler
 from gameserver._settings import Settings
+from gameserver._stats import Counters
+from gameserver._stats import now as perf_now
 from gameserver._wire import messages
 from gameserver._wire.messages import CHAT_MESSAGE, Frame
 
@@ -124,6 +126,7 @@ class Turn:
         "room",
         "spectators",
         "start_options",
+        "started",
         "status",
         "timer_ops",
         "touched",
@@ -156,6 +159,8 @@ class Turn:
         #: It waited past ``turn_timeout``: failed, and whatever it does later
         #: is ignored.
         self.expired = False
+        #: ``perf_counter`` when it began, for the turn duration histogram.
+        self.started = 0.0
 
     @property
     def user(self) -> UserRef | None:
@@ -313,6 +318,9 @@ class Engine:
         chat = ChatRouter(max_length=settings.chat_max_length).get_routes()
         self._builtin: dict[str, Handler] = {**chat, messages.START_GAME: _start_game}
         self._routes: dict[str, dict[str, Handler]] = {}
+        #: Messages, refusals and durations, for the metrics: labelled by the
+        #: types the server and its games handle and the known error codes.
+        self.counters = Counters(self.known_types(), known_codes())
 
     # Rooms
 
@@ -329,6 +337,14 @@ class Engine:
         if routes is None:
             routes = self._routes[game.name] = {**game.routes, **self._builtin}
         return routes
+
+    def known_types(self) -> list[str]:
+        """Every message type a client may send here, and those the server sends."""
+        types = dict.fromkeys(messages.BUILTIN_TYPES)
+        types.update(dict.fromkeys(self._builtin))
+        for game in self.games.values():
+            types.update(dict.fromkeys(game.routes))
+        return list(types)
 
     def is_known(self, type_: str) -> bool:
         """Whether any game served here (or the server) handles ``type_``."""
@@ -390,8 +406,10 @@ class Engine:
             error = Busy(
                 f"room {room.id} has {self._cap} messages waiting: try again shortly"
             )
+            frame = _refusal_frame(work, error)
+            self.counters.refused(frame.type, error.code)
             assert self.committer is not None
-            self.committer.refuse(room, work, _refusal_frame(work, error))
+            self.committer.refuse(room, work, frame)
             return
         room.queue.append(work)
         if not room.running:
@@ -423,8 +441,10 @@ class Engine:
             code="timeout",
         )
         log.warn(
-            "a turn of room {room} timed out: {kind} {type}",
-            room=room.id,
+            "a turn of room {room_id} timed out: {kind} {type}",
+            room_id=room.id,
+            user_id=_user_id(turn.work),
+            process=self.process_id,
             kind=turn.work.kind,
             type=turn.work.type,
         )
@@ -446,6 +466,7 @@ class Engine:
         """Run one turn; the turn and a ``Pending`` if it waits on something."""
         self.stats.turns += 1
         turn = Turn(room, work)
+        turn.started = perf_now()
         view = GameRoom(turn, self._limit)
         helper = Helper(self, turn, view)
         try:
@@ -504,6 +525,11 @@ class Engine:
         room = turn.room
         if self.rooms.get(room.id) is not room or turn.expired:
             return
+        counters = self.counters
+        counters.turn_seconds.observe(perf_now() - turn.started)
+        count = counters.sent.count
+        for frame, _ in turn.out:
+            count(frame.type)
         changes = Changes(turn.out, turn.work)
         try:
             if turn.touched:
@@ -644,15 +670,18 @@ class Engine:
         if self.rooms.get(room.id) is not room or (turn.expired and not expired):
             return
         self.stats.failed_turns += 1
+        self.counters.turn_seconds.observe(perf_now() - turn.started)
         if turn.touched:
             room.state = json.loads(room.saved)
         error = failure.value
         if not isinstance(error, GameServerError):
             log.failure(
-                "a handler of {game} failed in room {room}",
+                "a handler of {game} failed in room {room_id}",
                 failure,
                 game=room.record.game,
-                room=room.id,
+                room_id=room.id,
+                user_id=_user_id(work),
+                process=self.process_id,
             )
             error = HandlerError(
                 f"the game failed to handle this: {type(error).__name__}"
@@ -660,8 +689,9 @@ class Engine:
         changes = Changes([], work)
         if work.kind == HOOK:
             log.warn(
-                "a hook in room {room} refused: {detail}",
-                room=room.id,
+                "a hook in room {room_id} refused: {detail}",
+                room_id=room.id,
+                process=self.process_id,
                 detail=error.detail,
             )
         elif work.kind == TIMER:
@@ -674,7 +704,9 @@ class Engine:
                 self._disarm(room, name)
                 changes.timers = (name,)
         elif work.kind in ANSWERED and work.reply is not None:
-            changes.out.append((_refusal_frame(work, error), work.reply))
+            frame = _refusal_frame(work, error)
+            self.counters.refused(frame.type, error.code)
+            changes.out.append((frame, work.reply))
         self._seen(room, work)
         room.unsaved += 1
         assert self.committer is not None
@@ -720,6 +752,40 @@ class Engine:
             name: TimerHandle(room_id, name, spec.deadline)
             for name, spec in room.timers.items()
         }
+
+
+def _user_id(work: Work) -> int | None:
+    """Whose work it is, for a log event (``None`` for a timer or a hook)."""
+    return None if work.user is None else work.user.id
+
+
+def known_codes() -> list[str]:
+    """The error codes the server itself sends (a game may add its own)."""
+    codes: dict[str, None] = {}
+    kinds: list[type[GameServerError]] = [GameServerError]
+    while kinds:
+        kind = kinds.pop()
+        codes[kind.code] = None
+        kinds.extend(kind.__subclasses__())
+    codes.update(dict.fromkeys(_LITERAL_CODES))
+    return list(codes)
+
+
+#: Codes given as ``code=`` rather than by a class of their own.
+_LITERAL_CODES = (
+    "already_validated",
+    "bad_credentials",
+    "game_unavailable",
+    "internal_error",
+    "not_owner",
+    "not_enough_players",
+    "not_in_game",
+    "game_started",
+    "timeout",
+    "token_expired",
+    "too_many_connections",
+    "unencodable",
+)
 
 
 def _refusal_frame(work: Work, error: GameServerError) -> Frame:

@@ -95,44 +95,38 @@ def request_factory(max_body: int) -> type[LimitedRequest]:
     return type("Request", (LimitedRequest,), {"max_body": max_body})
 
 
-class ApiResource(Resource):
+Routes = list[tuple[tuple[object, ...], dict[bytes, Callable[..., Awaitable[Result]]]]]
+
+
+class JsonApi(Resource):
+    """What every JSON endpoint tree shares: routing, bodies, bearer tokens,
+    CORS and the ``{"detail", "code"}`` errors. A subclass fills ``_routes``;
+    ``mount`` serves another tree under one path segment of this one."""
+
     isLeaf = True
     #: Stopping: logins, sign-ups and new tokens are refused (503).
     draining = False
 
     def __init__(
-        self,
-        settings: Settings,
-        accounts: Accounts,
-        rooms: Rooms,
-        games: Mapping[str, IGame],
-        guard: Guard | None = None,
+        self, settings: Settings, accounts: Accounts, guard: Guard | None = None
     ) -> None:
         """``guard``: the per-address limits (requests, sign-ups, logins)."""
         super().__init__()
         self._guard = guard
         self._settings = settings
         self._accounts = accounts
-        self._rooms = rooms
-        self._games = games
         self._origins = OriginPolicy(settings.allowed_origins)
-        self._routes: list[
-            tuple[tuple[object, ...], dict[bytes, Callable[..., Awaitable[Result]]]]
-        ] = [
-            (("users",), {b"POST": self._create_user}),
-            (("users", "claim"), {b"POST": self._claim}),
-            (("token",), {b"POST": self._token}),
-            (("token", "refresh"), {b"POST": self._refresh}),
-            (("token", "guest"), {b"POST": self._guest}),
-            (("games",), {b"GET": self._list_games}),
-            (("rooms",), {b"GET": self._list_rooms, b"POST": self._create_room}),
-            (("rooms", "quick"), {b"POST": self._quick}),
-            (("rooms", _ID), {b"GET": self._get_room, b"DELETE": self._delete_room}),
-        ]
-
+        self._routes: Routes = []
+        self._mounted: dict[str, JsonApi] = {}
         #: What a stopping server refuses: it would hand out sessions that
         #: are about to be closed.
-        self._logins = {self._create_user, self._token, self._refresh, self._guest}
+        self._logins: set[Callable[..., Awaitable[Result]]] = set()
+        #: Answers by route pattern (``rooms/{id}``) and status, for the metrics.
+        self.requests: dict[tuple[str, int], int] = {}
+
+    def mount(self, segment: str, api: JsonApi) -> None:
+        """Serve ``api`` under ``segment``/ of this tree."""
+        self._mounted[segment] = api
 
     def render(self, request: Request) -> int:
         ensureDeferred(self._respond(request))
@@ -142,10 +136,11 @@ class ApiResource(Resource):
         finished = [False]
         request.notifyFinish().addBoth(lambda _: finished.__setitem__(0, True))
         self._cors(request)
+        route = ["unmatched"]
         try:
             if self._guard is not None:
                 await self._guard.http_request(self._address(request))
-            status, body = await self._route(request)
+            status, body = await self._route(request, route)
         except GameServerError as e:
             status, body = e.status, {"detail": e.detail, "code": e.code}
             if e.status == 401:
@@ -159,6 +154,8 @@ class ApiResource(Resource):
                 500,
                 {"detail": "internal server error", "code": "internal_error"},
             )
+        key = (route[0], status)
+        self.requests[key] = self.requests.get(key, 0) + 1
         if finished[0]:
             return
         request.setResponseCode(status)
@@ -186,14 +183,28 @@ class ApiResource(Resource):
         )
         request.setHeader(b"Access-Control-Max-Age", b"600")
 
-    async def _route(self, request: Request) -> Result:
-        segments = [s.decode("utf-8", "replace") for s in request.postpath or ()]
-        if segments and segments[-1] == "":
-            segments.pop()
+    async def _route(
+        self, request: Request, route: list[str], segments: list[str] | None = None
+    ) -> Result:
+        """``route[0]`` is set to the pattern matched, never the raw path."""
+        if segments is None:
+            segments = [s.decode("utf-8", "replace") for s in request.postpath or ()]
+            if segments and segments[-1] == "":
+                segments.pop()
+        if segments and segments[0] in self._mounted:
+            inner = [route[0]]
+            try:
+                return await self._mounted[segments[0]]._route(
+                    request, inner, segments[1:]
+                )
+            finally:
+                if inner[0] != route[0]:
+                    route[0] = f"{segments[0]}/{inner[0]}"
         for pattern, methods in self._routes:
             args = _match(pattern, segments)
             if args is None:
                 continue
+            route[0] = "/".join("{id}" if p is _ID else str(p) for p in pattern)
             if request.method == b"OPTIONS":
                 return 204, None
             handler = methods.get(request.method)
@@ -240,14 +251,42 @@ class ApiResource(Resource):
         except GameServerError as e:
             raise InvalidInput(f"the body is not valid JSON ({e.detail})") from None
 
-    async def _user(self, request: Request) -> UserRef:
+    def _bearer(self, request: Request) -> str:
+        """The request's access token, unchecked; 401 if it has none."""
         header = request.getHeader(b"Authorization")
         found = _BEARER.fullmatch(header.strip()) if header else None
         if found is None:
             raise NotAuthenticated("send 'Authorization: Bearer <access token>'")
-        return await self._accounts.authenticate(
-            found.group(1).decode("ascii", "replace")
-        )
+        return found.group(1).decode("ascii", "replace")
+
+    async def _user(self, request: Request) -> UserRef:
+        return await self._accounts.authenticate(self._bearer(request))
+
+
+class ApiResource(JsonApi):
+    def __init__(
+        self,
+        settings: Settings,
+        accounts: Accounts,
+        rooms: Rooms,
+        games: Mapping[str, IGame],
+        guard: Guard | None = None,
+    ) -> None:
+        super().__init__(settings, accounts, guard)
+        self._rooms = rooms
+        self._games = games
+        self._routes = [
+            (("users",), {b"POST": self._create_user}),
+            (("users", "claim"), {b"POST": self._claim}),
+            (("token",), {b"POST": self._token}),
+            (("token", "refresh"), {b"POST": self._refresh}),
+            (("token", "guest"), {b"POST": self._guest}),
+            (("games",), {b"GET": self._list_games}),
+            (("rooms",), {b"GET": self._list_rooms, b"POST": self._create_room}),
+            (("rooms", "quick"), {b"POST": self._quick}),
+            (("rooms", _ID), {b"GET": self._get_room, b"DELETE": self._delete_room}),
+        ]
+        self._logins = {self._create_user, self._token, self._refresh, self._guest}
 
     async def _create_user(self, request: Request) -> Result:
         user = await self._accounts.register(self._body(request), self._client(request))

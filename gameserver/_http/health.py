@@ -19,14 +19,21 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from gameserver._models import RoomState
+from gameserver._stats import Histogram, Tally
 
 if TYPE_CHECKING:
+    from gameserver._redis.service import RedisBackend
     from gameserver._server import GameServer
 
 
@@ -130,13 +137,140 @@ class ServerCollector:
             ("timers_fired", "Timed events fired.", stats.timers_fired),
         ):
             yield CounterMetricFamily(f"gameserver_{name}", help_, value=value)
+        yield from _messages(server)
+        passwords = server.passwords
+        yield GaugeMetricFamily(
+            "gameserver_password_hashes_queued",
+            "Password hashes and checks waiting for a thread.",
+            value=passwords.queued,
+        )
+        yield CounterMetricFamily(
+            "gameserver_password_hashes_refused",
+            "Password hashes refused with 503 because too many were queued.",
+            value=passwords.refused,
+        )
+        http = CounterMetricFamily(
+            "gameserver_http_requests",
+            "HTTP API answers, by route pattern and status.",
+            labels=["route", "status"],
+        )
+        for (route, status), count in sorted(server.api.requests.items()):
+            http.add_metric([route, str(status)], count)
+        yield http
         backend = server.backend
         if backend is not None and backend.hosting is not None:
-            yield CounterMetricFamily(
-                "gameserver_redis_commits",
-                "COMMIT script calls sent to Redis.",
-                value=backend.hosting.committer.commits,
-            )
+            yield from _redis(backend)
+
+
+def _messages(server: GameServer) -> Iterator[Metric]:
+    counters = server.engine.counters
+    yield _tally(
+        "gameserver_messages_received",
+        "Messages received from clients, by type (types no game here handles: other).",
+        "type",
+        counters.received,
+    )
+    yield _tally(
+        "gameserver_messages_sent",
+        "Messages sent to clients, by type: one per message however many"
+        " sockets it reaches, counted by the process that made it (a room's"
+        " owner for a turn's); see gameserver_deliveries_total.",
+        "type",
+        counters.sent,
+    )
+    yield CounterMetricFamily(
+        "gameserver_deliveries",
+        "Frames written to sockets of this process: one per socket a message"
+        " reaches (a broadcast to 10 members is 10).",
+        value=counters.deliveries + server.sockets.deliveries,
+    )
+    yield _tally(
+        "gameserver_refusals",
+        "ERROR messages and refused replies sent, by error code.",
+        "code",
+        counters.refusals,
+    )
+    for name, help_, value in (
+        (
+            "rate_limited",
+            "Messages (and pings) refused because their socket was over its rate"
+            " limit.",
+            counters.rate_limited,
+        ),
+        (
+            "flood_closes",
+            "Sockets closed (1008) for flooding past their rate limit.",
+            counters.flood_closes,
+        ),
+        (
+            "outbound_drops",
+            "Sockets dropped for holding more unsent bytes than the outbound cap.",
+            counters.outbound_drops,
+        ),
+    ):
+        yield CounterMetricFamily(f"gameserver_{name}", help_, value=value)
+    yield _histogram(
+        "gameserver_turn_seconds",
+        "Turns from start to done in the engine (real time, perf_counter).",
+        counters.turn_seconds,
+    )
+    yield _histogram(
+        "gameserver_commit_seconds",
+        "Commits from sent to saved: in memory the store's update, with Redis"
+        " the COMMIT script's round trip (one per batch of turns).",
+        counters.commit_seconds,
+    )
+
+
+def _redis(backend: RedisBackend) -> Iterator[Metric]:
+    hosting = backend.hosting
+    assert hosting is not None
+    yield CounterMetricFamily(
+        "gameserver_redis_commits",
+        "COMMIT script calls sent to Redis.",
+        value=hosting.committer.commits,
+    )
+    yield CounterMetricFamily(
+        "gameserver_redis_commands_failed",
+        "Redis commands that failed: an error reply, the connection lost while"
+        " they waited, or no connection.",
+        value=backend.redis.counts.failed,
+    )
+    yield CounterMetricFamily(
+        "gameserver_redis_reconnects",
+        "Connections to Redis made again after the first (commands and channel).",
+        value=backend.redis.counts.reconnects + hosting.channel.reconnects,
+    )
+    yield GaugeMetricFamily(
+        "gameserver_rooms_owned",
+        "Rooms this process holds the lease of.",
+        value=len(hosting.engine.rooms),
+    )
+    yield CounterMetricFamily(
+        "gameserver_rooms_claimed",
+        "Rooms claimed here that had been held before (moved here from another"
+        " process, or back here).",
+        value=hosting.claimed,
+    )
+    yield CounterMetricFamily(
+        "gameserver_forwarded",
+        "Client requests published to the process owning their room (sent again"
+        " after a lost answer included).",
+        value=hosting.forwarded,
+    )
+
+
+def _tally(name: str, help_: str, label: str, tally: Tally) -> Metric:
+    family = CounterMetricFamily(name, help_, labels=[label])
+    for value, count in tally.items():
+        family.add_metric([value], count)
+    return family
+
+
+def _histogram(name: str, help_: str, histogram: Histogram) -> Metric:
+    return HistogramMetricFamily(
+        name, help_, buckets=histogram.buckets(), sum_value=histogram.sum
+    )
 
 
 class _Metrics(Resource):

@@ -1,12 +1,14 @@
-"""The browser lobby at ``/`` and its files under ``/static/``.
+"""The browser lobby at ``/``, its files under ``/static/``, the monitor
+page at ``/admin/``.
 
 ``lobby_root()`` is the resource ``GameServer`` mounts at the top of its
 tree: it serves ``static/index.html`` for ``/``, the files of ``static/``
 (the lobby and the ``gameserver.js`` client library) under ``/static/``,
-and takes the ``api`` and ``ws`` children the server adds. The files are
-package data, found next to this module, and are sent by
-``twisted.web.static.File``, which streams a file in chunks with a producer
-rather than reading it whole on the reactor thread.
+``static/admin.html`` for ``/admin/``, and takes the ``api`` and ``ws``
+children the server adds. The files are package data, found next to this
+module, and are sent by ``twisted.web.static.File``, which streams a file
+in chunks with a producer rather than reading it whole on the reactor
+thread.
 """
 
 from __future__ import annotations
@@ -114,6 +116,30 @@ class LobbyRoot(resource.Resource):
         static_dir = Path(static_dir)
         self.putChild(b"", StaticFile(static_dir / "index.html"))
         self.putChild(b"static", StaticFile(static_dir))
+        self.putChild(b"admin", AdminPage(static_dir))
+
+    def getChild(self, path: bytes, request: Request) -> resource.IResource:
+        return pages.notFound("No Such Resource", "No such page.")
+
+    def render_GET(self, request: Request) -> bytes:
+        return redirectTo(request.path + b"/", request)
+
+    render_HEAD = render_GET
+
+
+class AdminPage(resource.Resource):
+    """``/admin/``: the monitor page (``static/admin.html``), for admins.
+
+    The page is public like the lobby (its files hold no secret); what it
+    shows comes from ``/api/admin/``, which refuses everyone but admins. It
+    loads its scripts and styles from ``../static/``, so it works under any
+    prefix the server's tree is mounted at; ``/admin`` is redirected to
+    ``/admin/`` for those relative links to resolve.
+    """
+
+    def __init__(self, static_dir: Path) -> None:
+        super().__init__()
+        self.putChild(b"", StaticFile(static_dir / "admin.html"))
 
     def getChild(self, path: bytes, request: Request) -> resource.IResource:
         return pages.notFound("No Such Resource", "No such page.")
@@ -125,6 +151,7 @@ class LobbyRoot(resource.Resource):
 
 
 def lobby_root() -> resource.Resource:
-    """A resource serving the lobby at its ``""`` child and files at ``static``;
-    ``GameServer`` adds ``api`` and ``ws`` beside them."""
+    """A resource serving the lobby at its ``""`` child, files at ``static``
+    and the monitor page at ``admin``; ``GameServer`` adds ``api`` and
+    ``ws`` beside them."""
     return LobbyRoot()

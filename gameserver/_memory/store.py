@@ -7,6 +7,7 @@ there is nothing to save it to.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 
 import attrs
@@ -24,6 +25,8 @@ class MemoryStore:
         #: Guests not yet handed out as expired, and their end.
         self._guests: dict[int, float] = {}
         self._user_ids_by_name: dict[str, int] = {}
+        #: The same names, sorted: a search by a name's start bisects it.
+        self._names: list[str] = []
         self._rooms: dict[int, Room] = {}
         #: Quick join's rooms, by game and match key.
         self._pools: dict[tuple[str, str], dict[int, None]] = {}
@@ -39,6 +42,7 @@ class MemoryStore:
         record = UserRecord(next(self._user_ids), username, password_hash, guest_until)
         self._users[record.id] = record
         self._user_ids_by_name[key] = record.id
+        bisect.insort(self._names, key)
         if guest_until is not None:
             self._guests[record.id] = guest_until
         return record
@@ -70,7 +74,11 @@ class MemoryStore:
         record = self._users.pop(user_id, None)
         self._guests.pop(user_id, None)
         if record is not None:
-            self._user_ids_by_name.pop(record.username.casefold(), None)
+            key = record.username.casefold()
+            self._user_ids_by_name.pop(key, None)
+            at = bisect.bisect_left(self._names, key)
+            if at < len(self._names) and self._names[at] == key:
+                del self._names[at]
 
     async def get_user(self, user_id: int) -> UserRecord | None:
         return self._users.get(user_id)
@@ -86,6 +94,7 @@ class MemoryStore:
         owner: UserRef,
         max_players: int,
         password_hash: str | None,
+        created: float = 0.0,
     ) -> Room:
         room = Room(
             id=next(self._room_ids),
@@ -94,6 +103,7 @@ class MemoryStore:
             owner=owner,
             max_players=max_players,
             password_hash=password_hash,
+            created=created,
         )
         self._rooms[room.id] = room
         return room
@@ -106,6 +116,34 @@ class MemoryStore:
             r for r in reversed(self._rooms.values()) if game is None or r.game == game
         ]
         return Page(len(rooms), tuple(rooms[offset : offset + limit]))
+
+    async def set_user_flags(
+        self, user_id: int, *, admin: bool | None = None, banned: bool | None = None
+    ) -> UserRecord | None:
+        record = self._users.get(user_id)
+        if record is None:
+            return None
+        record = attrs.evolve(
+            record,
+            admin=record.admin if admin is None else admin,
+            banned=record.banned if banned is None else banned,
+        )
+        self._users[user_id] = record
+        return record
+
+    async def find_users(self, prefix: str, limit: int) -> list[UserRecord]:
+        key = prefix.casefold()
+        names = self._names
+        found: list[int] = []
+        # The exact name sorts first among those starting with it.
+        for at in range(bisect.bisect_left(names, key), len(names)):
+            if len(found) >= limit or not names[at].startswith(key):
+                break
+            found.append(self._user_ids_by_name[names[at]])
+        return [self._users[user_id] for user_id in found]
+
+    async def admins(self) -> list[UserRecord]:
+        return [r for r in self._users.values() if r.admin]
 
     # For the in-memory committer: a room's record as its turns change it.
 

@@ -101,6 +101,11 @@ class Channel:
     def ready(self) -> bool:
         return self._subscriber.ready
 
+    @property
+    def reconnects(self) -> int:
+        """Times the channel's connection was made again."""
+        return self._subscriber.counts.reconnects
+
     def start(self) -> None:
         self._subscriber.start()
 

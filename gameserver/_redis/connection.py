@@ -95,6 +95,22 @@ def encode(args: tuple[Any, ...]) -> bytes:
     return hiredis.pack_command(args)
 
 
+class LinkCounts:
+    """What befell one connection's commands, across its reconnections."""
+
+    __slots__ = ("connects", "failed")
+
+    def __init__(self) -> None:
+        #: Commands that failed: an error reply, the connection lost or down.
+        self.failed = 0
+        #: Connections made and set up (the first, then each reconnection).
+        self.connects = 0
+
+    @property
+    def reconnects(self) -> int:
+        return max(0, self.connects - 1)
+
+
 class RespProtocol(Protocol):
     """One connection: commands written at once, replies matched in order.
 
@@ -107,7 +123,9 @@ class RespProtocol(Protocol):
         text: bool,
         clock: Any,
         push: Callable[[Any], None] | None = None,
+        counts: LinkCounts | None = None,
     ) -> None:
+        self.counts = LinkCounts() if counts is None else counts
         self._reader = hiredis.Reader(
             encoding="utf-8" if text else None, replyError=ReplyError
         )
@@ -186,7 +204,10 @@ class RespProtocol(Protocol):
             elif waiting:
                 d, _ = waiting.popleft()
                 if isinstance(reply, ReplyError):
-                    d.errback(_error(reply))
+                    error = _error(reply)
+                    if not isinstance(error, NoScript):  # loaded and sent again
+                        self.counts.failed += 1
+                    d.errback(error)
                 else:
                     d.callback(reply)
 
@@ -195,6 +216,7 @@ class RespProtocol(Protocol):
             callback()
         why = "connection lost" if reason is None else reason.getErrorMessage()
         waiting, self.waiting = self.waiting, deque()
+        self.counts.failed += len(waiting)
         for d, _ in waiting:
             d.errback(Unavailable(f"the store (Redis) failed: {why}"))
 
@@ -250,10 +272,15 @@ class _Link:
         self._timeout = timeout
         self._on_ready = on_ready
         self.protocol: RespProtocol | None = None
+        self.counts = LinkCounts()
         endpoint = HostnameEndpoint(
             reactor, address.host, address.port, timeout=timeout
         )
-        factory = _Factory(lambda: RespProtocol(text=text, clock=reactor, push=push))
+        factory = _Factory(
+            lambda: RespProtocol(
+                text=text, clock=reactor, push=push, counts=self.counts
+            )
+        )
         self._service = ClientService(
             endpoint,
             factory,
@@ -299,6 +326,7 @@ class _Link:
             raise
         protocol._push = push
         self.protocol = protocol
+        self.counts.connects += 1
         if self._on_ready is not None:
             self._on_ready(protocol)
 
@@ -325,10 +353,15 @@ class RedisConnection:
     def connected(self) -> bool:
         return self._link.protocol is not None
 
+    @property
+    def counts(self) -> LinkCounts:
+        return self._link.counts
+
     def __call__(self, *command: Any) -> Deferred[Any]:
         """Send a command now (pipelined); the ``Deferred`` fires with its reply."""
         protocol = self._link.protocol
         if protocol is None:
+            self._link.counts.failed += 1
             return _failed(
                 Unavailable("the store (Redis) is unreachable: try again soon")
             )
@@ -390,6 +423,10 @@ class Subscriber:
     @property
     def ready(self) -> bool:
         return self.subscribed and self._link.protocol is not None
+
+    @property
+    def counts(self) -> LinkCounts:
+        return self._link.counts
 
     def _ready(self, protocol: RespProtocol) -> None:
         self.subscribed = False

@@ -64,6 +64,7 @@ from gameserver._redis.channels import (
 from gameserver._redis.connection import RedisConnection, gather, quietly
 from gameserver._redis.store import RedisStore, pairs, room_of
 from gameserver._settings import Settings
+from gameserver._stats import now as perf_now
 from gameserver._wire.messages import Frame
 
 #: Seconds a commit of unknown outcome is kept, to be delivered if found saved.
@@ -126,6 +127,10 @@ class RedisHosting:
         #: that their rooms keep them while they come back through another
         #: process (``None``: let go at once).
         self.held: dict[int, UserRef] | None = None
+        #: For the metrics: requests published to the process owning their
+        #: room, and rooms claimed that had been held before (moved here).
+        self.forwarded = 0
+        self.claimed = 0
 
     # Sending work to a room's owner
 
@@ -173,6 +178,7 @@ class RedisHosting:
         if owner is None or owner == self.process_id:
             self._resolve(link)
             return
+        self.forwarded += 1
         self._publish(owner, work_message(work))
         self._arm_retry(link)
 
@@ -182,6 +188,7 @@ class RedisHosting:
 
     def _publish_pending(self, link: Link, owner: str) -> None:
         for work in _chained(link):
+            self.forwarded += 1
             self._publish(owner, work_message(work))
 
     def _resolve(self, link: Link) -> None:
@@ -213,7 +220,7 @@ class RedisHosting:
 
     def _refuse_missing(self, work: Work) -> None:
         """Tell the client its room is gone, if its request wants an answer."""
-        refusal = missing(work)
+        refusal = missing(work, self.engine.counters)
         if refusal is not None and work.reply is not None:
             self.sockets.deliver_to(work.reply.connection, refusal)
 
@@ -224,7 +231,10 @@ class RedisHosting:
             code, detail = failure.value.code, failure.value.detail
         else:
             log.failure(
-                "finding the owner of room {room} failed", failure, room=link.room_id
+                "finding the owner of room {room_id} failed",
+                failure,
+                room_id=link.room_id,
+                process=self.process_id,
             )
             code, detail = "unavailable", "the room cannot be reached now: try again"
         self._fail_pending(link, code, detail)
@@ -244,9 +254,9 @@ class RedisHosting:
 
     def _refuse_here(self, work: Work, code: str, detail: str) -> None:
         if work.kind in ANSWERED and work.reply is not None:
-            self.sockets.deliver_to(
-                work.reply.connection, error_frame(work, code, detail)
-            )
+            frame = error_frame(work, code, detail)
+            self.engine.counters.refused(frame.type, code)
+            self.sockets.deliver_to(work.reply.connection, frame)
         _finish(work)
 
     def _arm_retry(self, link: Link) -> None:
@@ -351,10 +361,17 @@ class RedisHosting:
                 for d in waiting:
                     d.errback(e)
                 return
+            if data.token > 1:  # its fence had been raised: held before
+                self.claimed += 1
             self.committer.adopted(outcome)
             self.committer.reconcile(outcome, data.version)
             ensureDeferred(self._check_routes(outcome)).addErrback(
-                lambda f: log.warn("checking routes failed: {f}", f=f.getErrorMessage())
+                lambda f: log.warn(
+                    "checking routes of room {room_id} failed: {f}",
+                    f=f.getErrorMessage(),
+                    room_id=room_id,
+                    process=self.process_id,
+                )
             )
         for d in waiting:
             d.callback(outcome)
@@ -388,7 +405,12 @@ class RedisHosting:
         """
         if self.engine.rooms.get(room.id) is not room:
             return
-        log.info("gave up room {room}: {reason}", room=room.id, reason=reason)
+        log.info(
+            "gave up room {room_id}: {reason}",
+            room_id=room.id,
+            reason=reason,
+            process=self.process_id,
+        )
         left = self.engine.drop(room)
         origins = {w.origin for w in left} | self.committer.forget(room, keep=unknown)
         self._redirect(room.id, origins)
@@ -459,7 +481,12 @@ class RedisHosting:
             return
         self.claim(work.room_id).addCallbacks(
             self._claimed_for,
-            lambda f: log.debug("claim failed: {f}", f=f.getErrorMessage()),
+            lambda f: log.debug(
+                "claim of room {room_id} failed: {f}",
+                f=f.getErrorMessage(),
+                room_id=work.room_id,
+                process=self.process_id,
+            ),
             (work,),
         )
 
@@ -467,7 +494,7 @@ class RedisHosting:
         if isinstance(outcome, LiveRoom):
             self.engine.submit(outcome, work)
         elif outcome is None:
-            refusal = missing(work)
+            refusal = missing(work, self.engine.counters)
             items = (
                 []
                 if refusal is None or work.reply is None
@@ -515,7 +542,12 @@ class RedisHosting:
 
     def let_go_now(self, user: UserRef) -> None:
         ensureDeferred(self.let_go(user)).addErrback(
-            lambda f: log.failure("telling the rooms {user} left failed", f, user=user)
+            lambda f: log.failure(
+                "telling the rooms user {user_id} left failed",
+                f,
+                user_id=user.id,
+                process=self.process_id,
+            )
         )
 
     async def let_go(self, user: UserRef) -> None:
@@ -533,7 +565,10 @@ class RedisHosting:
             rooms.update(int(r) for r in await listed)
         except GameServerError as e:
             log.warn(
-                "{user} left, and Redis is down: {e}", user=user.username, e=e.detail
+                "user {user_id} left, and Redis is down: {e}",
+                user_id=user.id,
+                e=e.detail,
+                process=self.process_id,
             )
         if self.sockets.count(user.id):
             return  # back meanwhile
@@ -663,6 +698,7 @@ class Batch:
         "record",
         "room",
         "routes",
+        "sent",
         "state",
         "target",
         "timers",
@@ -698,6 +734,8 @@ class Batch:
         #: of its messages.
         self.target = 0
         self.local: list[Out] = []
+        #: ``perf_counter`` when its COMMIT was sent.
+        self.sent = 0.0
 
     def add(self, changes: Changes) -> None:
         self.turns += 1
@@ -902,6 +940,7 @@ class RedisCommitter:
             *publishes,
         ]
         self.commits += 1
+        batch.sent = perf_now()
         self._in_flight.setdefault(room.id, []).append(batch)
         self.renewed[room.id] = self._reactor.seconds()
         redis.run(scripts.COMMIT, keys.room_keys(room.id), args).addCallbacks(
@@ -1027,6 +1066,7 @@ class RedisCommitter:
         return local, per
 
     def _saved(self, reply: Any, batch: Batch) -> None:
+        self._engine.counters.commit_seconds.observe(perf_now() - batch.sent)
         room = batch.room
         in_flight = self._in_flight.get(room.id)
         if in_flight and in_flight[0] is batch:
@@ -1063,7 +1103,12 @@ class RedisCommitter:
         room = batch.room
         if self._engine.rooms.get(room.id) is room:
             if not failure.check(GameServerError):
-                log.failure("saving room {room} failed", failure, room=room.id)
+                log.failure(
+                    "saving room {room_id} failed",
+                    failure,
+                    room_id=room.id,
+                    process=self._process,
+                )
             self._hosting.lost(
                 room,
                 f"saving failed: {failure.getErrorMessage()}",

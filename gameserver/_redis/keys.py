@@ -15,6 +15,8 @@ USER_IDS = f"{PREFIX}:users:next"
 USER_NAMES = f"{PREFIX}:users:names"
 #: Guest accounts not yet handed out as expired, scored by their end.
 GUESTS = f"{PREFIX}:users:guests"
+#: The users marked admin in the store (``gameserver-admin``).
+ADMINS = f"{PREFIX}:users:admins"
 ROOM_IDS = f"{PREFIX}:rooms:next"
 ROOMS = f"{PREFIX}:rooms"
 #: Due timers of every room: ``room_id|name`` scored by deadline.

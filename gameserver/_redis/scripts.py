@@ -107,6 +107,46 @@ redis.call('SET', KEYS[2], ARGV[2])
 return 1
 """)
 
+#: Replace a value only if it is still the one read (a compare-and-set).
+#: KEYS: the key. ARGV: the value read, the new one. Returns 1, or 0.
+SWAP = Script("""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+""")
+
+#: What the admin API shows of a room, read in one step from its keys
+#: (``meta state entries chat present lease log``). ARGV: the time since
+#: which its messages are counted, whether to read its data too.
+#: Returns {meta, lease or false, present, messages since then} and, with
+#: the data, {state, entries, chat} after them.
+ROOM_VIEW = Script("""
+local meta = redis.call('HGETALL', KEYS[1])
+if #meta == 0 then return {} end
+local since = tonumber(ARGV[1])
+local count = 0
+local stop = -1
+local going = true
+while going do
+  local chunk = redis.call('LRANGE', KEYS[7], stop - 99, stop)
+  if #chunk == 0 then break end
+  for j = #chunk, 1, -1 do
+    local at = tonumber(string.match(chunk[j], '^%S+ (%S+)'))
+    if not at or at < since then going = false; break end
+    count = count + 1
+  end
+  if #chunk < 100 then break end
+  stop = stop - 100
+end
+local reply = {meta, redis.call('GET', KEYS[6]), redis.call('HGETALL', KEYS[5]), count}
+if ARGV[2] == '1' then
+  reply[5] = redis.call('GET', KEYS[2])
+  reply[6] = redis.call('HGETALL', KEYS[3])
+  reply[7] = redis.call('LRANGE', KEYS[4], 0, -1)
+end
+return reply
+""")
+
 #: Extend the lease if this holder still has it. ARGV: lease, milliseconds.
 RENEW = Script("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then

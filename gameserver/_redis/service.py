@@ -91,7 +91,7 @@ class RedisBackend(Service):
 
     def startService(self) -> None:
         super().startService()
-        log.info("gameserver process {pid} on Redis", pid=self.process_id)
+        log.info("gameserver process {process} on Redis", process=self.process_id)
         self._host.channel.start()
         self._starting = ensureDeferred(self._start_chores())
 
@@ -166,7 +166,11 @@ class RedisBackend(Service):
             await self.redis("DEL", keys.process_users(self.process_id))
             await forget_process(self.redis, self.process_id)
         except GameServerError as e:
-            log.warn("stopping without Redis: {detail}", detail=e.detail)
+            log.warn(
+                "stopping without Redis: {detail}",
+                detail=e.detail,
+                process=self.process_id,
+            )
         await host.channel.stop()
         await self.redis.disconnect()
 
@@ -188,11 +192,16 @@ class RedisBackend(Service):
         except GameServerError as e:
             self._healthy_since = None
             log.warn(
-                "Redis chore {c} failed: {detail}", c=chore.__name__, detail=e.detail
+                "Redis chore {c} failed: {detail}",
+                c=chore.__name__,
+                detail=e.detail,
+                process=self.process_id,
             )
         except Exception:
             self._healthy_since = None
-            log.failure("Redis chore {c} failed", c=chore.__name__)
+            log.failure(
+                "Redis chore {c} failed", c=chore.__name__, process=self.process_id
+            )
 
     # Chores
 
@@ -217,7 +226,10 @@ class RedisBackend(Service):
         reconnections (to any process) rejoin them as they are now.
         """
         host = self._host
-        log.warn("this process was taken for dead: asking its clients to reconnect")
+        log.warn(
+            "this process was taken for dead: asking its clients to reconnect",
+            process=self.process_id,
+        )
         for room in list(host.engine.rooms.values()):
             host.lost(room, "this process was taken for dead")
         host.fail_all("unavailable", "the server lost track of you: reconnect")
@@ -351,7 +363,11 @@ class RedisBackend(Service):
         if int(await redis("EXISTS", keys.alive(process))):
             return
         await redis("SET", keys.buried(process), 1, "EX", 86400)
-        log.info("process {p} is dead: letting its users go", p=process)
+        log.info(
+            "process {p} is dead: letting its users go",
+            p=process,
+            process=self.process_id,
+        )
         while True:
             if int(await redis("EXISTS", keys.alive(process))):
                 return  # back: it finds it was buried, and its clients come back

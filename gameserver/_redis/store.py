@@ -20,6 +20,10 @@ from gameserver._models import Page, Room, RoomState, UserRecord, UserRef
 from gameserver._redis import keys, scripts
 from gameserver._redis.connection import RedisConnection
 
+#: A user search scans the name index this many times, this many at a time.
+SCAN_STEPS = 10
+SCAN_COUNT = 500
+
 
 @implementer(IStore)
 class RedisStore:
@@ -88,6 +92,59 @@ class RedisStore:
         user_id = await self._redis("HGET", keys.USER_NAMES, username.casefold())
         return None if user_id is None else await self.get_user(int(user_id))
 
+    async def set_user_flags(
+        self, user_id: int, *, admin: bool | None = None, banned: bool | None = None
+    ) -> UserRecord | None:
+        key = keys.user(user_id)
+        while True:  # read, change, write unless changed meanwhile (a claim)
+            raw = await self._redis("GET", key)
+            if raw is None:
+                return None
+            record = UserRecord(**json.loads(raw))
+            record = attrs.evolve(
+                record,
+                admin=record.admin if admin is None else admin,
+                banned=record.banned if banned is None else banned,
+            )
+            new = json.dumps(attrs.asdict(record))
+            if int(await self._redis.run(scripts.SWAP, [key], [raw, new])):
+                break
+        if admin is not None:
+            await self._redis("SADD" if admin else "SREM", keys.ADMINS, user_id)
+        return record
+
+    async def find_users(self, prefix: str, limit: int) -> list[UserRecord]:
+        """The exact name from the index, then a bounded scan of it: at most
+        ``SCAN_STEPS`` steps of ``SCAN_COUNT`` names, whatever it finds."""
+        key = prefix.casefold()
+        exact = await self._redis("HGET", keys.USER_NAMES, key)
+        ids: list[int] = [] if exact is None else [int(exact)]
+        cursor = "0"
+        for _ in range(SCAN_STEPS):
+            if len(ids) >= limit:
+                break
+            cursor, found = await self._redis(
+                "HSCAN",
+                keys.USER_NAMES,
+                cursor,
+                "MATCH",
+                f"{key}*",
+                "COUNT",
+                SCAN_COUNT,
+            )
+            for user_id in pairs(found).values():
+                if int(user_id) not in ids:
+                    ids.append(int(user_id))
+            if str(cursor) == "0":
+                break
+        records = [await self.get_user(user_id) for user_id in ids[:limit]]
+        return [r for r in records if r is not None]
+
+    async def admins(self) -> list[UserRecord]:
+        ids = sorted(int(i) for i in await self._redis("SMEMBERS", keys.ADMINS))
+        records = [await self.get_user(user_id) for user_id in ids]
+        return [r for r in records if r is not None and r.admin]
+
     # Rooms
 
     async def create_room(
@@ -97,9 +154,12 @@ class RedisStore:
         owner: UserRef,
         max_players: int,
         password_hash: str | None,
+        created: float = 0.0,
     ) -> Room:
         room_id = int(await self._redis("INCR", keys.ROOM_IDS))
-        room = Room(room_id, name, game, owner, max_players, password_hash)
+        room = Room(
+            room_id, name, game, owner, max_players, password_hash, created=created
+        )
         fields = {
             "name": name,
             "game": game,
@@ -108,6 +168,7 @@ class RedisStore:
             "password_hash": password_hash or "",
             "state": RoomState.WAITING.value,
             "players": "[]",
+            "created": repr(created),
         }
         meta = keys.room(room_id, "meta")
         await self._redis("HSET", meta, *(x for kv in fields.items() for x in kv))
@@ -193,6 +254,7 @@ def room_of(room_id: int, meta: dict[str, str]) -> Room:
             (int(user), float(until))
             for user, until in json.loads(meta.get("reserved") or "[]")
         ),
+        created=float(meta.get("created") or 0),
     )
 
 

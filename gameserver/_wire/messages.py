@@ -34,12 +34,29 @@ ERROR = "ERROR"
 USER_JOINED = "USER_JOINED"
 USER_LEFT = "USER_LEFT"
 USER_DISCONNECTED = "USER_DISCONNECTED"
-ROOM_DELETED = "ROOM_DELETED"
+ROOM_CLOSED = "ROOM_CLOSED"
 CHAT_MESSAGE = "CHAT_MESSAGE"
 CHAT_HISTORY = "CHAT_HISTORY"
 START_GAME = "START_GAME"
 GAME_STARTED = "GAME_STARTED"
 GAME_FINISHED = "GAME_FINISHED"
+#: The types the server itself handles or sends, whatever the games.
+BUILTIN_TYPES = (
+    VALIDATE_CONNECTION,
+    JOIN_ROOM,
+    QUICK_JOIN,
+    LEAVE_ROOM,
+    ERROR,
+    USER_JOINED,
+    USER_LEFT,
+    USER_DISCONNECTED,
+    ROOM_CLOSED,
+    CHAT_MESSAGE,
+    CHAT_HISTORY,
+    START_GAME,
+    GAME_STARTED,
+    GAME_FINISHED,
+)
 
 MAX_TYPE_LENGTH = 64
 #: Levels of nesting a message may have (the envelope is the first), in
@@ -47,6 +64,7 @@ MAX_TYPE_LENGTH = 64
 MAX_DEPTH = 100
 _ENVELOPE_KEYS = frozenset({"type", "room_id", "data"})
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+_TYPE_IN_HEAD = re.compile(rb'"type":"([A-Za-z0-9_.:-]{1,64})"')
 
 log = Logger()
 
@@ -71,11 +89,14 @@ class Frame:
     chat message is stored without being encoded a second time.
     """
 
-    __slots__ = ("_binary", "_wire", "data", "payload", "seq")
+    __slots__ = ("_binary", "_type", "_wire", "data", "payload", "seq")
 
-    def __init__(self, payload: bytes, data: bytes | None = None) -> None:
+    def __init__(
+        self, payload: bytes, data: bytes | None = None, type_: str | None = None
+    ) -> None:
         self.payload = payload
         self.data = data
+        self._type = type_
         #: Its place in its room's messages (``seq`` on the wire), 0 if none.
         self.seq = 0
         self._wire: bytes | None = None
@@ -88,8 +109,18 @@ class Frame:
         self._wire = self._binary = None
 
     @classmethod
-    def of(cls, payload: bytes) -> Frame:
-        return cls(payload)
+    def of(cls, payload: bytes, type_: str | None = None) -> Frame:
+        return cls(payload, None, type_)
+
+    @property
+    def type(self) -> str:
+        """The message's type, for the metrics: known when built here, else
+        read from the payload's head (a message logged and sent again)."""
+        type_ = self._type
+        if type_ is None:
+            found = _TYPE_IN_HEAD.search(self.payload, 0, 128)
+            type_ = self._type = found.group(1).decode() if found else "other"
+        return type_
 
     @classmethod
     def build(cls, type_: str, data: Any, room_id: int | None = None) -> Frame:
@@ -104,7 +135,7 @@ class Frame:
         head = _type_prefix(type_)
         if room_id is not None:
             head += b',"room_id":%d' % room_id
-        return cls(head + b',"data":' + encoded + b"}", encoded)
+        return cls(head + b',"data":' + encoded + b"}", encoded, type_)
 
     @property
     def wire(self) -> bytes:

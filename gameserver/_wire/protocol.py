@@ -47,6 +47,7 @@ from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 
 from gameserver._settings import Settings
+from gameserver._stats import Counters
 from gameserver._wire import formats, handshake, messages
 from gameserver._wire.limits import Deadlines, OutboundWatch
 from gameserver._wire.origins import OriginPolicy
@@ -377,6 +378,7 @@ class GameServerProtocol(WebSocketServerProtocol):
             peer=self.peer or "",
             deadlines=factory.validation,
             wire_format=self._wire_format,
+            counters=factory.counters,
             on_validated=None if self._address is None else self._socket_validated,
         )
 
@@ -548,10 +550,12 @@ class GameServerProtocol(WebSocketServerProtocol):
     def _overflow(self) -> None:
         session = self.session
         if session is not None and session.open:
+            self.factory.counters.outbound_drops += 1
             log.warn(
                 "dropping {peer}: over {limit} bytes queued for a client not reading",
                 peer=self.peer,
                 limit=self._outbound.limit,
+                user_id=None if session.user is None else session.user.id,
             )
             session.lost()
             self.dropConnection(abort=True)
@@ -607,12 +611,15 @@ class GameServerFactory(WebSocketServerFactory):
         *,
         clock: IReactorTime,
         reactor: Any = None,
+        counters: Counters | None = None,
         guard: Guard | None = None,
     ) -> None:
         """``guard``: the per-address socket caps, checked at the handshake."""
         super().__init__(reactor=reactor)
         self.guard = guard
         self.dispatcher = dispatcher
+        #: The server's figures, shared by its sessions.
+        self.counters = Counters() if counters is None else counters
         self.settings = settings
         self.clock = clock
         #: Sockets yet to send VALIDATE_CONNECTION, and their time to do it.

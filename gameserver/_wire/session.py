@@ -24,6 +24,7 @@ from gameserver._errors import BadMessage
 from gameserver._interfaces import IConnection
 from gameserver._models import UserRef
 from gameserver._settings import Settings
+from gameserver._stats import Counters
 from gameserver._wire import messages
 from gameserver._wire.formats import JSON, WireFormat
 from gameserver._wire.limits import Deadlines, TokenBucket
@@ -31,6 +32,8 @@ from gameserver._wire.messages import Frame
 
 #: Close code for a socket that failed or skipped authentication.
 CLOSE_UNAUTHORIZED = 4001
+#: Close code for the sockets of a user an admin kicked or banned.
+CLOSE_KICKED = 4003
 #: Close code for a socket that keeps sending past its rate limit.
 CLOSE_POLICY_VIOLATION = 1008
 #: Seconds over which ``flood_limit`` refused messages close a socket.
@@ -67,8 +70,10 @@ class Session:
         "__provides__",
         "_binary",
         "_bucket",
+        "_counters",
         "_deadlines",
         "_dispatcher",
+        "_flooded",
         "_held",
         "_limit",
         "_on_validated",
@@ -93,11 +98,13 @@ class Session:
         peer: str = "",
         deadlines: Deadlines | None = None,
         wire_format: WireFormat = JSON,
+        counters: Counters | None = None,
         on_validated: Callable[[], object] | None = None,
     ) -> None:
         """``deadlines``: the validation timeouts, shared by a server's sessions;
-        ``wire_format``: what the client chose in the handshake;
-        ``on_validated``: called once, when the socket is validated."""
+        ``wire_format``: what the client chose in the handshake; ``counters``:
+        the server's, for its metrics; ``on_validated``: called once, when the
+        socket is validated."""
         self._on_validated = on_validated
         self.id = connection_id
         self.peer = peer
@@ -108,6 +115,7 @@ class Session:
         self.open = True
         self._transport = transport
         self._dispatcher = dispatcher
+        self._counters = Counters() if counters is None else counters
         self._bucket = TokenBucket(settings.message_rate, settings.message_burst, clock)
         # Refusals a socket may collect in a burst before it is closed; they
         # drain slowly, so a sustained flood is closed even between tokens.
@@ -115,6 +123,7 @@ class Session:
             settings.flood_limit / FLOOD_WINDOW, settings.flood_limit, clock
         )
         self._refused_in_a_row = 0
+        self._flooded = False
         #: The message being handled that waits on I/O, and those after it.
         self._waiting: Deferred[Any] | None = None
         self._held: deque[bytes] | None = None
@@ -162,7 +171,17 @@ class Session:
     # IConnection
 
     def send(self, message: dict[str, Any]) -> None:
-        self.send_frame(Frame.of(messages.dumps(message)))
+        """A message for this socket alone (a reply, a refusal): not the hot
+        path, which hands frames to ``send_frame``."""
+        counters = self._counters
+        type_ = message["type"]
+        if type_ == messages.ERROR:
+            counters.refusals.count(message["data"]["code"])
+        elif message["data"].get("is_successful") is False:
+            counters.refusals.count(message["data"]["error"])
+        counters.sent.count(type_)
+        counters.deliveries += 1
+        self.send_frame(Frame.of(messages.dumps(message), type_))
 
     def send_frame(self, frame: Frame) -> None:
         if self.open:
@@ -190,7 +209,11 @@ class Session:
             self._refused_in_a_row = 0
             return True
         self._refused_in_a_row += 1
+        self._counters.rate_limited += 1
         if not self._strikes.take():
+            if not self._flooded:
+                self._flooded = True
+                self._counters.flood_closes += 1
             self.close(CLOSE_POLICY_VIOLATION, "message flood")
         elif self._refused_in_a_row == 1:
             self.send(messages.error("rate_limited", "too many messages: slow down"))
@@ -207,7 +230,11 @@ class Session:
             self._waiting = waiting
             waiting.addErrback(
                 lambda f: log.failure(
-                    "handling a message of {peer} failed", f, peer=self.peer
+                    "handling a message of {peer} failed",
+                    f,
+                    peer=self.peer,
+                    user_id=None if self.user is None else self.user.id,
+                    room_id=envelope.room_id,
                 )
             ).addBoth(self._handled)
 

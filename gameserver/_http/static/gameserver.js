@@ -39,6 +39,8 @@ export const CLOSED = "closed";
 // Close codes the server uses (README, "Limits").
 const CLOSE_UNAUTHORIZED = 4001;
 const CLOSE_TOO_MANY_CONNECTIONS = 4008;
+// An admin kicked or banned the user: coming back at once would undo a kick.
+const CLOSE_KICKED = 4003;
 
 // Wire formats and the WebSocket subprotocol each one asks for. "json" asks
 // for none: the server's default, and what a client before the choice sent.
@@ -60,7 +62,7 @@ const JOIN_ROOM = "JOIN_ROOM";
 const LEAVE_ROOM = "LEAVE_ROOM";
 // Its reply names the room it found: answered for whichever room it names.
 const QUICK_JOIN = "QUICK_JOIN";
-const ROOM_DELETED = "ROOM_DELETED";
+const ROOM_CLOSED = "ROOM_CLOSED";
 
 /** A refusal or failure, with the server's `code` and `detail`. */
 export class GameServerError extends Error {
@@ -564,7 +566,7 @@ export class GameClient extends EventTarget {
       if (ws !== this._ws) return;
       if (error.code === "token_expired" || error.code === "invalid_token") {
         this._authFailed = error;
-      } else if (error.code === "too_many_connections") {
+      } else if (error.code === "too_many_connections" || error.code === "banned") {
         this._fatalError = error;
       }
       return; // the server closes the socket; _closed decides what next
@@ -627,6 +629,10 @@ export class GameClient extends EventTarget {
     if (!this._wanted) return this._setState(CLOSED);
     // From now on connect() waits for the connection to be back.
     if (this._connected?.settled) this._connected = this._deferred();
+    if (event.code === CLOSE_KICKED) {
+      const code = event.reason === "banned" ? "banned" : "kicked";
+      return this._fatal(new GameServerError(code, `an admin closed the connection (${code})`));
+    }
     if (event.code === CLOSE_TOO_MANY_CONNECTIONS || this._fatalError) {
       const error =
         this._fatalError ?? new GameServerError("too_many_connections", "too many connections for this user");
@@ -890,7 +896,7 @@ export class GameClient extends EventTarget {
         }
       }
     }
-    if (message.type === ROOM_DELETED) {
+    if (message.type === ROOM_CLOSED) {
       this._rooms.delete(roomId);
       this._seqs.delete(roomId);
     }

@@ -3,34 +3,11 @@
 // every piece of text a player typed is set with textContent, never HTML.
 
 import { GameClient, GameServerError } from "./gameserver.js";
+import { sessionStore } from "./session.js";
 
 const POLL_MS = 3000; // how often the room list is reloaded
 const ROOM_KEY = "gameserver.room"; // sessionStorage: the room this tab is in
 const WATCH_KEY = "gameserver.room.watching"; // sessionStorage: "1" when watching it
-
-/**
- * Where the session is kept: each tab has its own (sessionStorage, so a
- * reload keeps it and two windows can be two players), and a new tab starts
- * from the last login (localStorage). Logging out in one tab marks that tab
- * logged out without touching the others.
- */
-const sessionStore = {
-  getItem(key) {
-    try {
-      return sessionStorage.getItem(key) ?? localStorage.getItem(key);
-    } catch {
-      return null;
-    }
-  },
-  setItem(key, value) {
-    sessionStorage.setItem(key, value);
-    localStorage.setItem(key, value);
-  },
-  removeItem(key) {
-    sessionStorage.setItem(key, "null");
-    localStorage.removeItem(key);
-  },
-};
 
 // The wire format: "?format=msgpack" in the page's address speaks
 // MessagePack (binary frames) to the server; anything else, JSON.
@@ -891,10 +868,10 @@ const ROOM_HANDLERS = {
     current.status = "finished";
     renderStatus();
   },
-  ROOM_DELETED() {
+  ROOM_CLOSED({ reason }) {
     const mine = current.room?.owner.id === client.user?.id;
     leaveRoomView();
-    notice(mine ? "The room was deleted." : "The room was deleted by its owner.");
+    notice(mine && reason === "deleted by its owner" ? "The room was deleted." : `The room was ${reason}.`);
     showLobby();
   },
   CHAT_HISTORY({ messages }) {
