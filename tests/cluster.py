@@ -27,6 +27,7 @@ GENEROUS = (
     "--http-burst=100000",
     "--signups-per-address=100000",
     "--guests-per-address=100000",
+    "--login-failures=100000",
 )
 
 

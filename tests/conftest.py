@@ -34,6 +34,7 @@ GENEROUS = dict(
     max_unvalidated_per_address=10_000,
     http_rate=10_000.0,
     http_burst=10_000,
+    login_failures=10_000,
     login_failures_per_address=10_000,
     signups_per_address=100_000,
     guests_per_address=100_000,
