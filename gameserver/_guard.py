@@ -33,6 +33,8 @@ from gameserver._wire.addresses import ClientAddresses
 log = Logger()
 
 CODE = "too_many_requests"
+#: The limits, as ``Guard.refused`` and the metrics name them.
+LIMITS = ("sockets", "unvalidated", "http", "signup", "guest", "login", "room_password")
 #: Seconds a client over the open sockets cap is told to wait.
 SOCKETS_RETRY = 30.0
 #: Longest key kept of a username tried (longer ones cannot exist anyway).

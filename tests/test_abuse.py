@@ -241,6 +241,9 @@ async def test_http_requests_are_rated_per_address(start_any):
     clock.advance(1)
     assert (await _http(server, "GET", "/api/games/"))[0] == 200
     assert server.server.guard.refused["http"] == 1
+    _, _, scrape = await _http(server, "GET", "/metrics")
+    assert b'gameserver_limit_refusals_total{limit="http"} 1.0' in scrape
+    assert b'gameserver_limit_refusals_total{limit="login"} 0.0' in scrape
     if start_any.mode == "redis":  # one bucket for both processes
         other = await start_any(_limits(http_rate=1.0, http_burst=3), clock=clock)
         assert (await _http(other, "GET", "/api/games/"))[0] == 429
