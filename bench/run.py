@@ -111,6 +111,18 @@ class Server:
                 "200",
                 "--message-burst",
                 "400",
+                # Every client is 127.0.0.1: the per-address limits count
+                # (their cost is measured) but are not reached.
+                "--max-sockets-per-address",
+                "1000000",
+                "--max-unvalidated-per-address",
+                "1000000",
+                "--http-rate",
+                "1000000",
+                "--http-burst",
+                "1000000",
+                "--signups-per-address",
+                "1000000",
                 "--secret",
                 SECRET,
             ]

@@ -103,8 +103,10 @@ class TooManyRequests(GameServerError):
     code = "rate_limited"
     status = 429
 
-    def __init__(self, detail: str, *, retry_after: float) -> None:
-        super().__init__(detail)
+    def __init__(
+        self, detail: str, *, retry_after: float, code: str | None = None
+    ) -> None:
+        super().__init__(detail, code=code)
         self.retry_after = retry_after
 
 

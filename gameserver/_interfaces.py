@@ -271,3 +271,41 @@ class IGame(Interface):
         room: GameRoom, user: UserRef, helper: Helper, message: ChatMessage
     ) -> Any:
         """Return the ``ChatMessage`` to send (changed or not), or ``None``."""
+
+
+class ILimiter(Interface):
+    """The per-address and per-account counters of the abuse limits.
+
+    In memory they are this process's; on Redis every process shares them,
+    so a client cannot multiply a limit by spreading over processes. Each
+    answer is a ``Deferred`` (already fired in memory). Time is the
+    caller's ``now`` (its injected clock), so both run on a ``task.Clock``.
+    """
+
+    def take(key: str, now: float, rate: float, burst: int) -> Deferred[float]:
+        """Spend a token of the bucket ``key`` (``rate`` a second, ``burst``
+        at most): 0 if there was one, else the seconds until there is."""
+
+    def attempt(
+        key: str, now: float, free: int, backoff: float, most: float, forget: float
+    ) -> Deferred[float]:
+        """Count an attempt (a password guess) against ``key``, unless it is
+        backing off: then the seconds left, and nothing is counted. From the
+        ``free``-th attempt on, the next ones wait ``backoff`` seconds,
+        doubled at each (at most ``most``); attempts are forgotten ``forget``
+        seconds after the last wait ends."""
+
+    def forgive(key: str, reset: bool) -> None:
+        """The last attempt was not a failure: all of ``key`` is forgotten
+        (``reset``, a success), or only that attempt (it was not judged)."""
+
+    def open_socket(
+        address: str, most_open: int, most_unvalidated: int
+    ) -> Deferred[int]:
+        """Count a new, unvalidated socket of ``address``, unless that
+        address has ``most_open`` sockets open (answer 1) or
+        ``most_unvalidated`` not yet validated (answer 2): 0 if counted."""
+
+    def socket_changed(address: str, opened: int, unvalidated: int) -> None:
+        """Change the address's counts (a socket validated: 0, -1; one
+        closed: -1, and -1 again if it never validated)."""

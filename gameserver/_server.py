@@ -27,13 +27,15 @@ from gameserver._engine.rooms import Rooms
 from gameserver._engine.sockets import LocalSockets
 from gameserver._engine.turns import Engine
 from gameserver._game import installed_games
+from gameserver._guard import Guard
 from gameserver._http import health
 from gameserver._http.admin import AdminApi, check_admins
 from gameserver._http.api import ApiResource, request_factory
 from gameserver._http.front import FrontDoor
 from gameserver._http.lobby import lobby_root
-from gameserver._interfaces import IGame, IHosting, IOversight, IStore
+from gameserver._interfaces import IGame, IHosting, ILimiter, IOversight, IStore
 from gameserver._memory.hosting import MemoryCommitter, MemoryHosting
+from gameserver._memory.limiter import MemoryLimiter
 from gameserver._memory.oversight import MemoryOversight
 from gameserver._memory.store import MemoryStore
 from gameserver._settings import Settings
@@ -100,6 +102,12 @@ class GameServer:
             self.backend = backend
             self.store = backend.store
             self.hosting = backend.bind(self.engine, self.sockets)
+        #: The abuse limits' counters (this process's, or shared on Redis)
+        #: and their policy.
+        self.limiter: ILimiter = (
+            MemoryLimiter() if self.backend is None else self.backend.limiter
+        )
+        self.guard = Guard(settings, self.limiter, clock)
         hasher = PasswordHasher(
             reactor,
             cost=settings.password_cost,
@@ -119,6 +127,7 @@ class GameServer:
             clock=clock,
             guest_rate=settings.guest_rate,
             guest_burst=settings.guest_burst,
+            guard=self.guard,
         )
         self.matchmaker = Matchmaker(
             self.store,
@@ -138,6 +147,7 @@ class GameServer:
             self.hosting,
             self.engine.rooms,
             self.matchmaker,
+            guard=self.guard,
             clock=clock,
         )
         #: Removes expired guests; ``service`` and ``listen`` start it.
@@ -159,11 +169,14 @@ class GameServer:
             clock=clock,
             reactor=reactor,
             counters=self.engine.counters,
+            guard=self.guard,
         )
         #: The password hasher and the HTTP API, whose figures /metrics reads.
         self.passwords = hasher
         self.resource: Resource = lobby_root()
-        self.api = api = ApiResource(settings, self.accounts, self.rooms, self.games)
+        self.api = api = ApiResource(
+            settings, self.accounts, self.rooms, self.games, guard=self.guard
+        )
         self.oversight: IOversight
         if backend is None:
             self.oversight = MemoryOversight(memory, self.engine, self.sockets, clock)

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 import attrs
 
+from gameserver._wire.addresses import HEADERS, parse_networks
+
 MIN_SECRET_BYTES = 32
 
 
@@ -28,6 +30,17 @@ def _log_size(instance: object, attribute: attrs.Attribute, value: int) -> None:
     # unpack, whose limit is near 8000.
     if type(value) is not int or not 1 <= value <= 5000:
         raise ValueError(f"{attribute.name} must be a whole number 1 to 5000")
+
+
+def _networks(
+    instance: object, attribute: attrs.Attribute, value: tuple[str, ...]
+) -> None:
+    parse_networks(value)
+
+
+def _proxy_header(instance: object, attribute: attrs.Attribute, value: str) -> None:
+    if value not in HEADERS:
+        raise ValueError(f"{attribute.name} must be one of {', '.join(HEADERS)}")
 
 
 def _to_tuple(value: Iterable[str]) -> tuple[str, ...]:
@@ -124,3 +137,31 @@ class Settings:
     #: Usernames (any case) that are admins, besides those marked in the
     #: store: they may use ``/api/admin/``.
     admins: tuple[str, ...] = attrs.field(default=(), converter=_to_names)
+    # Per client address and per account (``_guard.py``); with Redis,
+    # shared by every process.
+    #: Proxies (addresses or CIDRs) whose ``proxy_header`` names the client;
+    #: from any other peer the header is ignored.
+    trusted_proxies: tuple[str, ...] = attrs.field(
+        default=(), converter=_to_tuple, validator=_networks
+    )
+    #: The header those proxies set: ``x-forwarded-for`` or ``forwarded``.
+    proxy_header: str = attrs.field(default="x-forwarded-for", validator=_proxy_header)
+    #: WebSocket connections one address may hold open, and how many of
+    #: them may not be validated yet (past either: HTTP 429 at the handshake).
+    max_sockets_per_address: int = attrs.field(default=50, validator=_positive)
+    max_unvalidated_per_address: int = attrs.field(default=10, validator=_positive)
+    #: HTTP API requests per second of one address, sustained and in a burst.
+    http_rate: float = attrs.field(default=20.0, validator=_positive)
+    http_burst: int = attrs.field(default=100, validator=_positive)
+    #: Failed logins of one username (of one address: the second) after which
+    #: each attempt waits ``login_backoff`` seconds, doubled every time up
+    #: to ``login_backoff_max``; forgotten ``login_forget`` seconds later.
+    #: Guesses at a room's password count per user and room, the same way.
+    login_failures: int = attrs.field(default=5, validator=_positive)
+    login_failures_per_address: int = attrs.field(default=20, validator=_positive)
+    login_backoff: float = attrs.field(default=1.0, validator=_positive)
+    login_backoff_max: float = attrs.field(default=900.0, validator=_positive)
+    login_forget: float = attrs.field(default=900.0, validator=_positive)
+    #: Accounts and guest accounts one address may make in an hour.
+    signups_per_address: int = attrs.field(default=10, validator=_positive)
+    guests_per_address: int = attrs.field(default=30, validator=_positive)

@@ -130,6 +130,58 @@ class Options(usage.Options):
             "text, or json: one JSON object per log event, one per line, where"
             " twistd would write its log (stdout under -n, else --logfile).",
         ],
+        # Per-address limits (README: "Limits for a public server").
+        [
+            "trusted-proxies",
+            None,
+            "",
+            "Comma-separated addresses or CIDRs of your proxies: only from them"
+            " is the forwarding header believed.",
+        ],
+        [
+            "proxy-header",
+            None,
+            "x-forwarded-for",
+            "The header the trusted proxies set: x-forwarded-for or forwarded.",
+        ],
+        [
+            "max-sockets-per-address",
+            None,
+            50,
+            "WebSocket connections one client address may hold open.",
+            int,
+        ],
+        [
+            "max-unvalidated-per-address",
+            None,
+            10,
+            "Connections of one address that may wait to be validated.",
+            int,
+        ],
+        ["http-rate", None, 20.0, "HTTP API requests per second per address.", float],
+        ["http-burst", None, 100, "HTTP API requests per address in a burst.", int],
+        [
+            "login-failures",
+            None,
+            5,
+            "Failed logins of a username (or room password guesses of a user)"
+            " before each further try waits, twice as long every time.",
+            int,
+        ],
+        [
+            "signups-per-address",
+            None,
+            10,
+            "Accounts one address may make an hour.",
+            int,
+        ],
+        [
+            "guests-per-address",
+            None,
+            30,
+            "Guest accounts one address may make an hour.",
+            int,
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -172,6 +224,15 @@ class Options(usage.Options):
                 password_cost=self["password-cost"],
                 drain_timeout=self["drain-timeout"],
                 admins=_csv(self["admins"] or ""),
+                trusted_proxies=_csv(self["trusted-proxies"]),
+                proxy_header=self["proxy-header"].strip().lower(),
+                max_sockets_per_address=self["max-sockets-per-address"],
+                max_unvalidated_per_address=self["max-unvalidated-per-address"],
+                http_rate=self["http-rate"],
+                http_burst=self["http-burst"],
+                login_failures=self["login-failures"],
+                signups_per_address=self["signups-per-address"],
+                guests_per_address=self["guests-per-address"],
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None

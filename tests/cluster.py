@@ -18,6 +18,17 @@ from tests.redis_server import free_port
 REPO = Path(__file__).resolve().parent.parent
 GAMES = REPO / "tests" / "cluster_games"
 SECRET = "cluster test secret, long enough for HS256"
+#: Per-address limits no test reaches by accident (every client is
+#: 127.0.0.1, and the processes share the counters); ``extra`` may lower them.
+GENEROUS = (
+    "--max-sockets-per-address=100000",
+    "--max-unvalidated-per-address=100000",
+    "--http-rate=100000",
+    "--http-burst=100000",
+    "--signups-per-address=100000",
+    "--guests-per-address=100000",
+    "--login-failures=100000",
+)
 
 
 class ServerProcess:
@@ -66,6 +77,7 @@ class ServerProcess:
                     # drain would wait for users who will not come back.
                     "--drain-timeout",
                     "3",
+                    *GENEROUS,
                     *self.extra,
                 ],
                 cwd=self.log_path.parent,

@@ -31,6 +31,8 @@ from typing import Any
 import msgpack
 import pytest
 
+from tests.conftest import GENEROUS
+
 try:
     from playwright.sync_api import (
         Browser,
@@ -212,7 +214,8 @@ def run_server(
                 SERVER,
                 secret or secrets.token_urlsafe(32),
                 str(access_lifetime),
-                json.dumps(settings),
+                # Every page comes from 127.0.0.1: per-address limits aside.
+                json.dumps({**GENEROUS, **settings}),
                 redis_url,
             ],
             cwd=REPO,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -27,6 +27,9 @@ from gameserver._errors import (
 from gameserver._interfaces import IStore
 from gameserver._models import UserRecord, UserRef
 from gameserver._wire.limits import TokenBucket
+
+if TYPE_CHECKING:
+    from gameserver._guard import Guard
 
 USERNAME = re.compile(r"[A-Za-z0-9_.-]{3,32}")
 MIN_PASSWORD = 8
@@ -74,29 +77,37 @@ class Accounts:
         clock: IReactorTime,
         guest_rate: float = 2.0,
         guest_burst: int = 20,
+        guard: Guard | None = None,
     ) -> None:
-        """``guest_rate``/``guest_burst``: guests made per second, server-wide."""
+        """``guest_rate``/``guest_burst``: guests made per second, server-wide;
+        ``guard``: the per-address and per-username limits."""
+        self._guard = guard
         self._store = store
         self._hasher = hasher
         self._tokens = tokens
         self._guests = TokenBucket(guest_rate, guest_burst, clock)
         self._guest_rate = guest_rate
 
-    async def register(self, body: Any) -> UserRef:
+    async def register(self, body: Any, address: str | None = None) -> UserRef:
+        """A new account; ``address``: the client's, for its sign-up limit."""
         username, password = _credentials(body)
         _username(username)
         _password(password)
+        if self._guard is not None and address is not None:
+            await self._guard.signup(address)
         password_hash = await self._hasher.hash(password)
         record = await self._store.create_user(username, password_hash)
         return record.ref
 
-    async def guest(self, body: Any) -> dict[str, Any]:
+    async def guest(self, body: Any, address: str | None = None) -> dict[str, Any]:
         """A new guest account (``username`` optional) and its tokens."""
         if not isinstance(body, dict):
             raise InvalidInput("expected a JSON object, with 'username' or without")
         chosen = body.get("username")
         if chosen is not None:
             _username(chosen)
+        if self._guard is not None and address is not None:
+            await self._guard.guest(address)
         if not self._guests.take():
             raise TooManyRequests(
                 "too many guest accounts at once: try again shortly",
@@ -136,8 +147,26 @@ class Accounts:
             raise not_a_guest
         return claimed.ref
 
-    async def login(self, body: Any) -> dict[str, str]:
+    async def login(self, body: Any, address: str | None = None) -> dict[str, str]:
+        """Tokens for a username and password; throttled per username and per
+        ``address`` (the client's) before the user is even looked up."""
         username, password = _credentials(body)
+        guard = self._guard
+        if guard is None:
+            return await self._login(username, password)
+        await guard.login_attempt(username, address)
+        try:
+            tokens = await self._login(username, password)
+        except NotAuthenticated:
+            guard.login_done(username, address, False)
+            raise
+        except BaseException:
+            guard.login_done(username, address, None)
+            raise
+        guard.login_done(username, address, True)
+        return tokens
+
+    async def _login(self, username: str, password: str) -> dict[str, str]:
         record = await self._store.get_user_by_name(username)
         if record is None or record.guest_until is not None:
             # A guest has no password: it cannot log in, only refresh.

@@ -13,6 +13,7 @@ failed validation.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -32,6 +33,7 @@ from gameserver._errors import (
     InvalidInput,
     InvalidToken,
     NotAuthenticated,
+    TooManyRequests,
     Unavailable,
     UnknownType,
 )
@@ -221,6 +223,11 @@ class Dispatcher:
             await self._rooms.check_join(
                 room_id, user, data.get("password"), spectate=spectate
             )
+        except TooManyRequests as e:
+            # Throttled guesses at the room's password: an ERROR with the
+            # wait, as over HTTP, rather than a refusal to try again at once.
+            session.send(_error(e, envelope))
+            return
         except GameServerError as e:
             session.send(_refusal(messages.JOIN_ROOM, room_id, e))
             return
@@ -241,6 +248,9 @@ class Dispatcher:
 
 
 def _error(e: GameServerError, envelope: Envelope) -> dict[str, Any]:
-    return messages.error(
+    error = messages.error(
         e.code, e.detail, room_id=envelope.room_id, request_type=envelope.type
     )
+    if isinstance(e, TooManyRequests):
+        error["data"]["retry_after"] = max(1, math.ceil(e.retry_after))
+    return error

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from gameserver._engine.matchmaking import Matchmaker
     from gameserver._engine.turns import Turn
     from gameserver._gameroom import GameRoom
+    from gameserver._guard import Guard
     from gameserver._helper import Helper
 
 MAX_NAME = 64
@@ -66,12 +67,15 @@ class Rooms:
         hosting: IHosting,
         live: Mapping[int, LiveRoom],
         matchmaker: Matchmaker | None = None,
+        guard: Guard | None = None,
         clock: IReactorTime | None = None,
     ) -> None:
         """``live``: the rooms hosted here, whose records need no store read;
         ``matchmaker``: offers new rooms without a password to quick joins;
-        ``clock``: dates new rooms (else they are dated 0, unknown)."""
+        ``guard``: throttles guesses at room passwords; ``clock``: dates new
+        rooms (else they are dated 0, unknown)."""
         self.matchmaker = matchmaker
+        self._guard = guard
         self._clock = clock
         self._store = store
         self._hasher = hasher
@@ -165,11 +169,27 @@ class Rooms:
             if password is None:
                 raise WrongPassword("this room needs a password")
             assert room.password_hash is not None
-            if not isinstance(password, str) or not await self._hasher.verify(
-                password, room.password_hash
+            if not isinstance(password, str) or not await self._guess(
+                room_id, user, password, room.password_hash
             ):
                 raise WrongPassword("wrong password")
         return True
+
+    async def _guess(
+        self, room_id: int, user: UserRef, password: str, password_hash: str
+    ) -> bool:
+        """Check a guess at a room's password, throttled per user and room."""
+        guard = self._guard
+        if guard is None:
+            return await self._hasher.verify(password, password_hash)
+        await guard.room_guess(user.id, room_id)
+        try:
+            right = await self._hasher.verify(password, password_hash)
+        except BaseException:
+            guard.room_done(user.id, room_id, None)
+            raise
+        guard.room_done(user.id, room_id, right)
+        return right
 
 
 # The built-in turns

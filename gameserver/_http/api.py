@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from twisted.internet.defer import ensureDeferred
@@ -32,6 +32,9 @@ from gameserver._models import UserRef
 from gameserver._settings import Settings
 from gameserver._wire import messages
 from gameserver._wire.origins import OriginPolicy
+
+if TYPE_CHECKING:
+    from gameserver._guard import Guard
 
 log = Logger()
 
@@ -104,8 +107,12 @@ class JsonApi(Resource):
     #: Stopping: logins, sign-ups and new tokens are refused (503).
     draining = False
 
-    def __init__(self, settings: Settings, accounts: Accounts) -> None:
+    def __init__(
+        self, settings: Settings, accounts: Accounts, guard: Guard | None = None
+    ) -> None:
+        """``guard``: the per-address limits (requests, sign-ups, logins)."""
         super().__init__()
+        self._guard = guard
         self._settings = settings
         self._accounts = accounts
         self._origins = OriginPolicy(settings.allowed_origins)
@@ -131,6 +138,8 @@ class JsonApi(Resource):
         self._cors(request)
         route = ["unmatched"]
         try:
+            if self._guard is not None:
+                await self._guard.http_request(self._address(request))
             status, body = await self._route(request, route)
         except GameServerError as e:
             status, body = e.status, {"detail": e.detail, "code": e.code}
@@ -208,6 +217,26 @@ class JsonApi(Resource):
             return await handler(request, *args)
         raise NotFound("no such endpoint")
 
+    def _address(self, request: Request) -> str:
+        """The client's address, as the limits count it (``addresses``)."""
+        assert self._guard is not None
+        addresses = self._guard.addresses
+        peer = request.getClientAddress()
+        host = getattr(peer, "host", None)
+        if host is None:
+            return type(peer).__name__
+        header = None
+        if addresses.any_trusted:
+            values = request.requestHeaders.getRawHeaders(
+                addresses.header.encode("ascii")
+            )
+            if values:
+                header = b", ".join(values).decode("latin-1")
+        return addresses.client(host, header)
+
+    def _client(self, request: Request) -> str | None:
+        return None if self._guard is None else self._address(request)
+
     def _body(self, request: Request, empty: Any = None) -> Any:
         """The JSON body; ``empty`` (if given) for a request with none."""
         limit = self._settings.max_request_body
@@ -241,8 +270,9 @@ class ApiResource(JsonApi):
         accounts: Accounts,
         rooms: Rooms,
         games: Mapping[str, IGame],
+        guard: Guard | None = None,
     ) -> None:
-        super().__init__(settings, accounts)
+        super().__init__(settings, accounts, guard)
         self._rooms = rooms
         self._games = games
         self._routes = [
@@ -259,14 +289,18 @@ class ApiResource(JsonApi):
         self._logins = {self._create_user, self._token, self._refresh, self._guest}
 
     async def _create_user(self, request: Request) -> Result:
-        user = await self._accounts.register(self._body(request))
+        user = await self._accounts.register(self._body(request), self._client(request))
         return 201, user.to_json()
 
     async def _token(self, request: Request) -> Result:
-        return 200, await self._accounts.login(self._body(request))
+        return 200, await self._accounts.login(
+            self._body(request), self._client(request)
+        )
 
     async def _guest(self, request: Request) -> Result:
-        return 200, await self._accounts.guest(self._body(request, empty={}))
+        return 200, await self._accounts.guest(
+            self._body(request, empty={}), self._client(request)
+        )
 
     async def _claim(self, request: Request) -> Result:
         user = await self._user(request)

@@ -29,6 +29,7 @@ from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from gameserver._guard import LIMITS
 from gameserver._models import RoomState
 from gameserver._stats import Histogram, Tally
 
@@ -157,6 +158,14 @@ class ServerCollector:
         for (route, status), count in sorted(server.api.requests.items()):
             http.add_metric([route, str(status)], count)
         yield http
+        limits = CounterMetricFamily(
+            "gameserver_limit_refusals",
+            "Refusals (429) by the per-address and per-username limits, by limit.",
+            labels=["limit"],
+        )
+        for kind in LIMITS:
+            limits.add_metric([kind], server.guard.refused[kind])
+        yield limits
         backend = server.backend
         if backend is not None and backend.hosting is not None:
             yield from _redis(backend)

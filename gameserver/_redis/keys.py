@@ -101,3 +101,19 @@ def process_users(process_id: str) -> str:
 def channel(process_id: str) -> str:
     """The pub/sub channel a process reads: only what is for its sockets."""
     return f"{PREFIX}:proc:{process_id}"
+
+
+def limit(kind: str, key: str) -> str:
+    """A counter of the abuse limits: a bucket or a record of failed attempts."""
+    return f"{PREFIX}:limit:{kind}:{key}"
+
+
+def address_sockets(address: str) -> str:
+    """Hash: per process, its open sockets from this address (field: the
+    process id) and those not yet validated (``<process id>:u``)."""
+    return f"{PREFIX}:addr:{address}:sockets"
+
+
+def process_addresses(process_id: str) -> str:
+    """Set: the addresses a process counts sockets of, cleared when it is buried."""
+    return f"{PREFIX}:{{processes}}:addresses:{process_id}"

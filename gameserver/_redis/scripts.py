@@ -173,3 +173,90 @@ local added = redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], 1, 'PX', ARGV[2])
 return added + buried
 """)
+
+# The abuse limits (``RedisLimiter``). Each touches one key; times are the
+# caller's (its clock), in seconds, so that tests can use a fake one.
+# Fractions go back as strings: Redis would cut a Lua number to an integer.
+
+#: A token bucket. KEYS: the bucket (hash: t tokens, s stamp). ARGV: now,
+#: rate, burst. Returns "0" (spent one) or the seconds until a token.
+#: The bucket expires once it would be full again.
+TAKE = Script("""
+local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 't', 's')
+local tokens, stamp = tonumber(b[1]), tonumber(b[2])
+if not tokens or not stamp then tokens, stamp = burst, now end
+if now > stamp then
+  tokens = math.min(burst, tokens + (now - stamp) * rate); stamp = now
+end
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 't', string.format('%.17g', tokens),
+  's', string.format('%.17g', stamp))
+redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil((burst - tokens) / rate * 1000)))
+return string.format('%.17g', wait)
+""")
+
+#: Count a password guess unless its key is backing off. KEYS: the record
+#: (hash: n attempts, u waiting until, f forgotten at). ARGV: now, free
+#: attempts, first wait, longest wait, seconds to forget. Returns "0"
+#: (counted) or the seconds left to wait. The record is forgotten by the
+#: caller's clock (``f``) and expires by Redis's at about the same time.
+ATTEMPT = Script("""
+local now, free = tonumber(ARGV[1]), tonumber(ARGV[2])
+local r = redis.call('HMGET', KEYS[1], 'n', 'u', 'f')
+local n, u = tonumber(r[1]) or 0, tonumber(r[2]) or 0
+if now >= (tonumber(r[3]) or 0) then n, u = 0, 0 end
+if u > now then return string.format('%.17g', u - now) end
+n = n + 1
+if n >= free then
+  u = now + math.min(tonumber(ARGV[3]) * 2 ^ (n - free), tonumber(ARGV[4]))
+end
+local forget = math.max(u, now) - now + tonumber(ARGV[5])
+redis.call('HSET', KEYS[1], 'n', n, 'u', string.format('%.17g', u),
+  'f', string.format('%.17g', now + forget))
+redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(forget * 1000)))
+return '0'
+""")
+
+#: Forget a record of attempts (ARGV "reset") or its last attempt only.
+FORGIVE = Script("""
+if ARGV[1] == 'reset' then return redis.call('DEL', KEYS[1]) end
+local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
+if n > 0 then redis.call('HSET', KEYS[1], 'n', n - 1) end
+return n
+""")
+
+#: Count a new socket of an address, summed over every process. KEYS: the
+#: address's hash. ARGV: process id, most open, most unvalidated, expiry
+#: ms. Returns 0 (counted), 1 (too many open) or 2 (too many unvalidated).
+OPEN_SOCKET = Script("""
+local fields = redis.call('HGETALL', KEYS[1])
+local open, unvalidated = 0, 0
+for i = 1, #fields, 2 do
+  if string.sub(fields[i], -2) == ':u' then
+    unvalidated = unvalidated + tonumber(fields[i + 1])
+  else open = open + tonumber(fields[i + 1]) end
+end
+if open >= tonumber(ARGV[2]) then return 1 end
+if unvalidated >= tonumber(ARGV[3]) then return 2 end
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('HINCRBY', KEYS[1], ARGV[1] .. ':u', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 0
+""")
+
+#: Change this process's counts of an address's sockets; a count that
+#: reaches 0 goes. KEYS: the address's hash. ARGV: process id, change of
+#: open, change of unvalidated.
+SOCKET_CHANGED = Script("""
+local function change(field, by)
+  if by == 0 then return end
+  if redis.call('HINCRBY', KEYS[1], field, by) <= 0 then
+    redis.call('HDEL', KEYS[1], field)
+  end
+end
+change(ARGV[1], tonumber(ARGV[2]))
+change(ARGV[1] .. ':u', tonumber(ARGV[3]))
+return 1
+""")

@@ -32,6 +32,7 @@ from gameserver._redis.connection import (
     quietly,
 )
 from gameserver._redis.hosting import RedisHosting
+from gameserver._redis.limiter import RedisLimiter, forget_process
 from gameserver._redis.store import RedisStore
 from gameserver._settings import Settings
 
@@ -59,6 +60,8 @@ class RedisBackend(Service):
         self.address = RedisAddress.parse(url)
         self.redis = RedisConnection(self.address, reactor)
         self.store = RedisStore(self.redis)
+        #: The abuse limits' counters, shared with every process.
+        self.limiter = RedisLimiter(self.redis, self.process_id)
         self.hosting: RedisHosting | None = None
         self._loops: list[LoopingCall] = []
         self._healthy_since: float | None = None
@@ -160,6 +163,7 @@ class RedisBackend(Service):
                     quietly
                 )
             await self.redis("DEL", keys.process_users(self.process_id))
+            await forget_process(self.redis, self.process_id)
         except GameServerError as e:
             log.warn(
                 "stopping without Redis: {detail}",
@@ -378,6 +382,7 @@ class RedisBackend(Service):
                     self._host.submit(
                         Work(GONE, room_id, record.ref, processes=(process,))
                     )
+        await forget_process(redis, process)
         await redis("SREM", keys.PROCESSES, process)
 
 

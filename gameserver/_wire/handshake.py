@@ -38,7 +38,6 @@ _ONCE = frozenset(
         "sec-websocket-protocol",
         "sec-websocket-extensions",
         "origin",
-        "x-forwarded-for",
     )
 )
 
@@ -89,8 +88,6 @@ def read(data: bytes) -> Request | None:
             return None
         value = value.strip()
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    if "x-forwarded-for" in headers:
-        return None
     offered = headers.get("sec-websocket-protocol")
     protocols = () if offered is None else tuple(p.strip() for p in offered.split(","))
     if len(set(protocols)) != len(protocols):
@@ -141,6 +138,20 @@ def response(key: str, server: str | None, protocol: str | None = None) -> bytes
             b"Sec-WebSocket-Accept: ",
             accept,
             b"\r\n\r\n",
+        )
+    )
+
+
+def refusal(status: int, reason: str, body: bytes, retry_after: int) -> bytes:
+    """An HTTP refusal of the handshake with a JSON body and ``Retry-After``
+    (a client over a per-address limit), the connection closed after it."""
+    return b"".join(
+        (
+            f"HTTP/1.1 {status} {reason}\r\n".encode("ascii"),
+            f"Retry-After: {retry_after}\r\n".encode("ascii"),
+            b"Content-Type: application/json\r\n",
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode("ascii"),
+            body,
         )
     )
 

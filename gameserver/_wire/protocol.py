@@ -31,9 +31,10 @@ it to be most of the server's time:
 from __future__ import annotations
 
 import itertools
+import math
 import pprint
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import autobahn.twisted.websocket as _autobahn_twisted
 import autobahn.util
@@ -41,15 +42,20 @@ import autobahn.websocket.protocol as _autobahn
 import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 
 from gameserver._settings import Settings
 from gameserver._stats import Counters
-from gameserver._wire import formats, handshake
+from gameserver._wire import formats, handshake, messages
 from gameserver._wire.limits import Deadlines, OutboundWatch
 from gameserver._wire.origins import OriginPolicy
 from gameserver._wire.session import Dispatch, Session
+
+if TYPE_CHECKING:
+    from gameserver._errors import TooManyRequests
+    from gameserver._guard import Guard
 
 _MAX_REASON_BYTES = 120
 _ids = itertools.count(1)
@@ -120,6 +126,8 @@ _autobahn.Utf8Validator = _LazyUtf8Validator  # type: ignore[assignment,misc]
 #: Seconds a client has for the WebSocket handshake, once it has connected
 #: (Autobahn's default).
 HANDSHAKE_TIMEOUT = 5.0
+#: Bytes of an opening handshake's request line and headers, at most.
+MAX_HANDSHAKE = 16 * 1024
 
 
 class GameServerProtocol(WebSocketServerProtocol):
@@ -137,6 +145,17 @@ class GameServerProtocol(WebSocketServerProtocol):
     _pending: list[bytes] | None = None
     #: The wire format chosen in the handshake.
     _wire_format: formats.WireFormat = formats.JSON
+    #: The client's address, once counted by the per-address limits (and
+    #: until its count is given back).
+    _address: str | None = None
+    _validated = False
+    #: Waiting for the per-address limits to answer (with Redis).
+    _admitting = False
+    _admitted = False
+    _lost = False
+    _denied = False
+    #: The answer ``failHandshake`` sends instead of Autobahn's.
+    _refusal: bytes | None = None
 
     def _connectionMade(self) -> None:
         super()._connectionMade()
@@ -157,9 +176,85 @@ class GameServerProtocol(WebSocketServerProtocol):
 
     def processHandshake(self) -> None:
         """The plain request in one pass (``handshake.read``); Autobahn the rest."""
-        request = handshake.read(self.data)
+        if self._admitting:
+            return  # the rest is read once the limits have answered
+        data = self.data
+        if len(data) > MAX_HANDSHAKE and data.find(b"\r\n\r\n", 0, MAX_HANDSHAKE) < 0:
+            # Autobahn would buffer a request that never ends for as long
+            # as the handshake's deadline, however fast it comes.
+            self.failHandshake(
+                f"the handshake's headers are over {MAX_HANDSHAKE} bytes", 431
+            )
+            return
+        request = handshake.read(data)
         if request is None or not self._lean_open(request):
             super().processHandshake()
+
+    # The per-address limits, at the handshake
+
+    def _admit(self, headers: Mapping[str, str]) -> Deferred[Any] | Any:
+        """Count this socket against its address's limits, before it opens:
+        ``True`` if admitted, or a refusal (sent already), or a ``Deferred``
+        of either while the limits are asked (with Redis: one round trip)."""
+        guard = self.factory.guard
+        if guard is None or self._admitted:
+            return True
+        peer: Any = self.transport.getPeer() if self.transport is not None else None
+        host = getattr(peer, "host", None)
+        address = (
+            type(peer).__name__
+            if host is None
+            else guard.addresses.of_headers(host, headers)
+        )
+        answered: list[Any] = []
+
+        def keep(outcome: Any) -> Any:
+            answered.append(outcome)
+            return outcome
+
+        asked = guard.open_socket(address).addCallback(keep)
+        if answered:
+            return self._admission(answered[0], guard, address)
+        self._admitting = True
+        return asked.addCallback(self._admission, guard, address)
+
+    def _admission(
+        self, refused: TooManyRequests | None, guard: Guard, address: str
+    ) -> Any:
+        self._admitting = False
+        if self._lost:
+            if refused is None:
+                guard.socket_closed(address, False)
+            return refused or False
+        if refused is not None:
+            body = messages.dumps({"detail": refused.detail, "code": refused.code})
+            self._refusal = handshake.refusal(
+                429,
+                "Too Many Requests",
+                body,
+                max(1, math.ceil(refused.retry_after)),
+            )
+            self.failHandshake(refused.detail, 429)
+            self._denied = True
+            return refused
+        self._address = address
+        self._admitted = True
+        return True
+
+    def failHandshake(
+        self, reason: str, code: int = 400, responseHeaders: Any = None
+    ) -> None:
+        """Autobahn's refusal, or a per-address limit's (with its wait)."""
+        if self._lost or self._denied:
+            return  # gone, or answered already
+        refusal = self._refusal
+        if refusal is None:
+            super().failHandshake(reason, code, responseHeaders)
+            return
+        self._refusal = None
+        self.wasNotCleanReason = reason
+        self.sendData(refusal)
+        self.dropConnection(abort=False)
 
     def _lean_open(self, request: handshake.Request) -> bool:
         """Open as Autobahn's ``succeedHandshake`` would; False to leave it to
@@ -193,6 +288,15 @@ class GameServerProtocol(WebSocketServerProtocol):
                 )
             ):
                 return False
+        admitted = self._admit(request.headers)
+        if isinstance(admitted, Deferred):
+            # Read again once counted: more of the client's data may be here.
+            admitted.addCallback(
+                lambda outcome: self.processHandshake() if outcome is True else None
+            )
+            return True
+        if admitted is not True:
+            return True  # refused, and answered
         self.http_status_line = request.status_line
         self.http_request_uri = request.uri
         self.http_request_path = request.path
@@ -223,7 +327,7 @@ class GameServerProtocol(WebSocketServerProtocol):
             self.consumeData()
         return True
 
-    def onConnect(self, request: ConnectionRequest) -> str | None:
+    def onConnect(self, request: ConnectionRequest) -> Any:
         """The wire format, by the subprotocol offered (``formats.choose``)."""
         if self.factory.draining:
             raise ConnectionDeny(503, "this server is restarting: connect again")
@@ -231,11 +335,29 @@ class GameServerProtocol(WebSocketServerProtocol):
         if chosen is None:
             raise ConnectionDeny(400, formats.refusal(request.protocols))
         self._wire_format = chosen
-        return chosen.answer(request.protocols)
+        answer = chosen.answer(request.protocols)
+        admitted = self._admit(request.headers)
+        if isinstance(admitted, Deferred):
+            return admitted.addCallback(_opened_or_denied, answer)
+        return _opened_or_denied(admitted, answer)
 
     def _connectionLost(self, reason: Any) -> None:
+        self._lost = True
         self.factory.handshakes.cancel(self)
+        address = self._address
+        if address is not None:
+            self._address = None
+            guard = self.factory.guard
+            if guard is not None:
+                guard.socket_closed(address, self._validated)
         super()._connectionLost(reason)
+
+    def _socket_validated(self) -> None:
+        """The session validated: its address has one unvalidated socket less."""
+        address, guard = self._address, self.factory.guard
+        if address is not None and guard is not None and not self._validated:
+            self._validated = True
+            guard.socket_validated(address)
 
     def onOpen(self) -> None:
         factory = self.factory
@@ -257,6 +379,7 @@ class GameServerProtocol(WebSocketServerProtocol):
             deadlines=factory.validation,
             wire_format=self._wire_format,
             counters=factory.counters,
+            on_validated=None if self._address is None else self._socket_validated,
         )
 
     def _dataReceived(self, data: bytes) -> None:
@@ -438,6 +561,14 @@ class GameServerProtocol(WebSocketServerProtocol):
             self.dropConnection(abort=True)
 
 
+def _opened_or_denied(admitted: Any, answer: str | None) -> str | None:
+    """For Autobahn's handshake: the subprotocol, or a denial once refused."""
+    if admitted is True:
+        return answer
+    # Refused (answered already by failHandshake), or the client is gone.
+    raise ConnectionDeny(429, "too many connections from this address")
+
+
 def _flush_all(factory: GameServerFactory) -> None:
     factory._flush_call = None
     flushing, factory._flushing = factory._flushing, []
@@ -481,8 +612,11 @@ class GameServerFactory(WebSocketServerFactory):
         clock: IReactorTime,
         reactor: Any = None,
         counters: Counters | None = None,
+        guard: Guard | None = None,
     ) -> None:
+        """``guard``: the per-address socket caps, checked at the handshake."""
         super().__init__(reactor=reactor)
+        self.guard = guard
         self.dispatcher = dispatcher
         #: The server's figures, shared by its sessions.
         self.counters = Counters() if counters is None else counters

@@ -12,6 +12,7 @@ socket's later messages until it has).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
@@ -75,6 +76,7 @@ class Session:
         "_flooded",
         "_held",
         "_limit",
+        "_on_validated",
         "_refused_in_a_row",
         "_strikes",
         "_transport",
@@ -97,10 +99,13 @@ class Session:
         deadlines: Deadlines | None = None,
         wire_format: WireFormat = JSON,
         counters: Counters | None = None,
+        on_validated: Callable[[], object] | None = None,
     ) -> None:
         """``deadlines``: the validation timeouts, shared by a server's sessions;
         ``wire_format``: what the client chose in the handshake; ``counters``:
-        the server's, for its metrics."""
+        the server's, for its metrics; ``on_validated``: called once, when the
+        socket is validated."""
+        self._on_validated = on_validated
         self.id = connection_id
         self.peer = peer
         self.format = wire_format
@@ -184,6 +189,10 @@ class Session:
 
     def authenticated(self, user: UserRef) -> None:
         self.user = user
+        hook = self._on_validated
+        if hook is not None:
+            self._on_validated = None
+            hook()
         if self._deadlines is not None:
             self._deadlines.cancel(self)
             self._deadlines = None
