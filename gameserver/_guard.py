@@ -25,7 +25,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gameserver._errors import TooManyRequests
+from gameserver._errors import GameServerError, TooManyRequests
 from gameserver._interfaces import ILimiter
 from gameserver._settings import Settings
 from gameserver._wire.addresses import ClientAddresses
@@ -63,6 +63,7 @@ class Guard:
     def _open(self, failure: Failure, default: Any) -> Any:
         """The counters are unreachable: let the request through (and say so,
         once a minute, not once a request)."""
+        failure.trap(GameServerError)  # unreachable; a bug is not let through
         now = self.clock.seconds()
         if now - self._warned >= WARN_EVERY:
             self._warned = now
@@ -148,59 +149,76 @@ class Guard:
     # Password guesses
 
     async def login_attempt(self, username: str, address: str | None) -> None:
-        """Count a login, or refuse it while its username or address backs off."""
+        """Count a login, or refuse it while its address, its username from
+        that address, or its username from everywhere backs off.
+
+        The strict count is per username *and* address, so that a stranger
+        cannot lock a user out by failing their logins; the username alone
+        has a looser one, against guesses spread over many addresses.
+        Counted one after another, so that a refused login counts nowhere
+        further (and the counts before it are forgiven).
+        """
         s = self.settings
-        now = self.clock.seconds()
-        counters = [(f"login:{_name_key(username)}", s.login_failures)]
+        name = _name_key(username)
+        counters = [(f"login:{name}", s.login_failures_per_username)]
         if address is not None:
-            counters.append((f"login-from:{address}", s.login_failures_per_address))
-        sent = [
-            self.limiter.attempt(
+            counters[:0] = [
+                (f"login-from:{address}", s.login_failures_per_address),
+                (f"login:{name}:{address}", s.login_failures),
+            ]
+        now = self.clock.seconds()
+        for i, (key, free) in enumerate(counters):
+            wait = await self.limiter.attempt(
                 key, now, free, s.login_backoff, s.login_backoff_max, s.login_forget
             ).addErrback(self._open, 0.0)
-            for key, free in counters
-        ]
-        waits = [await wait for wait in sent]
-        if any(waits):
-            for (key, _), wait in zip(counters, waits, strict=True):
-                if not wait:  # counted an attempt that is not made
-                    self.limiter.forgive(key, False)
-            raise self._refuse(
-                "login", "too many failed logins: wait before trying again", max(waits)
-            )
+            if wait:
+                for counted, _ in counters[:i]:
+                    self.limiter.forgive(counted, False)
+                raise self._refuse(
+                    "login", "too many failed logins: wait before trying again", wait
+                )
 
     def login_done(
         self, username: str, address: str | None, success: bool | None
     ) -> None:
-        """A counted login succeeded (the username starts afresh), failed (it
-        stays counted) or was not judged (``None``: forgiven)."""
+        """A counted login succeeded (its username from its address starts
+        afresh), failed (it stays counted) or was not judged (``None``:
+        forgiven)."""
         if success is False:
             return
-        self.limiter.forgive(f"login:{_name_key(username)}", success is True)
+        name = _name_key(username)
+        self.limiter.forgive(f"login:{name}", False)
         if address is not None:
+            self.limiter.forgive(f"login:{name}:{address}", success is True)
             self.limiter.forgive(f"login-from:{address}", False)
 
     async def room_guess(self, user_id: int, room_id: int) -> None:
-        """Count a guess at a room's password, or refuse it while backing off."""
+        """Count a guess at a room's password, or refuse it while the user
+        (for this room) or the room (from everyone: new accounts each get
+        their own count) backs off."""
         s = self.settings
-        wait = await self.limiter.attempt(
-            f"room:{room_id}:{user_id}",
-            self.clock.seconds(),
-            s.login_failures,
-            s.login_backoff,
-            s.login_backoff_max,
-            s.login_forget,
-        ).addErrback(self._open, 0.0)
-        if wait:
-            raise self._refuse(
-                "room_password",
-                "too many wrong passwords for this room: wait before trying again",
-                wait,
-            )
+        now = self.clock.seconds()
+        counters = [
+            (f"room:{room_id}:{user_id}", s.login_failures),
+            (f"room:{room_id}", s.room_guesses_per_room),
+        ]
+        for i, (key, free) in enumerate(counters):
+            wait = await self.limiter.attempt(
+                key, now, free, s.login_backoff, s.login_backoff_max, s.login_forget
+            ).addErrback(self._open, 0.0)
+            if wait:
+                for counted, _ in counters[:i]:
+                    self.limiter.forgive(counted, False)
+                raise self._refuse(
+                    "room_password",
+                    "too many wrong passwords for this room: wait before trying again",
+                    wait,
+                )
 
     def room_done(self, user_id: int, room_id: int, success: bool | None) -> None:
         if success is not False:
             self.limiter.forgive(f"room:{room_id}:{user_id}", success is True)
+            self.limiter.forgive(f"room:{room_id}", False)
 
 
 def _name_key(username: str) -> str:

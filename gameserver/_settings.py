@@ -153,12 +153,17 @@ class Settings:
     #: HTTP API requests per second of one address, sustained and in a burst.
     http_rate: float = attrs.field(default=20.0, validator=_positive)
     http_burst: int = attrs.field(default=100, validator=_positive)
-    #: Failed logins of one username (of one address: the second) after which
-    #: each attempt waits ``login_backoff`` seconds, doubled every time up
-    #: to ``login_backoff_max``; forgotten ``login_forget`` seconds later.
-    #: Guesses at a room's password count per user and room, the same way.
+    #: Failed logins of one username from one address after which each
+    #: attempt waits ``login_backoff`` seconds, doubled every time up to
+    #: ``login_backoff_max``; forgotten ``login_forget`` seconds later. The
+    #: same for all the logins of one address, and, looser (so that a
+    #: stranger cannot easily lock a user out), of one username from any
+    #: address. Guesses at a room's password count per user and room like
+    #: ``login_failures``, and per room like ``room_guesses_per_room``.
     login_failures: int = attrs.field(default=5, validator=_positive)
     login_failures_per_address: int = attrs.field(default=20, validator=_positive)
+    login_failures_per_username: int = attrs.field(default=100, validator=_positive)
+    room_guesses_per_room: int = attrs.field(default=50, validator=_positive)
     login_backoff: float = attrs.field(default=1.0, validator=_positive)
     login_backoff_max: float = attrs.field(default=900.0, validator=_positive)
     login_forget: float = attrs.field(default=900.0, validator=_positive)

@@ -36,6 +36,8 @@ GENEROUS = dict(
     http_burst=10_000,
     login_failures=10_000,
     login_failures_per_address=10_000,
+    login_failures_per_username=10_000,
+    room_guesses_per_room=10_000,
     signups_per_address=100_000,
     guests_per_address=100_000,
 )

@@ -105,9 +105,14 @@ def test_a_long_forwarding_header_is_read_from_its_end_only():
 def test_rfc_7239_forwarded_is_read_when_the_proxies_set_it():
     value = 'for=192.0.2.60;proto=http;by=203.0.113.43, For="[2001:db8:cafe::17]:4711"'
     assert forwarded_for(value) == ["192.0.2.60", "[2001:db8:cafe::17]:4711"]
-    assert forwarded_for('for="a,b";by=x, proto=https') == ["a,b", ""]
+    # No address holds a comma or a semicolon: quotes do not protect them,
+    # so a quote a client leaves open cannot swallow what proxies append.
+    assert forwarded_for('for="a,b";by=x, proto=https') == ["a", "", ""]
+    unbalanced = 'for="1.2.3.4, for=9.9.9.9'
+    assert forwarded_for(unbalanced) == ["1.2.3.4", "9.9.9.9"]
     addresses = ClientAddresses(["10.0.0.0/8"], "forwarded")
     assert addresses.client("10.0.0.1", value) == "2001:db8:cafe::/64"
+    assert addresses.client("10.0.0.1", unbalanced) == "9.9.9.9"
     # The header the proxies do not set is the client's own: not read.
     assert addresses.of_headers("10.0.0.1", {"x-forwarded-for": "1.2.3.4"}) == (
         "10.0.0.1"
@@ -118,6 +123,19 @@ def test_ipv6_counts_by_its_64_and_mapped_ipv4_as_ipv4():
     addresses = ClientAddresses([])
     assert addresses.client("2001:db8:1:2:3:4:5:6", None) == "2001:db8:1:2::/64"
     assert addresses.client("::ffff:198.51.100.7", None) == "198.51.100.7"
+    # Translated IPv4 clients count as their IPv4 address: 6to4 (a /48 of
+    # each IPv4 address's own) and NAT64 (one /64 shared by all of them).
+    assert addresses.client("2002:c633:6407::1", None) == "198.51.100.7"
+    assert addresses.client("64:ff9b::c633:6407", None) == "198.51.100.7"
+    assert addresses.client("64:ff9b::c633:6408", None) == "198.51.100.8"
+    # A proxy named by its IPv4-mapped network is its IPv4 network.
+    mapped = ClientAddresses(["::ffff:10.0.0.0/104"])
+    assert mapped.client("10.1.2.3", "203.0.113.9") == "203.0.113.9"
+    # A proxy on a UNIX socket, when trusted as "unix".
+    assert ClientAddresses([]).client("unix", "203.0.113.9") == "unix"
+    unix = ClientAddresses(["unix", "10.0.0.0/8"])
+    assert unix.client("unix", "203.0.113.9, 10.0.0.2") == "203.0.113.9"
+    assert unix.client("unix", None) == "unix"
     assert parse_ip("[::1]:80") is not None and parse_ip("nope") is None
     with pytest.raises(ValueError, match="not an address"):
         ClientAddresses(["10.0.0.0/33"])
@@ -211,18 +229,25 @@ async def test_sockets_are_counted_open_and_unvalidated(limiter):
         assert await _ttls(limiter) == []
 
 
-def test_in_memory_spent_counters_are_swept_so_a_flood_of_names_goes_away():
-    from gameserver._memory.limiter import SWEEP_EVERY
-
+def test_in_memory_spent_counters_are_swept_as_new_ones_come():
+    """Each new counter sweeps two of the oldest: a flood of new names
+    leaves no more than its live counters behind, and no sweep scans them
+    all at once."""
     limiter = MemoryLimiter()
     now = 1_800_000_000.0
-    for n in range(SWEEP_EVERY - 1):
+    for n in range(1000):
         limiter.take(f"address{n}", now, 1.0, 5)
         limiter.attempt(f"name{n}", now, 5, 1.0, 10.0, 60.0)
-    assert len(limiter) == 2 * (SWEEP_EVERY - 1)
-    limiter.take("one more", now + 61, 1.0, 5)  # the sweep: all are spent
-    limiter.attempt("and another", now + 61, 5, 1.0, 10.0, 60.0)
-    assert len(limiter) == 2
+    assert len(limiter) == 2000
+    later = now + 61  # every one of them spent
+    for n in range(1000):
+        limiter.take(f"next{n}", later, 1.0, 5)
+    assert len(limiter) == 1000  # the 2000 swept, two a new one
+    # Live counters are kept however often they are looked at.
+    limiter.attempt("alice", later, 1, 1.0, 10.0, 60.0)
+    for n in range(3000):
+        limiter.take(f"more{n}", later, 1.0, 5)
+    assert limiter.attempt("alice", later, 1, 1.0, 10.0, 60.0).result > 0
 
 
 # HTTP requests per address
@@ -485,6 +510,36 @@ async def test_failed_logins_back_off_per_address_too(start_any):
     assert (await _login(other, "bob", PASSWORD, "198.51.100.2"))[0] == 200
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_stranger_cannot_lock_a_user_out_and_spread_guesses_back_off(
+    start_any,
+):
+    """Failures from one address back off that address's logins of the
+    user, not the user's own from elsewhere; failures spread over many
+    addresses back off the username past its looser count."""
+    clock = _clock()
+    settings = _limits(
+        login_failures=3,
+        login_failures_per_username=6,
+        login_backoff=1.0,
+        trusted_proxies=["127.0.0.1"],
+    )
+    server = await start_any(settings, clock=clock)
+    await server.user("carol")
+    for _ in range(3):
+        assert (await _login(server, "carol", "wrong", "198.51.100.9"))[0] == 401
+    assert (await _login(server, "carol", "wrong", "198.51.100.9"))[0] == 429
+    # carol, from her own address, is not locked out by the stranger.
+    assert (await _login(server, "carol", PASSWORD, "203.0.113.5"))[0] == 200
+    # The stranger's three count for the username (the success forgave only
+    # itself): three more, spread over new addresses, reach its six.
+    for n in range(3):
+        answer = await _login(server, "carol", "wrong", f"192.0.2.{n + 1}")
+        assert answer[0] == 401
+    status, headers, body = await _login(server, "carol", "wrong", "192.0.2.99")
+    assert status == 429 and body["code"] == "too_many_requests"
+
+
 # Room passwords
 
 
@@ -521,6 +576,25 @@ async def test_room_password_guesses_back_off_per_user_and_room(start_any):
         assert refused["data"]["error"] == "wrong_password"
 
 
+@pytest_twisted.ensureDeferred
+async def test_room_password_guesses_of_many_users_back_off_the_room(start_any):
+    """A new account for every few guesses does not get around the room's
+    own count."""
+    clock = _clock()
+    settings = _limits(login_failures=2, room_guesses_per_room=4, login_backoff=1.0)
+    server = await start_any(settings, clock=clock)
+    owner = await server.user()
+    room = (await owner.create_room("vault", "chat", password="mint")).body
+    for _ in range(2):
+        guesser = await server.connect(await server.user())
+        for _ in range(2):
+            refused = await guesser.join(room["id"], "wrong")
+            assert refused["data"]["error"] == "wrong_password"
+    fresh = await server.connect(await server.user())
+    throttled = await fresh.join(room["id"], "wrong")
+    assert throttled["data"]["code"] == "too_many_requests"
+
+
 # Sign-ups and guests
 
 
@@ -553,6 +627,33 @@ async def test_sign_ups_and_guests_are_limited_per_address(start_any):
     )
     assert status == 201
     assert (await _http(server, "POST", "/api/token/guest/"))[0] == 200
+    # Claiming a guest makes an account: it counts as a sign-up too.
+    clock.advance(1800)
+    status, _, guest = await _http(server, "POST", "/api/token/guest/", {})
+    assert status == 200
+    status, _, _ = await _http(
+        server, "POST", "/api/users/", {**body, "username": "signup4"}
+    )
+    assert status == 201
+    status, _, _ = await _http(
+        server,
+        "POST",
+        "/api/users/claim/",
+        body,
+        {"Authorization": f"Bearer {guest['access']}"},
+    )
+    assert status == 429  # the half hour's sign-up went to signup4
+    clock.advance(1800)  # a sign-up and a guest more (the token is stale)
+    status, _, guest = await _http(server, "POST", "/api/token/guest/", {})
+    assert status == 200
+    status, _, _ = await _http(
+        server,
+        "POST",
+        "/api/users/claim/",
+        body,
+        {"Authorization": f"Bearer {guest['access']}"},
+    )
+    assert status == 200
 
 
 # On Redis: a dead process's sockets stop counting when it is buried

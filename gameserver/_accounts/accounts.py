@@ -133,13 +133,19 @@ class Accounts:
             "user": record.ref.to_json(),
         }
 
-    async def claim(self, user: UserRef, body: Any) -> UserRef:
-        """Make a guest a full account, keeping its id and name."""
+    async def claim(
+        self, user: UserRef, body: Any, address: str | None = None
+    ) -> UserRef:
+        """Make a guest a full account, keeping its id and name; it counts as
+        a sign-up of ``address`` (else guests would be a way around that
+        limit)."""
         password = _password(body.get("password") if isinstance(body, dict) else None)
         not_a_guest = NotAGuest("only a guest account can be claimed, and only once")
         record = await self._store.get_user(user.id)
         if record is None or record.guest_until is None:
             raise not_a_guest  # checked before the costly hash, and again after
+        if self._guard is not None and address is not None:
+            await self._guard.signup(address)
         password_hash = await self._hasher.hash(password)
         now = self._tokens.now()
         claimed = await self._store.claim_guest(user.id, password_hash, now)

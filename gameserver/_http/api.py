@@ -31,6 +31,7 @@ from gameserver._interfaces import IGame
 from gameserver._models import UserRef
 from gameserver._settings import Settings
 from gameserver._wire import messages
+from gameserver._wire.addresses import UNIX
 from gameserver._wire.origins import OriginPolicy
 
 if TYPE_CHECKING:
@@ -222,9 +223,7 @@ class JsonApi(Resource):
         assert self._guard is not None
         addresses = self._guard.addresses
         peer = request.getClientAddress()
-        host = getattr(peer, "host", None)
-        if host is None:
-            return type(peer).__name__
+        host = getattr(peer, "host", None) or UNIX  # not IP: a UNIX socket
         header = None
         if addresses.any_trusted:
             values = request.requestHeaders.getRawHeaders(
@@ -304,7 +303,9 @@ class ApiResource(JsonApi):
 
     async def _claim(self, request: Request) -> Result:
         user = await self._user(request)
-        claimed = await self._accounts.claim(user, self._body(request))
+        claimed = await self._accounts.claim(
+            user, self._body(request), self._client(request)
+        )
         return 200, claimed.to_json()
 
     async def _refresh(self, request: Request) -> Result:

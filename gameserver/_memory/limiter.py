@@ -2,19 +2,23 @@
 
 Each counter is forgotten once it says no more than a fresh one would (a
 bucket full again, failures forgiven), so that a flood of new addresses or
-usernames cannot grow memory for good: expired counters are swept every
-so many new ones, at a cost spread over them.
+usernames cannot grow memory for good. Counters are looked at oldest
+first, a couple for every new one, and those expired are dropped: the
+sweep keeps pace with the flood at a constant cost per counter made,
+never a scan of them all on the reactor's thread.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from gameserver._interfaces import ILimiter
 
-#: New counters between sweeps of the expired ones.
-SWEEP_EVERY = 1024
+#: Counters looked at, oldest first, for each new one.
+SWEEP_STEP = 2
 
 
 @implementer(ILimiter)
@@ -26,13 +30,14 @@ class MemoryLimiter:
         self._attempts: dict[str, list[float]] = {}
         #: Sockets by address: [open, not yet validated].
         self._sockets: dict[str, list[int]] = {}
-        self._created = 0
+        #: Every counter made, oldest first, with its table: swept in turn.
+        self._order: deque[tuple[dict[str, list[float]], str]] = deque()
 
     def take(self, key: str, now: float, rate: float, burst: int) -> Deferred[float]:
         bucket = self._buckets.get(key)
         if bucket is None:
-            self._new(now)
             bucket = self._buckets[key] = [float(burst), now, now]
+            self._new(self._buckets, key, now)
         tokens, stamp = bucket[0], bucket[1]
         if now > stamp:
             tokens = min(float(burst), tokens + (now - stamp) * rate)
@@ -59,8 +64,8 @@ class MemoryLimiter:
         if state is not None and state[2] <= now:
             state = None
         if state is None:
-            self._new(now)
             state = self._attempts[key] = [0.0, 0.0, now]
+            self._new(self._attempts, key, now)
         if state[1] > now:
             return succeed(state[1] - now)
         state[0] += 1
@@ -111,10 +116,16 @@ class MemoryLimiter:
         """Counters held: buckets, attempts and addresses with sockets."""
         return len(self._buckets) + len(self._attempts) + len(self._sockets)
 
-    def _new(self, now: float) -> None:
-        self._created += 1
-        if self._created % SWEEP_EVERY:
-            return
-        for table in (self._buckets, self._attempts):
-            for key in [k for k, v in table.items() if v[2] <= now]:
-                del table[key]
+    def _new(self, table: dict[str, list[float]], key: str, now: float) -> None:
+        """``key`` was just made in ``table``: sweep a little, then list it."""
+        order = self._order
+        for _ in range(min(SWEEP_STEP, len(order))):
+            oldest, name = order[0]
+            counter = oldest.get(name)
+            if counter is not None and counter[2] >= now:  # a new one: ==
+                order.rotate(-1)  # still counting: looked at again later
+                continue
+            order.popleft()
+            if counter is not None:
+                del oldest[name]
+        order.append((table, key))

@@ -33,16 +33,28 @@ HEADERS = (X_FORWARDED_FOR, FORWARDED)
 MAX_HOPS = 32
 
 
+#: What ``--trusted-proxies`` calls a proxy connecting over a UNIX socket.
+UNIX = "unix"
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 def parse_networks(entries: Iterable[str]) -> tuple[IPNetwork, ...]:
     """Addresses and CIDRs (``10.0.0.0/8``, ``::1``); ``ValueError`` if one is not."""
-    networks = []
+    networks: list[IPNetwork] = []
     for entry in entries:
         try:
-            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+            network = ipaddress.ip_network(entry.strip(), strict=False)
         except ValueError:
             raise ValueError(
                 f"not an address or network (CIDR): {entry.strip()!r}"
             ) from None
+        if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_MAPPED):
+            # Peers are read as IPv4 once mapped: so are the proxies.
+            network = ipaddress.IPv4Network(
+                (int(network.network_address) & 0xFFFFFFFF, network.prefixlen - 96)
+            )
+        networks.append(network)
     return tuple(networks)
 
 
@@ -58,8 +70,16 @@ def parse_ip(text: str) -> IPAddress | None:
         address = ipaddress.ip_address(text)
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        # An IPv4 client behind a translation counts as that IPv4 address,
+        # not by a /64 it shares with every other (NAT64) or has for
+        # itself alone (6to4 gives each IPv4 address a /48).
+        if address.ipv4_mapped:
+            return address.ipv4_mapped
+        if address.sixtofour:
+            return address.sixtofour
+        if address in _NAT64:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address
 
 
@@ -95,27 +115,15 @@ def key_of(address: IPAddress) -> str:
 
 def forwarded_for(value: str) -> list[str]:
     """The ``for=`` values of an RFC 7239 ``Forwarded`` header, in order
-    (an element with none gives ``""``); quoted strings may hold commas."""
-    elements: list[str] = []
-    current: list[str] = []
-    quoted = escaped = False
-    for char in value:
-        if escaped:
-            escaped = False
-        elif quoted and char == "\\":
-            escaped = True
-            continue
-        elif char == '"':
-            quoted = not quoted
-        elif char == "," and not quoted:
-            elements.append("".join(current))
-            current = []
-            continue
-        current.append(char)
-    elements.append("".join(current))
+    (an element with none gives ``""``).
+
+    Split on every comma and semicolon, quotes or not: no address holds
+    either, and a quote a client left open must not swallow the elements
+    the proxies appended after it.
+    """
     found = []
-    for element in elements:
-        for pair in _pairs(element):
+    for element in value.split(","):
+        for pair in element.split(";"):
             name, _, raw = pair.partition("=")
             if name.strip().lower() == "for":
                 found.append(raw.strip().strip('"'))
@@ -125,35 +133,21 @@ def forwarded_for(value: str) -> list[str]:
     return found
 
 
-def _pairs(element: str) -> list[str]:
-    """An element's ``name=value`` pairs, split on semicolons outside quotes."""
-    pairs: list[str] = []
-    current: list[str] = []
-    quoted = False
-    for char in element:
-        if char == '"':
-            quoted = not quoted
-        elif char == ";" and not quoted:
-            pairs.append("".join(current))
-            current = []
-            continue
-        current.append(char)
-    pairs.append("".join(current))
-    return pairs
-
-
 class ClientAddresses:
     """Who the client is, given the peer and the request's headers."""
 
-    __slots__ = ("_header", "_trusted")
+    __slots__ = ("_header", "_trusted", "_unix")
 
     def __init__(self, trusted: Iterable[str], header: str = X_FORWARDED_FOR) -> None:
-        """``trusted``: the proxies' addresses or networks; ``header``: the one
-        they set (``x-forwarded-for`` or ``forwarded``)."""
+        """``trusted``: the proxies' addresses or networks, and ``unix`` for
+        one on a UNIX socket; ``header``: the one they set
+        (``x-forwarded-for`` or ``forwarded``)."""
         header = header.lower()
         if header not in HEADERS:
             raise ValueError(f"the proxy header is one of {', '.join(HEADERS)}")
-        self._trusted = parse_networks(trusted)
+        entries = [entry.strip() for entry in trusted]
+        self._unix = UNIX in (entry.lower() for entry in entries)
+        self._trusted = parse_networks(e for e in entries if e.lower() != UNIX)
         self._header = header
 
     @property
@@ -163,7 +157,7 @@ class ClientAddresses:
 
     @property
     def any_trusted(self) -> bool:
-        return bool(self._trusted)
+        return bool(self._trusted) or self._unix
 
     def trusts(self, address: IPAddress) -> bool:
         return any(address in network for network in self._trusted)
@@ -173,8 +167,11 @@ class ClientAddresses:
         value of the forwarding header (every occurrence, joined by commas)."""
         address = _ip(peer)
         if address is None:
-            return peer[:MAX_ADDRESS]  # not IP (a UNIX socket): one client
-        if header is None or not self._trusted or not self.trusts(address):
+            # Not IP: a UNIX socket (``peer`` is ``unix``), one client unless
+            # its proxy is trusted.
+            if header is None or not self._unix:
+                return peer[:MAX_ADDRESS]
+        elif header is None or not self._trusted or not self.trusts(address):
             return key_of(address)
         header = header[-MAX_HEADER:]
         forwarded = self._header == FORWARDED
@@ -189,7 +186,7 @@ class ClientAddresses:
             client = found
             if not self.trusts(found):
                 break
-        return key_of(client)
+        return peer[:MAX_ADDRESS] if client is None else key_of(client)
 
     def of_headers(self, peer: str, headers: Mapping[str, str]) -> str:
         """``client`` with the headers as Autobahn and ``handshake.read`` keep

@@ -48,7 +48,7 @@ from twisted.logger import Logger
 
 from gameserver._settings import Settings
 from gameserver._stats import Counters
-from gameserver._wire import formats, handshake, messages
+from gameserver._wire import addresses, formats, handshake, messages
 from gameserver._wire.limits import Deadlines, OutboundWatch
 from gameserver._wire.origins import OriginPolicy
 from gameserver._wire.session import Dispatch, Session
@@ -200,12 +200,8 @@ class GameServerProtocol(WebSocketServerProtocol):
         if guard is None or self._admitted:
             return True
         peer: Any = self.transport.getPeer() if self.transport is not None else None
-        host = getattr(peer, "host", None)
-        address = (
-            type(peer).__name__
-            if host is None
-            else guard.addresses.of_headers(host, headers)
-        )
+        host = getattr(peer, "host", None) or addresses.UNIX  # not IP: a UNIX socket
+        address = guard.addresses.of_headers(host, headers)
         answered: list[Any] = []
 
         def keep(outcome: Any) -> Any:
