@@ -61,7 +61,7 @@ class RedisBackend(Service):
         self.redis = RedisConnection(self.address, reactor)
         self.store = RedisStore(self.redis)
         #: The abuse limits' counters, shared with every process.
-        self.limiter = RedisLimiter(self.redis, self.process_id)
+        self.limiter = RedisLimiter(self.redis, self.process_id, reactor)
         self.hosting: RedisHosting | None = None
         self._loops: list[LoopingCall] = []
         self._healthy_since: float | None = None
@@ -163,6 +163,7 @@ class RedisBackend(Service):
                     quietly
                 )
             await self.redis("DEL", keys.process_users(self.process_id))
+            self.limiter.stop()  # no repair may write its counts again
             await forget_process(self.redis, self.process_id)
         except GameServerError as e:
             log.warn(
@@ -170,6 +171,7 @@ class RedisBackend(Service):
                 detail=e.detail,
                 process=self.process_id,
             )
+        self.limiter.stop()
         await host.channel.stop()
         await self.redis.disconnect()
 
