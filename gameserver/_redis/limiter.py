@@ -116,6 +116,7 @@ class RedisLimiter:
     ) -> Deferred[int]:
         opening = self._opening
         opening[address] = opening.get(address, 0) + 1
+        sent = self._redis.connected  # else it fails unsent: nothing to repair
 
         def counted(reply: Any) -> int:
             answer = int(reply)
@@ -126,7 +127,8 @@ class RedisLimiter:
             return answer
 
         def failed(failure: Failure) -> Failure:
-            self._dirty.add(address)  # it may have been counted, unanswered
+            if sent:  # it may have run, its answer lost
+                self._dirty.add(address)
             return failure
 
         def out(outcome: Any) -> Any:
