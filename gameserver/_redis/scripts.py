@@ -164,13 +164,16 @@ return 0
 """)
 
 #: Say this process is alive. KEYS: the process set, this process's alive
-#: key, its buried mark. ARGV: process id, milliseconds. Returns more than
-#: 0 if the process was not in the set or was marked buried: new, or taken
-#: for dead by another process (which lets its users go).
+#: key, its buried mark, its set of addresses (the limits'). ARGV: process
+#: id, milliseconds, the address set's expiry in milliseconds (kept while
+#: the process lives). Returns more than 0 if the process was not in the
+#: set or was marked buried: new, or taken for dead by another process
+#: (which lets its users go).
 HEARTBEAT = Script("""
 local buried = redis.call('DEL', KEYS[3])
 local added = redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], 1, 'PX', ARGV[2])
+redis.call('PEXPIRE', KEYS[4], ARGV[3])
 return added + buried
 """)
 
@@ -233,8 +236,8 @@ return n
 #: the address as this process's. KEYS: the address's hash, the process's
 #: set of addresses. ARGV: process id, most open, most unvalidated, expiry
 #: ms, the address. Returns 0 (counted), 1 (too many open) or 2 (too many
-#: unvalidated). Both keys expire a day after the last socket they count;
-#: a refusal gives the hash an expiry only if it has none (a refused client
+#: unvalidated). Both keys expire a day after the last socket they count
+#: (the set also after the process's last heartbeat); a refusal gives the hash an expiry only if it has none (a refused client
 #: that keeps trying does not keep a count alive).
 OPEN_SOCKET = Script("""
 local fields = redis.call('HGETALL', KEYS[1])

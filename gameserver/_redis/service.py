@@ -32,7 +32,7 @@ from gameserver._redis.connection import (
     quietly,
 )
 from gameserver._redis.hosting import RedisHosting
-from gameserver._redis.limiter import RedisLimiter, forget_process
+from gameserver._redis.limiter import SOCKETS_TTL_MS, RedisLimiter, forget_process
 from gameserver._redis.store import RedisStore
 from gameserver._settings import Settings
 
@@ -210,8 +210,13 @@ class RedisBackend(Service):
         ttl_ms = int(self.settings.process_ttl * 1000)
         added = await self.redis.run(
             scripts.HEARTBEAT,
-            [keys.PROCESSES, keys.alive(self.process_id), keys.buried(self.process_id)],
-            [self.process_id, ttl_ms],
+            [
+                keys.PROCESSES,
+                keys.alive(self.process_id),
+                keys.buried(self.process_id),
+                keys.process_addresses(self.process_id),
+            ],
+            [self.process_id, ttl_ms, SOCKETS_TTL_MS],
         )
         if int(added) and self._registered:
             self._taken_for_dead()
