@@ -79,9 +79,12 @@ class Guard:
 
     # Sockets
 
-    def open_socket(self, address: str) -> Deferred[TooManyRequests | None]:
-        """Count a new socket of ``address``, or the refusal to answer it with
-        (already fired in memory: no wait)."""
+    def open_socket(self, address: str) -> Deferred[TooManyRequests | bool]:
+        """Count a new socket of ``address``: True if counted (its validation
+        and close are to be told), False if let in uncounted (the counters
+        are unreachable: it must not be uncounted either, which would take
+        another socket's count), or the refusal to answer it with (already
+        fired in memory: no wait)."""
         s = self.settings
         return (
             self.limiter.open_socket(
@@ -91,7 +94,7 @@ class Guard:
             .addCallback(self._judged)
         )
 
-    def _judged(self, answer: int) -> TooManyRequests | None:
+    def _judged(self, answer: int) -> TooManyRequests | bool:
         s = self.settings
         if answer == 1:
             return self._refuse(
@@ -107,7 +110,7 @@ class Guard:
                 f" (at most {s.max_unvalidated_per_address})",
                 s.validate_timeout,
             )
-        return None
+        return answer == 0
 
     def socket_validated(self, address: str) -> None:
         self.limiter.socket_changed(address, 0, -1)

@@ -308,4 +308,5 @@ class ILimiter(Interface):
 
     def socket_changed(address: str, opened: int, unvalidated: int) -> None:
         """Change the address's counts (a socket validated: 0, -1; one
-        closed: -1, and -1 again if it never validated)."""
+        closed: -1, and -1 again if it never validated): only for a socket
+        ``open_socket`` counted (answered 0)."""

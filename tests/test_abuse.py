@@ -168,6 +168,7 @@ async def _ttls(limiter) -> list[int]:
     redis = limiter._redis
     found = await redis("KEYS", f"{keys.PREFIX}:limit:*")
     found += await redis("KEYS", f"{keys.PREFIX}:addr:*")
+    found += await redis("KEYS", keys.process_addresses("*"))
     return [int(await redis("PTTL", key)) for key in found]
 
 
@@ -680,6 +681,185 @@ async def test_a_buried_process_s_sockets_count_no_more(redis_url):
         assert answer.startswith(b"HTTP/1.1 101 ")
     finally:
         await stop(server)
+
+
+# On Redis: the socket counts stay right through failures
+
+
+class _Flaky:
+    """A Redis connection that can be down (``down``: every command fails at
+    once), lose answers (``lose``: the command runs, its answer is lost), fail
+    the commands named in ``fail``, or hold the answers of the scripts in
+    ``hold`` until released."""
+
+    def __init__(self, redis: RedisConnection) -> None:
+        self.redis = redis
+        self.down = False
+        self.lose = False
+        self.fail: set[str] = set()
+        self.hold: set[str] = set()
+        self.held: list = []
+
+    @property
+    def connected(self) -> bool:
+        return not self.down and self.redis.connected
+
+    @property
+    def counts(self):
+        return self.redis.counts
+
+    def _failed(self):
+        from twisted.internet.defer import fail
+
+        from gameserver._errors import Unavailable
+
+        return fail(Unavailable("down"))
+
+    def __call__(self, *command):
+        if self.down or command[0] in self.fail:
+            return self._failed()
+        d = self.redis(*command)
+        if self.lose:
+            d.addCallback(lambda _: self._failed())
+        return d
+
+    def run(self, script, keys_, args):
+        if self.down:
+            return self._failed()
+        d = self.redis.run(script, keys_, args)
+        if self.lose:
+            d.addCallback(lambda _: self._failed())
+        if script.sha in self.hold:
+            from twisted.internet.defer import Deferred
+
+            later: Deferred = Deferred()
+            d.addCallback(lambda reply: self.held.append((later, reply)))
+            return later
+        return d
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for d, reply in held:
+            d.callback(reply)
+
+
+@pytest_twisted.async_yield_fixture
+async def flaky(redis_url):
+    redis = RedisConnection(RedisAddress.parse(redis_url), reactor)
+    await _until(lambda: redis.connected)
+    yield _Flaky(redis)
+    await redis.disconnect()
+
+
+async def _settle(flaky) -> None:
+    """Every command sent so far has been answered."""
+    await flaky.redis("PING")
+
+
+@pytest_twisted.ensureDeferred
+async def test_closes_lost_in_an_outage_are_repaired_not_a_lockout(flaky):
+    from gameserver._redis import scripts
+    from gameserver._redis.limiter import REPAIR_EVERY
+
+    clock = _clock()
+    limiter = RedisLimiter(flaky, "p1", clock)
+    assert [await limiter.open_socket("a", 5, 2) for _ in range(2)] == [0, 0]
+    assert await limiter.open_socket("a", 5, 2) == 2
+    flaky.down = True  # both close during a short outage
+    limiter.socket_changed("a", -1, -1)
+    limiter.socket_changed("a", -1, -1)
+    flaky.down = False
+    clock.advance(REPAIR_EVERY)
+    await _settle(flaky)
+    assert await limiter.sockets("a") == (0, 0)
+    assert not int(await flaky.redis("EXISTS", keys.process_addresses("p1")))
+    assert await limiter.open_socket("a", 5, 2) == 0
+    # An open whose answer is lost: let in uncounted, and Redis's count of
+    # it is taken back at the next call that succeeds.
+    flaky.lose = True
+    with pytest.raises(Exception, match="down"):
+        await limiter.open_socket("a", 5, 2)
+    flaky.lose = False
+    assert await limiter.sockets("a") == (2, 2)
+    assert await limiter.open_socket("b", 5, 2) == 0
+    await _settle(flaky)
+    assert await limiter.sockets("a") == (1, 1)
+    # A validation lost: repaired, but not while an open of the address is
+    # out (its count would be overwritten).
+    flaky.down = True
+    limiter.socket_changed("a", 0, -1)
+    flaky.down = False
+    flaky.hold = {scripts.OPEN_SOCKET.sha}
+    opening = limiter.open_socket("a", 5, 2)
+    await _settle(flaky)
+    clock.advance(REPAIR_EVERY)
+    await _settle(flaky)
+    assert await limiter.sockets("a") == (2, 2)  # the open ran, not the repair
+    flaky.hold = set()
+    flaky.release()
+    assert await opening == 0
+    await _settle(flaky)
+    assert await limiter.sockets("a") == (2, 1)
+    assert all(ttl > 0 for ttl in await _ttls(limiter))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_socket_leaves_no_count_without_expiry(flaky):
+    limiter = RedisLimiter(flaky, "p1", _clock())
+    key = keys.address_sockets("a")
+    await flaky.redis("HSET", key, "other", 3, "other:u", 3)
+    assert await limiter.open_socket("a", 5, 2) == 2
+    assert int(await flaky.redis("PTTL", key)) > 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_socket_let_in_uncounted_does_not_uncount_another(make_server):
+    from twisted.internet.defer import fail
+
+    from gameserver._errors import Unavailable
+
+    server = await make_server(_limits(max_unvalidated_per_address=5))
+    limiter = server.server.guard.limiter
+    counted = await _open_raw(server)
+    real = limiter.open_socket
+    limiter.open_socket = lambda *a: fail(Unavailable("down"))
+    uncounted = await _open_raw(server)  # the counters unreachable: let in
+    limiter.open_socket = real
+    assert await limiter.sockets("127.0.0.1") == (1, 1)
+    uncounted.transport.loseConnection()
+    await uncounted.lost
+    await _tick()
+    assert await limiter.sockets("127.0.0.1") == (1, 1)
+    counted.transport.loseConnection()
+    await counted.lost
+    await _until(lambda: not limiter._sockets)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_socket_is_listed_for_the_burial_by_its_open(flaky):
+    from gameserver._redis.limiter import forget_process
+
+    flaky.fail = {"SADD"}  # a separate SADD, lost, would leave it unlisted
+    dead = RedisLimiter(flaky, "dead", _clock())
+    assert await dead.open_socket("a", 5, 5) == 0
+    flaky.fail = set()
+    assert all(ttl > 0 for ttl in await _ttls(dead))  # the set expires too
+    await forget_process(flaky.redis, "dead")
+    assert await dead.sockets("a") == (0, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_last_close_while_an_open_is_out_leaves_the_address_listed(flaky):
+    from gameserver._redis.limiter import forget_process
+
+    dead = RedisLimiter(flaky, "dead", _clock())
+    assert await dead.open_socket("b", 5, 5) == 0
+    opening = dead.open_socket("b", 5, 5)
+    dead.socket_changed("b", -1, -1)  # sent after the open: runs after it
+    assert await opening == 0
+    await _settle(flaky)
+    await forget_process(flaky.redis, "dead")
+    assert await dead.sockets("b") == (0, 0)
 
 
 # Options

@@ -4,7 +4,8 @@ A room's keys share the hash tag ``{room:N}``, a user's ``{user:N}``, and
 the processes' ``{processes}``, so that every script touches one hash
 slot only, as Redis Cluster requires. The rest (id counters, the username
 index, the room listings, the index of due timers) are updated by
-commands of their own.
+commands of their own; the socket counts' scripts touch an address's hash
+and a process's address set, two slots (see "Past one Redis").
 """
 
 from __future__ import annotations

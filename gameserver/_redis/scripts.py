@@ -164,18 +164,23 @@ return 0
 """)
 
 #: Say this process is alive. KEYS: the process set, this process's alive
-#: key, its buried mark. ARGV: process id, milliseconds. Returns more than
-#: 0 if the process was not in the set or was marked buried: new, or taken
-#: for dead by another process (which lets its users go).
+#: key, its buried mark, its set of addresses (the limits'). ARGV: process
+#: id, milliseconds, the address set's expiry in milliseconds (kept while
+#: the process lives). Returns more than 0 if the process was not in the
+#: set or was marked buried: new, or taken for dead by another process
+#: (which lets its users go).
 HEARTBEAT = Script("""
 local buried = redis.call('DEL', KEYS[3])
 local added = redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], 1, 'PX', ARGV[2])
+redis.call('PEXPIRE', KEYS[4], ARGV[3])
 return added + buried
 """)
 
-# The abuse limits (``RedisLimiter``). Each touches one key; times are the
-# caller's (its clock), in seconds, so that tests can use a fake one.
+# The abuse limits (``RedisLimiter``). Each touches one key, but for the
+# socket counts' (an address's hash and the process's set of addresses, in
+# two hash slots: see "Past one Redis"); times are the caller's (its
+# clock), in seconds, so that tests can use a fake one.
 # Fractions go back as strings: Redis would cut a Lua number to an integer.
 
 #: A token bucket. KEYS: the bucket (hash: t tokens, s stamp). ARGV: now,
@@ -227,9 +232,13 @@ if n > 0 then redis.call('HSET', KEYS[1], 'n', n - 1) end
 return n
 """)
 
-#: Count a new socket of an address, summed over every process. KEYS: the
-#: address's hash. ARGV: process id, most open, most unvalidated, expiry
-#: ms. Returns 0 (counted), 1 (too many open) or 2 (too many unvalidated).
+#: Count a new socket of an address, summed over every process, and list
+#: the address as this process's. KEYS: the address's hash, the process's
+#: set of addresses. ARGV: process id, most open, most unvalidated, expiry
+#: ms, the address. Returns 0 (counted), 1 (too many open) or 2 (too many
+#: unvalidated). Both keys expire a day after the last socket they count
+#: (the set also after the process's last heartbeat); a refusal gives the hash an expiry only if it has none (a refused client
+#: that keeps trying does not keep a count alive).
 OPEN_SOCKET = Script("""
 local fields = redis.call('HGETALL', KEYS[1])
 local open, unvalidated = 0, 0
@@ -238,17 +247,25 @@ for i = 1, #fields, 2 do
     unvalidated = unvalidated + tonumber(fields[i + 1])
   else open = open + tonumber(fields[i + 1]) end
 end
-if open >= tonumber(ARGV[2]) then return 1 end
-if unvalidated >= tonumber(ARGV[3]) then return 2 end
+local refused = 0
+if open >= tonumber(ARGV[2]) then refused = 1
+elseif unvalidated >= tonumber(ARGV[3]) then refused = 2 end
+if refused > 0 then
+  if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+  return refused
+end
 redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 redis.call('HINCRBY', KEYS[1], ARGV[1] .. ':u', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 0
 """)
 
 #: Change this process's counts of an address's sockets; a count that
-#: reaches 0 goes. KEYS: the address's hash. ARGV: process id, change of
-#: open, change of unvalidated.
+#: reaches 0 goes. KEYS: the address's hash, the process's set of
+#: addresses. ARGV: process id, change of open, change of unvalidated, the
+#: address to take out of the set (its last socket here closed) or "".
 SOCKET_CHANGED = Script("""
 local function change(field, by)
   if by == 0 then return end
@@ -258,5 +275,25 @@ local function change(field, by)
 end
 change(ARGV[1], tonumber(ARGV[2]))
 change(ARGV[1] .. ':u', tonumber(ARGV[3]))
+if ARGV[4] ~= '' then redis.call('SREM', KEYS[2], ARGV[4]) end
+return 1
+""")
+
+#: Write this process's counts of an address's sockets as they are (a
+#: repair, after a change that may have been lost). KEYS, ARGV: as
+#: ``OPEN_SOCKET``'s, with the open and unvalidated counts for the limits.
+SET_SOCKETS = Script("""
+local open, unvalidated = tonumber(ARGV[2]), tonumber(ARGV[3])
+if open <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1], ARGV[1] .. ':u')
+  redis.call('SREM', KEYS[2], ARGV[5])
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], open)
+if unvalidated > 0 then redis.call('HSET', KEYS[1], ARGV[1] .. ':u', unvalidated)
+else redis.call('HDEL', KEYS[1], ARGV[1] .. ':u') end
+if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+redis.call('SADD', KEYS[2], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1
 """)

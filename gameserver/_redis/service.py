@@ -32,7 +32,7 @@ from gameserver._redis.connection import (
     quietly,
 )
 from gameserver._redis.hosting import RedisHosting
-from gameserver._redis.limiter import RedisLimiter, forget_process
+from gameserver._redis.limiter import SOCKETS_TTL_MS, RedisLimiter, forget_process
 from gameserver._redis.store import RedisStore
 from gameserver._settings import Settings
 
@@ -61,7 +61,7 @@ class RedisBackend(Service):
         self.redis = RedisConnection(self.address, reactor)
         self.store = RedisStore(self.redis)
         #: The abuse limits' counters, shared with every process.
-        self.limiter = RedisLimiter(self.redis, self.process_id)
+        self.limiter = RedisLimiter(self.redis, self.process_id, reactor)
         self.hosting: RedisHosting | None = None
         self._loops: list[LoopingCall] = []
         self._healthy_since: float | None = None
@@ -163,6 +163,7 @@ class RedisBackend(Service):
                     quietly
                 )
             await self.redis("DEL", keys.process_users(self.process_id))
+            self.limiter.stop()  # no repair may write its counts again
             await forget_process(self.redis, self.process_id)
         except GameServerError as e:
             log.warn(
@@ -170,6 +171,7 @@ class RedisBackend(Service):
                 detail=e.detail,
                 process=self.process_id,
             )
+        self.limiter.stop()
         await host.channel.stop()
         await self.redis.disconnect()
 
@@ -208,8 +210,13 @@ class RedisBackend(Service):
         ttl_ms = int(self.settings.process_ttl * 1000)
         added = await self.redis.run(
             scripts.HEARTBEAT,
-            [keys.PROCESSES, keys.alive(self.process_id), keys.buried(self.process_id)],
-            [self.process_id, ttl_ms],
+            [
+                keys.PROCESSES,
+                keys.alive(self.process_id),
+                keys.buried(self.process_id),
+                keys.process_addresses(self.process_id),
+            ],
+            [self.process_id, ttl_ms, SOCKETS_TTL_MS],
         )
         if int(added) and self._registered:
             self._taken_for_dead()

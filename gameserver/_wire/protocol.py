@@ -215,14 +215,17 @@ class GameServerProtocol(WebSocketServerProtocol):
         return asked.addCallback(self._admission, guard, address)
 
     def _admission(
-        self, refused: TooManyRequests | None, guard: Guard, address: str
+        self, judged: TooManyRequests | bool, guard: Guard, address: str
     ) -> Any:
+        """``judged``: the refusal, or whether the socket was counted (only a
+        counted one is uncounted at its close)."""
         self._admitting = False
         if self._lost:
-            if refused is None:
+            if judged is True:
                 guard.socket_closed(address, False)
-            return refused or False
-        if refused is not None:
+            return False if isinstance(judged, bool) else judged
+        if not isinstance(judged, bool):
+            refused = judged
             body = messages.dumps({"detail": refused.detail, "code": refused.code})
             self._refusal = handshake.refusal(
                 429,
@@ -233,7 +236,8 @@ class GameServerProtocol(WebSocketServerProtocol):
             self.failHandshake(refused.detail, 429)
             self._denied = True
             return refused
-        self._address = address
+        if judged:
+            self._address = address
         self._admitted = True
         return True
 
