@@ -233,7 +233,7 @@ def run_scenario(
                 if (
                     args.profile
                     and target == args.profile_target
-                    and scenario == "fanout"
+                    and scenario != "idle"
                 ):
                     profile = Path(args.profile)
                 server = Server(target, log_dir, profile)
