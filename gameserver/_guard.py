@@ -169,17 +169,9 @@ class Guard:
                 (f"login-from:{address}", s.login_failures_per_address),
                 (f"login:{name}:{address}", s.login_failures),
             ]
-        now = self.clock.seconds()
-        for i, (key, free) in enumerate(counters):
-            wait = await self.limiter.attempt(
-                key, now, free, s.login_backoff, s.login_backoff_max, s.login_forget
-            ).addErrback(self._open, 0.0)
-            if wait:
-                for counted, _ in counters[:i]:
-                    self.limiter.forgive(counted, False)
-                raise self._refuse(
-                    "login", "too many failed logins: wait before trying again", wait
-                )
+        await self._attempt(
+            counters, "login", "too many failed logins: wait before trying again"
+        )
 
     def login_done(
         self, username: str, address: str | None, success: bool | None
@@ -200,11 +192,22 @@ class Guard:
         (for this room) or the room (from everyone: new accounts each get
         their own count) backs off."""
         s = self.settings
+        await self._attempt(
+            [
+                (f"room:{room_id}:{user_id}", s.login_failures),
+                (f"room:{room_id}", s.room_guesses_per_room),
+            ],
+            "room_password",
+            "too many wrong passwords for this room: wait before trying again",
+        )
+
+    async def _attempt(
+        self, counters: list[tuple[str, int]], kind: str, detail: str
+    ) -> None:
+        """Count a try on each ``(key, free tries)`` in turn; the first that
+        says wait refuses it, and the counts before it are forgiven."""
+        s = self.settings
         now = self.clock.seconds()
-        counters = [
-            (f"room:{room_id}:{user_id}", s.login_failures),
-            (f"room:{room_id}", s.room_guesses_per_room),
-        ]
         for i, (key, free) in enumerate(counters):
             wait = await self.limiter.attempt(
                 key, now, free, s.login_backoff, s.login_backoff_max, s.login_forget
@@ -212,11 +215,7 @@ class Guard:
             if wait:
                 for counted, _ in counters[:i]:
                     self.limiter.forgive(counted, False)
-                raise self._refuse(
-                    "room_password",
-                    "too many wrong passwords for this room: wait before trying again",
-                    wait,
-                )
+                raise self._refuse(kind, detail, wait)
 
     def room_done(self, user_id: int, room_id: int, success: bool | None) -> None:
         if success is not False:

@@ -209,13 +209,7 @@ class AdminApi(JsonApi):
         admin = await self._admin(request)
         user = await self._target(user_id)
         await self._server.hosting.close_user(user.ref, CLOSE_KICKED, "kicked")
-        log.info(
-            "admin {admin} kicked {user}",
-            admin=admin.username,
-            admin_id=admin.id,
-            user=user.username,
-            user_id=user.id,
-        )
+        _logged("kicked", admin, user)
         return 200, {"kicked": user_id}
 
     async def _ban(self, request: Request, user_id: int) -> Result:
@@ -241,27 +235,26 @@ class AdminApi(JsonApi):
                 lambda f: log.warn("closing a banned user again failed: {f}", f=f)
             ),
         )
-        log.info(
-            "admin {admin} banned {user}",
-            admin=admin.username,
-            admin_id=admin.id,
-            user=user.username,
-            user_id=user.id,
-        )
+        _logged("banned", admin, user)
         return 200, {"banned": user_id}
 
     async def _unban(self, request: Request, user_id: int) -> Result:
         admin = await self._admin(request)
         user = await self._target(user_id)
         await self._server.store.set_user_flags(user_id, banned=False)
-        log.info(
-            "admin {admin} unbanned {user}",
-            admin=admin.username,
-            admin_id=admin.id,
-            user=user.username,
-            user_id=user.id,
-        )
+        _logged("unbanned", admin, user)
         return 200, {"unbanned": user_id}
+
+
+def _logged(done: str, admin: UserRecord, user: UserRecord) -> None:
+    """Every admin action on a user is logged, with who did it."""
+    log.info(
+        "admin {admin} " + done + " {user}",
+        admin=admin.username,
+        admin_id=admin.id,
+        user=user.username,
+        user_id=user.id,
+    )
 
 
 def _room_json(view: RoomView, now: float) -> dict[str, Any]:
