@@ -63,7 +63,11 @@ class Guard:
     def _open(self, failure: Failure, default: Any) -> Any:
         """The counters are unreachable: let the request through (and say so,
         once a minute, not once a request)."""
-        failure.trap(GameServerError)  # unreachable; a bug is not let through
+        if not failure.check(GameServerError):
+            # Not Redis being away: a bug, or a reply the scripts did not
+            # expect. Let the client through all the same (a socket must
+            # not hang in its handshake), with the traceback in the log.
+            log.failure("the abuse limits failed", failure)
         now = self.clock.seconds()
         if now - self._warned >= WARN_EVERY:
             self._warned = now

@@ -249,6 +249,13 @@ def test_in_memory_spent_counters_are_swept_as_new_ones_come():
     for n in range(3000):
         limiter.take(f"more{n}", later, 1.0, 5)
     assert limiter.attempt("alice", later, 1, 1.0, 10.0, 60.0).result > 0
+    # A counter reset and made again (a user's every good login) is listed
+    # once, not once a login.
+    quiet = MemoryLimiter()
+    for n in range(5000):
+        quiet.attempt("bob", now + n, 5, 1.0, 10.0, 60.0)
+        quiet.forgive("bob", True)
+    assert len(quiet._order) == 1
 
 
 # HTTP requests per address
@@ -1000,3 +1007,28 @@ async def test_a_handshake_that_never_ends_is_refused_not_buffered(running):
     endless = b"GET /ws HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 40_000
     answer = await _answer(running, endless)
     assert answer.startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_limiter_bug_lets_the_client_through_and_is_logged():
+    """Not Redis being away but an error nobody expected: the socket is let
+    in uncounted (never left hanging in its handshake), with a traceback."""
+    from twisted.internet.defer import fail
+    from twisted.logger import globalLogPublisher
+
+    from gameserver._guard import Guard
+
+    class Broken(MemoryLimiter):
+        def open_socket(self, address, most_open, most_unvalidated):
+            return fail(ValueError("a bug"))
+
+    seen = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        guard = Guard(_limits(), Broken(), _clock())
+        answered = []
+        guard.open_socket("192.0.2.1").addCallback(answered.append)
+        assert answered == [False]  # let in, and not counted
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    failures = [e for e in seen if "log_failure" in e]
+    assert failures and failures[0]["log_failure"].check(ValueError)

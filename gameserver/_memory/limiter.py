@@ -30,8 +30,10 @@ class MemoryLimiter:
         self._attempts: dict[str, list[float]] = {}
         #: Sockets by address: [open, not yet validated].
         self._sockets: dict[str, list[int]] = {}
-        #: Every counter made, oldest first, with its table: swept in turn.
+        #: Every key counted, oldest first, with its table: swept in turn;
+        #: each is listed once, however often its counter is made again.
         self._order: deque[tuple[dict[str, list[float]], str]] = deque()
+        self._listed: set[tuple[int, str]] = set()
 
     def take(self, key: str, now: float, rate: float, burst: int) -> Deferred[float]:
         bucket = self._buckets.get(key)
@@ -118,7 +120,7 @@ class MemoryLimiter:
 
     def _new(self, table: dict[str, list[float]], key: str, now: float) -> None:
         """``key`` was just made in ``table``: sweep a little, then list it."""
-        order = self._order
+        order, listed = self._order, self._listed
         for _ in range(min(SWEEP_STEP, len(order))):
             oldest, name = order[0]
             counter = oldest.get(name)
@@ -126,6 +128,9 @@ class MemoryLimiter:
                 order.rotate(-1)  # still counting: looked at again later
                 continue
             order.popleft()
+            listed.discard((id(oldest), name))
             if counter is not None:
                 del oldest[name]
-        order.append((table, key))
+        if (id(table), key) not in listed:
+            listed.add((id(table), key))
+            order.append((table, key))
