@@ -235,7 +235,8 @@ def run_scenario(
                     and target == args.profile_target
                     and scenario != "idle"
                 ):
-                    profile = Path(args.profile)
+                    base = Path(args.profile)  # one file per scenario
+                    profile = base.with_name(f"{base.stem}.{scenario}{base.suffix}")
                 server = Server(target, log_dir, profile)
                 servers.append(server)
                 server.start()
@@ -400,7 +401,8 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         default="",
-        help="cProfile one target's fan-out to this file",
+        help="cProfile one target to this path, a file per scenario but idle"
+        " (x.prof: x.fanout.prof, x.connect.prof)",
     )
     parser.add_argument(
         "--profile-target", default="memory", help="the target --profile profiles"

@@ -7,6 +7,8 @@ the same way.
 
 from __future__ import annotations
 
+import math
+
 
 class GameServerError(Exception):
     code = "error"
@@ -108,6 +110,12 @@ class TooManyRequests(GameServerError):
     ) -> None:
         super().__init__(detail, code=code)
         self.retry_after = retry_after
+
+    @property
+    def wait_seconds(self) -> int:
+        """``retry_after`` as ``Retry-After`` and ``retry_after`` say it:
+        whole seconds, at least one."""
+        return max(1, math.ceil(self.retry_after))
 
 
 class NotAGuest(GameServerError):

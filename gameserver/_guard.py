@@ -63,18 +63,21 @@ class Guard:
     def _open(self, failure: Failure, default: Any) -> Any:
         """The counters are unreachable: let the request through (and say so,
         once a minute, not once a request)."""
-        if not failure.check(GameServerError):
-            # Not Redis being away: a bug, or a reply the scripts did not
-            # expect. Let the client through all the same (a socket must
-            # not hang in its handshake), with the traceback in the log.
-            log.failure("the abuse limits failed", failure)
         now = self.clock.seconds()
         if now - self._warned >= WARN_EVERY:
             self._warned = now
-            log.warn(
-                "abuse limits not counted (letting clients through): {e}",
-                e=failure.getErrorMessage(),
-            )
+            if failure.check(GameServerError):
+                log.warn(
+                    "abuse limits not counted (letting clients through): {e}",
+                    e=failure.getErrorMessage(),
+                )
+            else:
+                # Not Redis being away: a bug, or a reply the scripts did
+                # not expect. The client goes through all the same (a
+                # socket must not hang in its handshake), with a traceback.
+                log.failure(
+                    "the abuse limits failed (letting clients through)", failure
+                )
         return default
 
     def _refuse(self, kind: str, detail: str, retry_after: float) -> TooManyRequests:
@@ -133,19 +136,18 @@ class Guard:
             )
 
     async def signup(self, address: str) -> None:
-        n = self.settings.signups_per_address
-        wait = await self._take(f"signup:{address}", n / HOUR, n)
-        if wait:
-            raise self._refuse(
-                "signup", f"at most {n} sign-ups an hour from one address", wait
-            )
+        await self._hourly("signup", address, self.settings.signups_per_address)
 
     async def guest(self, address: str) -> None:
-        n = self.settings.guests_per_address
-        wait = await self._take(f"guest:{address}", n / HOUR, n)
+        await self._hourly("guest", address, self.settings.guests_per_address)
+
+    async def _hourly(self, kind: str, address: str, n: int) -> None:
+        """At most ``n`` of these an hour from one address."""
+        wait = await self._take(f"{kind}:{address}", n / HOUR, n)
         if wait:
+            what = {"signup": "sign-ups", "guest": "guest accounts"}[kind]
             raise self._refuse(
-                "guest", f"at most {n} guest accounts an hour from one address", wait
+                kind, f"at most {n} {what} an hour from one address", wait
             )
 
     async def _take(self, key: str, rate: float, burst: int) -> float:

@@ -82,13 +82,13 @@ class GameServer:
         self.ports: list[IListeningPort] = []
         self._stopped: Deferred[None] | None = None
         self.games = installed_games() if games is None else dict(games)
-        self.sockets = LocalSockets()
         self.engine = Engine(
             games=self.games,
             clock=clock,
             settings=settings,
             process_id=uuid.uuid4().hex if backend is None else backend.process_id,
         )
+        self.sockets = LocalSockets(self.engine.counters)
         self.hosting: IHosting
         self.store: IStore
         if backend is None:

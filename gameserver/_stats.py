@@ -116,19 +116,24 @@ class Counters:
     however many sockets it reaches, counted by the process that made it
     (a room's owner, for what a turn sends); ``deliveries`` counts frames
     handed to sockets here, one per socket. ``refusals`` is by error
-    code: every ``ERROR`` and refused reply sent.
+    code: every ``ERROR`` and refused reply sent. The same counters serve
+    tests and benchmarks.
     """
 
     __slots__ = (
         "commit_seconds",
         "deliveries",
+        "failed_turns",
         "flood_closes",
         "outbound_drops",
         "rate_limited",
         "received",
         "refusals",
+        "refused_busy",
         "sent",
+        "timers_fired",
         "turn_seconds",
+        "turns",
     )
 
     def __init__(self, types: Iterable[str] = (), codes: Iterable[str] = ()) -> None:
@@ -137,6 +142,12 @@ class Counters:
         self.sent = Tally(types, cap=256)
         self.refusals = Tally(codes, cap=64)
         self.deliveries = 0
+        #: Turns run (messages, joins, timers, hooks), those rolled back,
+        #: messages refused ``busy``, and timed events fired.
+        self.turns = 0
+        self.failed_turns = 0
+        self.refused_busy = 0
+        self.timers_fired = 0
         self.rate_limited = 0
         self.flood_closes = 0
         self.outbound_drops = 0

@@ -11,6 +11,7 @@ import pytest_twisted
 from twisted.internet.task import Clock
 
 from gameserver import Game, GameServer, Settings
+from gameserver._http.health import not_ready
 from gameserver.client import Connection, GameClient
 
 #: Every log event of the run is checked for the secrets below and every
@@ -109,7 +110,7 @@ async def start_on_redis(
     assert server.backend is not None and server.backend.hosting is not None
     server.backend.startService()
     for _ in range(250):
-        if server.backend.redis.connected and server.backend.hosting.channel.ready:
+        if not_ready(server) is None:
             break
         await deferLater(reactor, 0.02, lambda: None)
     else:

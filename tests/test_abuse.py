@@ -26,7 +26,7 @@ from gameserver._redis.connection import RedisAddress, RedisConnection
 from gameserver._redis.limiter import RedisLimiter
 from gameserver._tap import Options
 from gameserver._wire.addresses import ClientAddresses, forwarded_for, parse_ip
-from tests.conftest import GENEROUS, PASSWORD, SECRET, make_settings
+from tests.conftest import PASSWORD, SECRET, make_settings
 from tests.test_handshake import _Raw, _request
 
 
@@ -37,8 +37,9 @@ def _clock() -> Clock:
 
 
 def _limits(**overrides) -> Settings:
-    """Test settings with the given limits tight and the others generous."""
-    return make_settings(**{**GENEROUS, **overrides})
+    """Test settings with the given limits tight and the others generous
+    (as ``make_settings`` makes them)."""
+    return make_settings(**overrides)
 
 
 async def _tick(seconds: float = 0.01) -> None:

@@ -97,13 +97,17 @@ def log_in(page: Page, url: str, name: str) -> None:
 
 def count(page: Page, name: str) -> int:
     text = page.get_by_test_id(name).text_content() or ""
-    return int(text) if text.isdigit() else -1
+    assert text.isdigit(), f"{name} shows {text!r}, not a count"
+    return int(text)
 
 
 def wait_count(page: Page, name: str, at_least: int) -> None:
+    """Until the count shows, as digits (an empty cell is no 0), and is at
+    least ``at_least``."""
     page.wait_for_function(
-        "([name, least]) => Number(document.querySelector(`[data-testid=${name}]`)"
-        ".textContent) >= least",
+        "([name, least]) => {"
+        " const text = document.querySelector(`[data-testid=${name}]`).textContent;"
+        " return /^[0-9]+$/.test(text) && Number(text) >= least; }",
         arg=[name, at_least],
     )
 

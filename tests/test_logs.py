@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest_twisted
 from twisted.internet import reactor
@@ -146,7 +145,7 @@ async def test_twistd_as_a_daemon_writes_json_to_its_logfile(tmp_path):
     for _ in range(100):
         if pid_path.exists() and pid_path.read_text().strip():
             break
-        time.sleep(0.05)
+        await deferLater(reactor, 0.05, lambda: None)
     pid = int(pid_path.read_text())
     try:
         client = GameClient(f"http://127.0.0.1:{port}")
@@ -165,7 +164,7 @@ async def test_twistd_as_a_daemon_writes_json_to_its_logfile(tmp_path):
                 os.kill(pid, 0)
             except ProcessLookupError:
                 break
-            time.sleep(0.05)
+            await deferLater(reactor, 0.05, lambda: None)
     events = _events(log_path.read_text())
     assert any("Server Shut Down" in e["message"] for e in events)
     assert any("POST /api/users/" in e["message"] for e in events)

@@ -161,7 +161,7 @@ async def test_a_flooded_room_refuses_with_busy_and_other_rooms_carry_on(start_a
         await a.receive("CRAWLED", timeout=2)
     await _pause(0.2)
     assert not [m for m in a.pending() if m["type"] in ("CRAWLED", "ERROR")]
-    assert server.server.engine.stats.refused_busy == 25
+    assert server.server.engine.counters.refused_busy == 25
     a.send("crawl", flooded["id"])  # and the room takes messages again
     await a.receive("CRAWLED")
 

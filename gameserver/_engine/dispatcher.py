@@ -13,7 +13,6 @@ failed validation.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -252,5 +251,5 @@ def _error(e: GameServerError, envelope: Envelope) -> dict[str, Any]:
         e.code, e.detail, room_id=envelope.room_id, request_type=envelope.type
     )
     if isinstance(e, TooManyRequests):
-        error["data"]["retry_after"] = max(1, math.ceil(e.retry_after))
+        error["data"]["retry_after"] = e.wait_seconds
     return error

@@ -34,7 +34,6 @@ from twisted.logger import Logger
 from gameserver._errors import GameServerError
 
 if TYPE_CHECKING:
-    from gameserver._models import UserRef
     from gameserver._redis.hosting import RedisHosting
     from gameserver._server import GameServer
     from gameserver._wire.session import Session
@@ -45,6 +44,8 @@ log = Logger()
 CLOSE_SERVICE_RESTART = 1012
 #: Seconds between looks at whether what a drain waits for is done.
 POLL = 0.05
+#: Seconds between looks in Redis for users back elsewhere (a few calls each).
+COME_BACK_POLL = 0.25
 #: Part of the drain's time kept for handing the rooms over, at most.
 HAND_OVER_RESERVE = 2.0
 
@@ -63,7 +64,7 @@ async def drain(server: GameServer, timeout: float) -> None:
     if hosting is not None:
         hosting.stopping = True  # no room is claimed here any more
         hosting.held = {}  # from the first socket closed on
-    await _until(clock, lambda: _quiet(server), deadline)
+    await wait_until(clock, lambda: _quiet(server), deadline)
     server.sockets.close_all(
         CLOSE_SERVICE_RESTART, "this server is restarting: reconnect"
     )
@@ -74,11 +75,9 @@ async def drain(server: GameServer, timeout: float) -> None:
     if hosting is not None and backend is not None:
         reserve = min(HAND_OVER_RESERVE, timeout / 4)  # for the hand-over
         await _come_back(server, hosting, deadline - reserve)
-        backend.stop_wait = max(0.1, deadline - clock.seconds())
-        if backend.running:
-            await backend.stopService()
+        await backend.stop(max(0.1, deadline - clock.seconds()))
     else:
-        await _until(clock, lambda: not _open(server), deadline)
+        await wait_until(clock, lambda: not _open(server), deadline)
     left = _open(server)
     log.info("drained{rest}", rest=f": {left} sockets still closing" if left else "")
 
@@ -86,8 +85,8 @@ async def drain(server: GameServer, timeout: float) -> None:
 async def _come_back(server: GameServer, hosting: RedisHosting, until: float) -> None:
     """Let users go as they come back elsewhere; the rest at ``until``, or
     at once when no other process is alive."""
-    held: dict[int, UserRef] = {} if hosting.held is None else hosting.held
-    hosting.held = held
+    held = hosting.held
+    assert held is not None, "drain holds departures from its start"
     clock: Any = server.clock
     while (held or server.sockets.all()) and clock.seconds() < until:
         try:
@@ -101,7 +100,7 @@ async def _come_back(server: GameServer, hosting: RedisHosting, until: float) ->
             del held[user.id]
         # Their rooms are told before the hand-over, which would drop it.
         await DeferredList([hosting.let_go_now(user) for user in back])
-        await deferLater(clock, POLL, lambda: None)
+        await deferLater(clock, COME_BACK_POLL, lambda: None)
     hosting.held = None
     if held:
         log.info("{n} users not back elsewhere: they leave", n=len(held))
@@ -124,6 +123,7 @@ def _open(server: GameServer) -> int:
     return int(server.websocket_factory.countConnections)
 
 
-async def _until(clock: Any, done: Callable[[], bool], deadline: float) -> None:
+async def wait_until(clock: Any, done: Callable[[], bool], deadline: float) -> None:
+    """Until ``done()``, or the clock reaches ``deadline``, looking every ``POLL``."""
     while not done() and clock.seconds() < deadline:
         await deferLater(clock, POLL, lambda: None)

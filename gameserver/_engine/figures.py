@@ -20,4 +20,9 @@ def per_minute(log: Reversible[Logged], now: float) -> float:
         if entry.at < since:
             break
         count += 1
+    return rate(count)
+
+
+def rate(count: int) -> float:
+    """Messages per minute, of ``count`` messages in ``RATE_WINDOW`` seconds."""
     return count * 60.0 / RATE_WINDOW

@@ -13,20 +13,21 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from gameserver._interfaces import IConnection, IGroupLayer
+from gameserver._stats import Counters
 from gameserver._wire.messages import Frame
 
 
 @implementer(IGroupLayer)
 class LocalSockets:
-    def __init__(self) -> None:
+    def __init__(self, counters: Counters | None = None) -> None:
         self._by_user: dict[int, list[IConnection]] = {}
         self._by_id: dict[int, IConnection] = {}
         #: Answers awaited by requests that came without a socket (HTTP),
         #: under ids no socket has (negative).
         self._answers: dict[int, Deferred[Frame]] = {}
         self._answer_ids = itertools.count(-1, -1)
-        #: Frames handed to sockets here, one per socket (for the metrics).
-        self.deliveries = 0
+        #: The server's counters: frames handed to sockets, one per socket.
+        self._counters = Counters() if counters is None else counters
 
     def expect(self) -> tuple[int, Deferred[Frame]]:
         """An id to address a reply to, and the ``Deferred`` it fires."""
@@ -92,12 +93,12 @@ class LocalSockets:
                 n += len(connections)
                 for connection in connections:
                     connection.send_frame(frame)
-        self.deliveries += n
+        self._counters.deliveries += n
 
     def deliver_to(self, connection_id: int, frame: Frame) -> None:
         connection = self._by_id.get(connection_id)
         if connection is not None:
-            self.deliveries += 1
+            self._counters.deliveries += 1
             connection.send_frame(frame)
             return
         answer = self._answers.get(connection_id)

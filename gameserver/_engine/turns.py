@@ -280,16 +280,6 @@ class Turn:
 Body = Callable[[Turn, GameRoom, Helper], Any]
 
 
-@attrs.define
-class EngineStats:
-    """Counts of what the engine did, for tests, benchmarks and metrics."""
-
-    turns: int = 0
-    refused_busy: int = 0
-    timers_fired: int = 0
-    failed_turns: int = 0
-
-
 class Engine:
     """Every room this process owns, and their turns.
 
@@ -311,7 +301,6 @@ class Engine:
         self.settings = settings
         self.process_id = process_id
         self.rooms: dict[int, LiveRoom] = {}
-        self.stats = EngineStats()
         self.committer: ICommitter | None = None
         self._limit = settings.max_state_size
         self._cap = settings.max_pending_turns
@@ -402,7 +391,7 @@ class Engine:
                 return  # one before it is missing: both come again, in order
             room.admitted[origin] = work.seq
         if work.kind in ANSWERED and room.pending() >= self._cap:
-            self.stats.refused_busy += 1
+            self.counters.refused_busy += 1
             error = Busy(
                 f"room {room.id} has {self._cap} messages waiting: try again shortly"
             )
@@ -464,7 +453,7 @@ class Engine:
 
     def _turn(self, room: LiveRoom, work: Work) -> tuple[Turn, Pending] | None:
         """Run one turn; the turn and a ``Pending`` if it waits on something."""
-        self.stats.turns += 1
+        self.counters.turns += 1
         turn = Turn(room, work)
         turn.started = perf_now()
         view = GameRoom(turn, self._limit)
@@ -502,7 +491,7 @@ class Engine:
                 raise Spectating("a spectator can chat, not play")
             return handler(view, user, helper, work.data)
         if kind == TIMER:
-            self.stats.timers_fired += 1
+            self.counters.timers_fired += 1
             return timers.fire(turn, view, helper)
         if kind == HOOK:
             return work.hook(view, helper)
@@ -669,7 +658,7 @@ class Engine:
         room, work = turn.room, turn.work
         if self.rooms.get(room.id) is not room or (turn.expired and not expired):
             return
-        self.stats.failed_turns += 1
+        self.counters.failed_turns += 1
         self.counters.turn_seconds.observe(perf_now() - turn.started)
         if turn.touched:
             room.state = json.loads(room.saved)

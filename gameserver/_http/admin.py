@@ -109,7 +109,7 @@ class AdminApi(JsonApi):
             "sockets_validated": server.sockets.connections(),
             "users": len(server.sockets.users()),
             "rooms": len(server.engine.rooms),
-            "deliveries": server.sockets.deliveries,
+            "deliveries": server.engine.counters.deliveries,
         }
         processes = await server.oversight.processes()
         if processes is not None:
@@ -258,16 +258,11 @@ def _logged(done: str, admin: UserRecord, user: UserRecord) -> None:
 
 
 def _room_json(view: RoomView, now: float) -> dict[str, Any]:
+    """The room as the API lists it, with who is there and how busy it is."""
     record = view.record
     present = view.present
     return {
-        "id": record.id,
-        "name": record.name,
-        "game": record.game,
-        "state": record.state.value,
-        "owner": record.owner.to_json(),
-        "max_players": record.max_players,
-        "has_password": record.has_password,
+        **record.to_json(),
         "players": [
             {**p.to_json(), "present": p.id in present} for p in record.players
         ],

@@ -6,7 +6,6 @@ handler never lets a traceback reach the client.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -40,6 +39,8 @@ if TYPE_CHECKING:
 log = Logger()
 
 Result = tuple[int, Any]
+#: Where a request keeps its client's address once worked out.
+_CLIENT_KEY = "gameserver_client_key"
 _ID = object()
 _BEARER = re.compile(rb"Bearer\s+(\S+)", re.IGNORECASE)
 
@@ -147,8 +148,7 @@ class JsonApi(Resource):
             if e.status == 401:
                 request.setHeader(b"WWW-Authenticate", b"Bearer")
             if isinstance(e, TooManyRequests):
-                seconds = max(1, math.ceil(e.retry_after))
-                request.setHeader(b"Retry-After", str(seconds).encode())
+                request.setHeader(b"Retry-After", str(e.wait_seconds).encode())
         except Exception:
             log.failure("{method} {uri} failed", method=request.method, uri=request.uri)
             status, body = (
@@ -219,7 +219,12 @@ class JsonApi(Resource):
         raise NotFound("no such endpoint")
 
     def _address(self, request: Request) -> str:
-        """The client's address, as the limits count it (``addresses``)."""
+        """The client's address, as the limits count it (``addresses``):
+        worked out once a request (the rate, then a login's or sign-up's
+        own limits, ask for it)."""
+        known = getattr(request, _CLIENT_KEY, None)
+        if known is not None:
+            return str(known)
         assert self._guard is not None
         addresses = self._guard.addresses
         peer = request.getClientAddress()
@@ -231,7 +236,9 @@ class JsonApi(Resource):
             )
             if values:
                 header = b", ".join(values).decode("latin-1")
-        return addresses.client(host, header)
+        key = addresses.client(host, header)
+        setattr(request, _CLIENT_KEY, key)
+        return key
 
     def _client(self, request: Request) -> str | None:
         return None if self._guard is None else self._address(request)

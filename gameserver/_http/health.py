@@ -126,7 +126,7 @@ class ServerCollector:
         for state, count in by_state.items():
             rooms.add_metric([state.value], count)
         yield rooms
-        stats = server.engine.stats
+        stats = server.engine.counters
         for name, help_, value in (
             ("turns", "Turns run (messages, joins, timers, hooks).", stats.turns),
             (
@@ -191,7 +191,7 @@ def _messages(server: GameServer) -> Iterator[Metric]:
         "gameserver_deliveries",
         "Frames written to sockets of this process: one per socket a message"
         " reaches (a broadcast to 10 members is 10).",
-        value=counters.deliveries + server.sockets.deliveries,
+        value=counters.deliveries,
     )
     yield _tally(
         "gameserver_refusals",

@@ -10,8 +10,6 @@ never a scan of them all on the reactor's thread.
 
 from __future__ import annotations
 
-from collections import deque
-
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
@@ -30,16 +28,16 @@ class MemoryLimiter:
         self._attempts: dict[str, list[float]] = {}
         #: Sockets by address: [open, not yet validated].
         self._sockets: dict[str, list[int]] = {}
-        #: Every key counted, oldest first, with its table: swept in turn;
+        self._tables = {"bucket": self._buckets, "attempt": self._attempts}
+        #: Every key counted, as (table, key), oldest first: swept in turn;
         #: each is listed once, however often its counter is made again.
-        self._order: deque[tuple[dict[str, list[float]], str]] = deque()
-        self._listed: set[tuple[int, str]] = set()
+        self._order: dict[tuple[str, str], None] = {}
 
     def take(self, key: str, now: float, rate: float, burst: int) -> Deferred[float]:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = [float(burst), now, now]
-            self._new(self._buckets, key, now)
+            self._new("bucket", key, now)
         tokens, stamp = bucket[0], bucket[1]
         if now > stamp:
             tokens = min(float(burst), tokens + (now - stamp) * rate)
@@ -67,7 +65,7 @@ class MemoryLimiter:
             state = None
         if state is None:
             state = self._attempts[key] = [0.0, 0.0, now]
-            self._new(self._attempts, key, now)
+            self._new("attempt", key, now)
         if state[1] > now:
             return succeed(state[1] - now)
         state[0] += 1
@@ -118,19 +116,16 @@ class MemoryLimiter:
         """Counters held: buckets, attempts and addresses with sockets."""
         return len(self._buckets) + len(self._attempts) + len(self._sockets)
 
-    def _new(self, table: dict[str, list[float]], key: str, now: float) -> None:
+    def _new(self, table: str, key: str, now: float) -> None:
         """``key`` was just made in ``table``: sweep a little, then list it."""
-        order, listed = self._order, self._listed
+        order, tables = self._order, self._tables
         for _ in range(min(SWEEP_STEP, len(order))):
-            oldest, name = order[0]
-            counter = oldest.get(name)
+            listed = next(iter(order))
+            del order[listed]
+            counters = tables[listed[0]]
+            counter = counters.get(listed[1])
             if counter is not None and counter[2] >= now:  # a new one: ==
-                order.rotate(-1)  # still counting: looked at again later
-                continue
-            order.popleft()
-            listed.discard((id(oldest), name))
-            if counter is not None:
-                del oldest[name]
-        if (id(table), key) not in listed:
-            listed.add((id(table), key))
-            order.append((table, key))
+                order[listed] = None  # still counting: looked at again later
+            elif counter is not None:
+                del counters[listed[1]]
+        order.setdefault((table, key))

@@ -348,6 +348,9 @@ class RedisConnection:
         self.address = address
         self._link = _Link(address, reactor, text=True, timeout=timeout)
         self._link.start()
+        #: Scripts loaded on the connection numbered ``_loaded_on``.
+        self._loaded: set[str] = set()
+        self._loaded_on = -1
 
     @property
     def connected(self) -> bool:
@@ -378,7 +381,18 @@ class RedisConnection:
             yield
 
     def run(self, script: Script, keys: list[str], args: list[Any]) -> Deferred[Any]:
-        """Call ``script``, loading it first if Redis does not know it."""
+        """Call ``script``, loaded (``SCRIPT LOAD``, not awaited) before its
+        first call on each connection: calls sent one after another without
+        waiting (commits of one room, a socket's counts) then run in the
+        order sent. A script Redis forgot anyway (``SCRIPT FLUSH``) is sent
+        whole with ``EVAL``, after whatever was sent meanwhile."""
+        connects = self._link.counts.connects
+        if connects != self._loaded_on:
+            self._loaded_on = connects
+            self._loaded.clear()
+        if script.sha not in self._loaded and self.connected:
+            self._loaded.add(script.sha)
+            self("SCRIPT", "LOAD", script.source).addErrback(quietly)
 
         def again(failure: Failure) -> Any:
             if failure.check(NoScript):

@@ -141,7 +141,7 @@ class RedisHosting:
         if work.kind in ANSWERED and (
             len(link.pending) >= self.settings.max_pending_turns
         ):
-            self.engine.stats.refused_busy += 1
+            self.engine.counters.refused_busy += 1
             self._refuse_here(
                 work,
                 "busy",
@@ -578,13 +578,8 @@ class RedisHosting:
 
     async def others_alive(self) -> bool:
         """Whether another process is alive: one a user could come back to."""
-        others = [
-            p
-            for p in await self.redis("SMEMBERS", keys.PROCESSES)
-            if p != self.process_id
-        ]
-        alive = await gather(*(self.redis("EXISTS", keys.alive(p)) for p in others))
-        return any(int(a) for a in alive)
+        alive = await alive_processes(self.redis)
+        return any(process != self.process_id for process in alive)
 
     async def back_elsewhere(self, users: list[UserRef]) -> list[UserRef]:
         """Those of ``users`` (let go of here) who have a socket in another
@@ -637,6 +632,13 @@ class RedisHosting:
         """Refuse every request waiting for an owner (this process was lost)."""
         for link in self._links.values():
             self._fail_pending(link, code, detail)
+
+
+async def alive_processes(redis: RedisConnection) -> list[str]:
+    """The processes listed in Redis whose alive key has not expired."""
+    members = list(await redis("SMEMBERS", keys.PROCESSES))
+    alive = await gather(*(redis("EXISTS", keys.alive(p)) for p in members))
+    return [p for p, n in zip(members, alive, strict=True) if int(n)]
 
 
 def _chained(link: Link) -> list[Work]:

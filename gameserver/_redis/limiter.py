@@ -29,6 +29,7 @@ from zope.interface import implementer
 from gameserver._interfaces import ILimiter
 from gameserver._redis import keys, scripts
 from gameserver._redis.connection import RedisConnection, Script, quietly
+from gameserver._redis.store import pairs
 
 #: Milliseconds an address's socket counts live after its last new socket:
 #: only a socket open longer than that, with no other since, goes uncounted.
@@ -63,23 +64,10 @@ class RedisLimiter:
         self._dirty: set[str] = set()
         self._retry: IDelayedCall | None = None
         self._stopped = False
-        self._loaded: set[str] = set()
-        self._loaded_on = -1
 
     def _run(
         self, script: Script, key: str | list[str], args: list[Any]
     ) -> Deferred[Any]:
-        """Call ``script``, loaded first at its first use on each connection:
-        commands sent without waiting (a close, a forgiveness) must reach
-        Redis in order, and a script Redis did not know (a restart) would be
-        sent again after later ones."""
-        connects = self._redis.counts.connects
-        if connects != self._loaded_on:
-            self._loaded_on = connects
-            self._loaded.clear()
-        if script.sha not in self._loaded:
-            self._loaded.add(script.sha)
-            self._redis("SCRIPT", "LOAD", script.source).addErrback(quietly)
         return self._redis.run(script, [key] if isinstance(key, str) else key, args)
 
     def take(self, key: str, now: float, rate: float, burst: int) -> Deferred[float]:
@@ -218,10 +206,9 @@ class RedisLimiter:
 
     async def sockets(self, address: str) -> tuple[int, int]:
         """The address's open and unvalidated sockets, every process's (tests)."""
-        fields = await self._redis("HGETALL", keys.address_sockets(address))
-        pairs = dict(zip(fields[::2], fields[1::2], strict=True))
-        unvalidated = sum(int(v) for k, v in pairs.items() if k.endswith(":u"))
-        return sum(int(v) for v in pairs.values()) - unvalidated, unvalidated
+        counts = pairs(await self._redis("HGETALL", keys.address_sockets(address)))
+        unvalidated = sum(int(v) for k, v in counts.items() if k.endswith(":u"))
+        return sum(int(v) for v in counts.values()) - unvalidated, unvalidated
 
 
 async def forget_process(redis: RedisConnection, process_id: str) -> None:

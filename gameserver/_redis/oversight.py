@@ -16,11 +16,13 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from gameserver._engine import figures
 from gameserver._engine.figures import RATE_WINDOW
 from gameserver._interfaces import IOversight
 from gameserver._models import RoomView
 from gameserver._redis import keys, scripts
 from gameserver._redis.connection import RedisConnection, gather
+from gameserver._redis.hosting import alive_processes
 from gameserver._redis.store import pairs, room_of
 
 #: The room's keys ``ROOM_VIEW`` reads, in its order.
@@ -62,17 +64,13 @@ class RedisOversight:
         return {u for u, n in zip(user_ids, found, strict=True) if int(n)}
 
     async def processes(self) -> int | None:
-        members = list(await self._redis("SMEMBERS", keys.PROCESSES))
-        alive = await gather(
-            *(self._redis("EXISTS", keys.alive(process)) for process in members)
-        )
-        return sum(1 for n in alive if int(n))
+        return len(await alive_processes(self._redis))
 
 
 def _view(room_id: int, reply: list[Any], *, detail: bool) -> RoomView:
     meta, lease, present, count = reply[:4]
     process = str(lease).partition(":")[0] if lease else None
-    rate = int(count) * 60.0 / RATE_WINDOW
+    rate = figures.rate(int(count))
     users = frozenset(int(u) for u in pairs(present))
     record = room_of(room_id, pairs(meta))
     if not detail:

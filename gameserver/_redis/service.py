@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succe
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
-from gameserver._engine.drain import CLOSE_SERVICE_RESTART
+from gameserver._engine.drain import CLOSE_SERVICE_RESTART, wait_until
 from gameserver._engine.room import GONE, Work
 from gameserver._errors import GameServerError
 from gameserver._redis import keys, scripts
@@ -67,8 +67,6 @@ class RedisBackend(Service):
         self._healthy_since: float | None = None
         self._registered = False
         self._starting: Deferred[None] | None = None
-        #: Seconds a stop waits for the turns in flight before handing over.
-        self.stop_wait = STOP_WAIT
 
     def bind(self, engine: Engine, sockets: LocalSockets) -> RedisHosting:
         """Serve this engine's rooms and these sockets (``GameServer`` calls it)."""
@@ -119,6 +117,11 @@ class RedisBackend(Service):
             self._loops.append(loop)
 
     def stopService(self) -> Deferred[None]:
+        return self.stop(STOP_WAIT)
+
+    def stop(self, wait: float) -> Deferred[None]:
+        """Stop, handing the rooms over within ``wait`` seconds (a drain
+        gives what it has left of its own time)."""
         if not self.running:
             return succeed(None)  # stopped already, by ``GameServer.stop``
         super().stopService()
@@ -126,34 +129,35 @@ class RedisBackend(Service):
             if loop.running:
                 loop.stop()
         self._loops.clear()
-        return ensureDeferred(self._stop())
+        return ensureDeferred(self._stop(wait))
 
-    async def _stop(self) -> None:
+    async def _stop(self, wait: float) -> None:
         """A clean stop: this process's sockets close (1012: reconnect), their
         users leave as on a disconnect, and once the last commits are saved
         the rooms are handed over."""
         host = self._host
         host.stopping = True
         held, host.held = host.held or {}, None
+        # No repair may write this process's socket counts again: they go
+        # with it (``forget_process``).
+        self.limiter.stop()
         try:
             await DeferredList([host.let_go_now(user) for user in held.values()])
             host.sockets.close_all(
                 CLOSE_SERVICE_RESTART, "this server is restarting: reconnect"
             )
-            started = self._reactor.seconds()
-            await self._until(
+            deadline = self._reactor.seconds() + wait
+            await wait_until(
+                self._reactor,
                 lambda: not host.sockets.users() and not host.pending(),
-                self.stop_wait,
+                deadline,
             )
             # Rooms are handed over between two turns, with nothing unsaved:
             # work from other processes may never stop coming, so none starts.
             rooms = list(host.engine.rooms.values())
             for room in rooms:
                 room.frozen = True
-            await self._until(
-                lambda: self._quiet(rooms),
-                self.stop_wait - (self._reactor.seconds() - started),
-            )
+            await wait_until(self._reactor, lambda: self._quiet(rooms), deadline)
             releases = [host.release(room) for room in rooms]
             await DeferredList(releases, consumeErrors=True)
             await self.redis("SREM", keys.PROCESSES, self.process_id)
@@ -163,7 +167,6 @@ class RedisBackend(Service):
                     quietly
                 )
             await self.redis("DEL", keys.process_users(self.process_id))
-            self.limiter.stop()  # no repair may write its counts again
             await forget_process(self.redis, self.process_id)
         except GameServerError as e:
             log.warn(
@@ -171,7 +174,6 @@ class RedisBackend(Service):
                 detail=e.detail,
                 process=self.process_id,
             )
-        self.limiter.stop()
         await host.channel.stop()
         await self.redis.disconnect()
 
@@ -179,12 +181,6 @@ class RedisBackend(Service):
         """No turn running in these rooms and nothing of theirs unsaved."""
         busy = self._host.committer.busy
         return not any(room.running or busy(room) for room in rooms)
-
-    async def _until(self, done: Callable[[], bool], timeout: float) -> None:
-        waited = 0.0
-        while not done() and waited < timeout:
-            await deferLater(self._reactor, 0.02, lambda: None)
-            waited += 0.02
 
     async def _quietly(self, chore: Callable[[], Awaitable[None]]) -> None:
         """Run a chore; a failure is logged and the next run tries again."""

@@ -11,14 +11,14 @@ import json
 from typing import Any
 
 import attrs
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import ensureDeferred, gatherResults
 from zope.interface import implementer
 
 from gameserver._errors import UsernameTaken
 from gameserver._interfaces import IStore
 from gameserver._models import Page, Room, RoomState, UserRecord, UserRef
 from gameserver._redis import keys, scripts
-from gameserver._redis.connection import RedisConnection
+from gameserver._redis.connection import RedisConnection, gather
 
 #: A user search scans the name index this many times, this many at a time.
 SCAN_STEPS = 10
@@ -128,7 +128,8 @@ class RedisStore:
         ``SCAN_STEPS`` steps of ``SCAN_COUNT`` names, whatever it finds."""
         key = prefix.casefold()
         exact = await self._redis("HGET", keys.USER_NAMES, key)
-        ids: list[int] = [] if exact is None else [int(exact)]
+        # In the order found, each once (a dict keeps insertion order).
+        ids: dict[int, None] = {} if exact is None else {int(exact): None}
         cursor = "0"
         for _ in range(SCAN_STEPS):
             if len(ids) >= limit:
@@ -143,16 +144,16 @@ class RedisStore:
                 SCAN_COUNT,
             )
             for user_id in pairs(found).values():
-                if int(user_id) not in ids:
-                    ids.append(int(user_id))
+                ids.setdefault(int(user_id))
             if str(cursor) == "0":
                 break
-        records = [await self.get_user(user_id) for user_id in ids[:limit]]
+        chosen = list(ids)[:limit]
+        records = await gather(*(ensureDeferred(self.get_user(u)) for u in chosen))
         return [r for r in records if r is not None]
 
     async def admins(self) -> list[UserRecord]:
         ids = sorted(int(i) for i in await self._redis("SMEMBERS", keys.ADMINS))
-        records = [await self.get_user(user_id) for user_id in ids]
+        records = await gather(*(ensureDeferred(self.get_user(u)) for u in ids))
         return [r for r in records if r is not None and r.admin]
 
     # Rooms

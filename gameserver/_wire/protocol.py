@@ -31,7 +31,6 @@ it to be most of the server's time:
 from __future__ import annotations
 
 import itertools
-import math
 import pprint
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -231,7 +230,7 @@ class GameServerProtocol(WebSocketServerProtocol):
                 429,
                 "Too Many Requests",
                 body,
-                max(1, math.ceil(refused.retry_after)),
+                refused.wait_seconds,
             )
             self.failHandshake(refused.detail, 429)
             self._denied = True

@@ -174,12 +174,13 @@ class Session:
         """A message for this socket alone (a reply, a refusal): not the hot
         path, which hands frames to ``send_frame``."""
         counters = self._counters
-        type_ = message["type"]
+        type_, data = message["type"], message["data"]
         if type_ == messages.ERROR:
-            counters.refusals.count(message["data"]["code"])
-        elif message["data"].get("is_successful") is False:
-            counters.refusals.count(message["data"]["error"])
-        counters.sent.count(type_)
+            counters.refused(type_, data["code"])
+        elif data.get("is_successful") is False:
+            counters.refused(type_, data["error"])
+        else:
+            counters.sent.count(type_)
         counters.deliveries += 1
         self.send_frame(Frame.of(messages.dumps(message), type_))
 
