@@ -283,6 +283,7 @@ def test_wheel_holds_the_dropins_and_packages(installed: Installed) -> None:
         "lobby.js",
         "lobby.css",
         "session.js",
+        "ui.js",
         "admin.html",
         "admin.js",
         "admin.css",

@@ -7,6 +7,7 @@
 
 import { GameClient, GameServerError } from "./gameserver.js";
 import { sessionStore } from "./session.js";
+import { $, COMMON_MESSAGES, explain, h, notice, setError, show } from "./ui.js";
 
 // "?poll=ms" in the address polls faster or slower (tests use it).
 const asked = Number(new URLSearchParams(location.search).get("poll"));
@@ -21,79 +22,26 @@ window.gameserverAdmin = { client, poll: () => poll() };
 
 // -- Small DOM helpers -------------------------------------------------------
 
-const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
 const SVG = "http://www.w3.org/2000/svg";
-
-/** h("button", {class: "x", onclick}, "text", child...): an element. */
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
-    else if (key === "testid") el.dataset.testid = value;
-    else if (key === "class") el.className = value;
-    else if (value === true) el.setAttribute(key, "");
-    else el.setAttribute(key, value);
-  }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
-    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return el;
-}
-
-function show(el, visible = true) {
-  el.hidden = !visible;
-}
 
 function setText(el, text) {
   const value = String(text ?? "");
   if (el.textContent !== value) el.textContent = value;
 }
 
-function setError(el, message) {
-  el.textContent = message || "";
-  show(el, Boolean(message));
-}
-
-function sentence(text) {
-  if (!text) return "";
-  const s = text.charAt(0).toUpperCase() + text.slice(1);
-  return /[.!?…]$/.test(s) ? s : `${s}.`;
-}
-
 const MESSAGES = {
-  bad_credentials: () => "Wrong username or password.",
-  network_error: () => "The server cannot be reached.",
-  session_expired: () => "Your session has expired: log in again.",
+  ...COMMON_MESSAGES,
   not_authenticated: () => "Log in first.",
   forbidden: () => "Only an admin may do this.",
   not_found: () => "It no longer exists.",
-  room_not_found: () => "This room no longer exists.",
   user_not_found: () => "No such user.",
-  unavailable: () => "The server is busy: try again in a moment.",
   banned: () => "This account is banned.",
   cannot_ban_admin: () => "An admin cannot be banned: revoke their rights first.",
 };
 
 function describe(error) {
-  if (!(error instanceof GameServerError)) return String(error?.message ?? error);
-  const explain = MESSAGES[error.code];
-  return explain ? explain(error) : sentence(error.detail || error.code);
+  return explain(error, MESSAGES);
 }
-
-let noticeTimer = null;
-
-/** A message under the top bar for a few seconds: a refusal, or `kind` "ok". */
-function notice(message, kind = "error") {
-  $("notice").dataset.kind = kind;
-  $("notice-text").textContent = message;
-  show($("notice"), true);
-  clearTimeout(noticeTimer);
-  noticeTimer = setTimeout(() => show($("notice"), false), 8000);
-}
-
-$("notice-close").addEventListener("click", () => show($("notice"), false));
 
 /** "42 s", "12 min", "3 h 5 min", "2 d 4 h". */
 function duration(seconds) {

@@ -2,8 +2,9 @@
 // view for each bundled game. Built on gameserver.js, with no framework:
 // every piece of text a player typed is set with textContent, never HTML.
 
-import { GameClient, GameServerError } from "./gameserver.js";
+import { GameClient } from "./gameserver.js";
 import { sessionStore } from "./session.js";
+import { $, COMMON_MESSAGES, explain, h, notice, sentence, setError, show } from "./ui.js";
 
 const POLL_MS = 3000; // how often the room list is reloaded
 const ROOM_KEY = "gameserver.room"; // sessionStorage: the room this tab is in
@@ -20,26 +21,6 @@ window.gameserverLobby = {
 };
 
 // -- Small DOM helpers -------------------------------------------------------
-
-const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
-
-/** h("button", {class: "x", onclick}, "text", child...): an element. */
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
-    else if (key === "testid") el.dataset.testid = value;
-    else if (key === "class") el.className = value;
-    else if (value === true) el.setAttribute(key, "");
-    else el.setAttribute(key, value);
-  }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
-    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return el;
-}
 
 /** Replace an element's children, skipping the empty ones. */
 function fill(el, ...children) {
@@ -64,35 +45,18 @@ function lockIcon() {
   return svg;
 }
 
-function show(el, visible = true) {
-  el.hidden = !visible;
-}
-
-function setError(el, message) {
-  el.textContent = message || "";
-  show(el, Boolean(message));
-}
-
-function sentence(text) {
-  if (!text) return "";
-  const s = text.charAt(0).toUpperCase() + text.slice(1);
-  return /[.!?…]$/.test(s) ? s : `${s}.`;
-}
-
 // -- What refusals mean, in words ------------------------------------------
 
 const MESSAGES = {
+  ...COMMON_MESSAGES,
   wrong_password: (e) => (e.detail === "this room needs a password" ? "This room needs a password." : "Wrong password."),
   room_full: () => "This room is full.",
   game_started: () => "The game in this room has already started: only its players can come back.",
-  room_not_found: () => "This room no longer exists.",
   spectators_full: () => "This room has as many spectators as it takes: try again later.",
   seated: () => "You have a seat in this room: join it to play.",
   spectator: () => "You are watching this game: only its players can move.",
   not_found: () => "This room no longer exists.",
   username_taken: () => "That username is taken: pick another one.",
-  bad_credentials: () => "Wrong username or password.",
-  unavailable: () => "The server is busy: try again in a moment.",
   // Over the HTTP API (too many new guests at once), or messages on the socket.
   rate_limited: (e) => (e.status ? sentence(e.detail) : "Slow down a little: too many messages."),
   not_a_guest: () => "This account already has a password.",
@@ -101,8 +65,6 @@ const MESSAGES = {
   chat_refused: (e) =>
     currentView?.chatRefusedMessage?.() ?? sentence(e.detail ?? "The game does not allow this message now"),
   not_connected: () => "Not connected: try again in a moment.",
-  network_error: () => "The server cannot be reached.",
-  session_expired: () => "Your session has expired: log in again.",
   too_many_connections: () => "You are connected from too many tabs or devices.",
   forbidden: (e) => sentence(e.detail),
   timeout: () => "The server did not answer in time.",
@@ -110,25 +72,10 @@ const MESSAGES = {
 };
 
 function describe(error) {
-  if (!(error instanceof GameServerError)) return String(error?.message ?? error);
-  const explain = MESSAGES[error.code];
-  return explain ? explain(error) : sentence(error.detail || error.code);
+  return explain(error, MESSAGES);
 }
 
 // -- Notices and the connection banner ---------------------------------------
-
-let noticeTimer = null;
-
-/** A message under the top bar for a few seconds: a refusal, or `kind` "ok". */
-function notice(message, kind = "error") {
-  $("notice").dataset.kind = kind;
-  $("notice-text").textContent = message;
-  show($("notice"), true);
-  clearTimeout(noticeTimer);
-  noticeTimer = setTimeout(() => show($("notice"), false), 8000);
-}
-
-$("notice-close").addEventListener("click", () => show($("notice"), false));
 
 $("wire-format").textContent = client.format;
 client.addEventListener("statechange", ({ detail: { state } }) => renderConnection(state));
